@@ -1,0 +1,128 @@
+"""The contract between the engine and whatever runs a function.
+
+The engine owns the lifecycle (records, queueing, deadlines, retries); an executor only runs one
+:class:`Job` and reports an :class:`Outcome`. Values cross this boundary as serialized
+``google.protobuf.Any`` bytes, so the server process never decodes (or unpickles) a user's objects:
+workers decode arguments and encode results with :mod:`spear_sdk.wire.codec`.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+#: Outcome statuses an executor reports; deadlines and cancellation are the engine's to name.
+COMPLETED = "completed"
+FAILED = "failed"
+
+# Error codes of SPEC §3 that executors produce.
+EXCEPTION = "EXCEPTION"
+WORKER_CRASHED = "WORKER_CRASHED"
+ARTIFACT_LOAD_FAILED = "ARTIFACT_LOAD_FAILED"
+BAD_ARGUMENTS = "BAD_ARGUMENTS"
+RESULT_NOT_SERIALIZABLE = "RESULT_NOT_SERIALIZABLE"
+PROCESS_EXIT = "PROCESS_EXIT"
+PROCESS_OUTPUT_INVALID = "PROCESS_OUTPUT_INVALID"
+
+DEFAULT_LOG_LIMIT = 1 << 20
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """What to run: a task's artifact, resolved by the engine."""
+
+    type: str  # "python" | "pickle" | "process"
+    location: str
+    function_name: str = ""
+    #: pickle: the cloudpickle bytes, already read from the object store and checksum-verified.
+    payload: bytes | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    #: Identifies this version of the artifact; workers may cache what they loaded under it.
+    cache_key: str = ""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One attempt of one execution."""
+
+    execution_id: str
+    artifact: Artifact
+    args: Sequence[bytes] = ()
+    kwargs: Mapping[str, bytes] = field(default_factory=dict)
+    stream: bool = False
+    #: Environment variables set for this run only.
+    environment: Mapping[str, str] = field(default_factory=dict)
+    #: Encode results for a Python caller (codec ``exact=True``) instead of plain JSON values.
+    exact_results: bool = False
+    #: Whether pickled argument values may be decoded.
+    allow_pickle: bool = True
+    log_limit_bytes: int = DEFAULT_LOG_LIMIT
+    #: Run in a worker started for this call instead of a warm one.
+    fresh_instance: bool = False
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an attempt ended, when it ended on its own."""
+
+    status: str  # COMPLETED | FAILED
+    result: bytes | None = None  # serialized Any; None for streams and failures
+    error_code: str = ""
+    error_message: str = ""
+    memory_used_bytes: int = 0
+    cpu_time_ms: float = 0.0
+    instance_id: str = ""
+
+    @property
+    def worker_lost(self) -> bool:
+        """The run was lost to a system failure and may be retried."""
+        return self.error_code == WORKER_CRASHED
+
+
+class Sink(Protocol):
+    """Where an executor reports a running job's progress. Called on the event loop."""
+
+    def started(self, instance_id: str) -> None:
+        """The job reached the worker named ``instance_id``."""
+
+    def chunk(self, data: bytes) -> None:
+        """One streamed value (serialized Any)."""
+
+    def log(self, text: str) -> None:
+        """Captured stdout/stderr text (already bounded by ``Job.log_limit_bytes``)."""
+
+
+class Executor(abc.ABC):
+    """Runs jobs. ``run`` is cancelled by the engine on timeout or cancel."""
+
+    #: "process" or "thread", shown in health details.
+    name: str
+    #: Whether cancelling ``run`` really stops the work (a thread can only be abandoned).
+    stops_work: bool
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Get ready (warm the pool); raise if no worker can be started."""
+
+    @abc.abstractmethod
+    async def run(self, job: Job, sink: Sink) -> Outcome:
+        """Run ``job`` to its end.
+
+        Cancelling this coroutine stops the work before the ``CancelledError`` propagates: a process
+        worker is killed (and replaced in the background), a thread is abandoned.
+        """
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Stop every worker; no process is left behind."""
+
+    @abc.abstractmethod
+    def worker_pids(self) -> list[int]:
+        """Pids of the live worker processes (for memory and CPU figures)."""
+
+    @property
+    @abc.abstractmethod
+    def healthy(self) -> bool:
+        """False when workers cannot be started."""

@@ -1,0 +1,63 @@
+"""The one storage interface every backend implements (SPEC §4).
+
+Keys are strings ordered by code point; values are bytes. Backends are chosen by URL with
+:func:`spearlet.store.open_store`. A backend may do its work synchronously inside the coroutine when that
+is cheaper than a thread hop (SQLite commits take tens of microseconds), so callers must not assume a
+call yields to the loop.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Mapping
+
+
+class StoreError(Exception):
+    """The store failed to answer (I/O error, closed store, corrupt file)."""
+
+
+class KvStore(abc.ABC):
+    """An ordered key-value store with atomic batches."""
+
+    #: The URL the store was opened with (shown in health details).
+    url: str
+
+    @abc.abstractmethod
+    async def get(self, key: str) -> bytes | None:
+        """The value of ``key``, or ``None`` when absent."""
+
+    @abc.abstractmethod
+    async def put(self, key: str, value: bytes) -> None:
+        """Create or replace ``key``."""
+
+    @abc.abstractmethod
+    async def delete(self, key: str) -> bool:
+        """Remove ``key``; whether it existed."""
+
+    @abc.abstractmethod
+    async def scan(
+        self,
+        prefix: str,
+        *,
+        start_after: str = "",
+        limit: int | None = None,
+        reverse: bool = False,
+    ) -> list[tuple[str, bytes]]:
+        """Entries whose key starts with ``prefix``, in key order.
+
+        ``start_after`` excludes every key up to and including it (with ``reverse``, every key from it
+        upward, so a descending scan pages downward the same way). ``limit`` caps the count (``None``:
+        no cap).
+        """
+
+    @abc.abstractmethod
+    async def batch(self, puts: Mapping[str, bytes] | None = None, deletes: Iterable[str] = ()) -> None:
+        """Apply every put and delete atomically: all of them or none."""
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raise :class:`StoreError` unless the store answers."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Flush and release the store; later calls raise :class:`StoreError`."""
