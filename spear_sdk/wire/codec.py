@@ -163,7 +163,7 @@ def _is_json(value: object, exact: bool) -> bool:
     if isinstance(value, dict):
         return all(isinstance(k, str) and _is_json(v, exact) for k, v in value.items())
     if type(value) is list or (not exact and type(value) is tuple):
-        return all(_is_json(v, exact) for v in value)  # type: ignore[attr-defined]
+        return all(_is_json(v, exact) for v in value)
     return False
 
 

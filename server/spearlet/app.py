@@ -1,0 +1,113 @@
+"""Builds and runs the grpc.aio server: FunctionService, ObjectService, grpc.health.v1 and reflection."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from spear_sdk.wire import function_pb2, function_pb2_grpc, object_pb2, object_pb2_grpc
+
+from .auth import TokenInterceptor
+from .config import Config
+from .engine.core import Engine
+from .function_service import FunctionService
+from .health import HealthMonitor, ResourceMeter
+from .object_service import ObjectService
+from .objects import ObjectRepository
+from .store import KvStore, open_store
+
+log = logging.getLogger(__name__)
+
+
+class SpearletServer:
+    """One running spearlet: ``await start()``, read ``address``, ``await stop()`` to shut down gracefully."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.address = ""
+        self.port = 0
+        self._server: grpc.aio.Server | None = None
+        self._store: KvStore | None = None
+        self._engine: Engine | None = None
+        self._monitor: HealthMonitor | None = None
+        self._stopped = asyncio.Event()
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            raise RuntimeError("the server is not started")
+        return self._engine
+
+    async def start(self) -> None:
+        config = self.config
+        self._store = store = open_store(config.store)
+        objects = ObjectRepository(store, config.max_object_bytes)
+        await objects.load_totals()
+        self._engine = engine = Engine(config, store, objects)
+        await engine.start()
+        meter = ResourceMeter()
+        self._monitor = monitor = HealthMonitor(engine, meter)
+
+        limit = config.message_limit
+        server = grpc.aio.server(
+            options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
+            interceptors=[TokenInterceptor(config.token)] if config.token else None,
+        )
+        function_pb2_grpc.add_FunctionServiceServicer_to_server(
+            FunctionService(engine, monitor, meter), server
+        )
+        object_pb2_grpc.add_ObjectServiceServicer_to_server(ObjectService(objects), server)
+        health_pb2_grpc.add_HealthServicer_to_server(monitor.grpc_servicer, server)
+        reflection.enable_server_reflection(
+            (
+                function_pb2.DESCRIPTOR.services_by_name["FunctionService"].full_name,
+                object_pb2.DESCRIPTOR.services_by_name["ObjectService"].full_name,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            server,
+        )
+        target = f"{_bracket(config.host)}:{config.port}"
+        if config.tls_cert and config.tls_key:
+            self.port = server.add_secure_port(target, _tls_credentials(config.tls_cert, config.tls_key))
+        else:
+            self.port = server.add_insecure_port(target)
+        await server.start()
+        self._server = server
+        self.address = f"{_bracket(config.host)}:{self.port}"
+        monitor.start_watching()
+        log.info("spearlet listening on %s", self.address)
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Report NOT_SERVING, let in-flight work finish within the grace period, cancel the rest, close."""
+        if self._stopped.is_set():
+            return
+        grace = self.config.shutdown_grace_s if grace_s is None else grace_s
+        if self._monitor is not None:
+            await self._monitor.set_serving(False)
+        server_stopped = asyncio.ensure_future(self._server.stop(grace + 1)) if self._server else None
+        if self._engine is not None:
+            await self._engine.close(grace)
+        if server_stopped is not None:
+            await server_stopped
+        if self._monitor is not None:
+            await self._monitor.stop()
+        if self._store is not None:
+            await self._store.close()
+        self._stopped.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+
+def _tls_credentials(cert: str, key: str) -> grpc.ServerCredentials:
+    return grpc.ssl_server_credentials([(Path(key).read_bytes(), Path(cert).read_bytes())])
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host

@@ -1,0 +1,95 @@
+"""The server's settings: one dataclass that CLI flags and ``SPEARLET_*`` environment variables map onto."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+MIB = 1 << 20
+DEFAULT_STORE = "sqlite:///.spear/spearlet.db"
+ENV_PREFIX = "SPEARLET_"
+
+
+def _cpu_count() -> int:
+    return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 50051
+    store: str = DEFAULT_STORE
+    executor: str = "process"
+    max_concurrent: int = field(default_factory=_cpu_count)
+    max_queued: int = 10_000
+    default_timeout_ms: int = 0
+    max_object_bytes: int = 64 * MIB
+    #: gRPC message limit; 0 means "room for the largest object plus framing".
+    max_message_bytes: int = 0
+    log_limit_bytes: int = MIB
+    token: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    #: Seconds that shutdown waits for in-flight work before cancelling it.
+    shutdown_grace_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.executor not in ("process", "thread"):
+            raise ValueError(f"executor must be 'process' or 'thread', not {self.executor!r}")
+        for name in ("max_concurrent", "max_queued"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        for name in ("port", "default_timeout_ms", "max_object_bytes", "max_message_bytes"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("TLS needs both a certificate and a key")
+
+    @property
+    def message_limit(self) -> int:
+        return self.max_message_bytes or self.max_object_bytes + 4 * MIB
+
+    @property
+    def allows_pickle(self) -> bool:
+        """Pickled code runs only on a loopback-bound server or behind a token (SPEC §5)."""
+        return bool(self.token) or is_loopback(self.host)
+
+    def replace(self, **changes: Any) -> Config:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
+        """Defaults, then ``SPEARLET_<FIELD>`` variables, then ``overrides`` (those not ``None``)."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = environ.get(ENV_PREFIX + f.name.upper())
+            if raw is not None and raw != "":
+                values[f.name] = _parse(f.name, raw, f.type)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def _parse(name: str, raw: str, annotation: object) -> object:
+    kind = str(annotation)
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except ValueError:
+        raise ValueError(f"{ENV_PREFIX}{name.upper()} must be a number, not {raw!r}") from None
+    return raw
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

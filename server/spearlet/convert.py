@@ -1,0 +1,158 @@
+"""Records <-> protocol messages. The only place that knows both shapes."""
+
+from __future__ import annotations
+
+from google.protobuf import any_pb2, timestamp_pb2
+
+from spear_sdk.wire import function_pb2 as fpb
+from spear_sdk.wire import object_pb2 as opb
+
+from .engine.core import Invocation
+from .stats import TaskFigures
+from .store.records import StoredArtifact, StoredExecution, StoredObject, StoredTask
+
+STATUS_ENDPOINT = "/spearlet.FunctionService/GetExecutionStatus?execution_id={}"
+
+
+def timestamp(seconds: float | None) -> timestamp_pb2.Timestamp | None:
+    if seconds is None:
+        return None
+    ts = timestamp_pb2.Timestamp()
+    nanos = round(seconds * 1e9)
+    ts.seconds, ts.nanos = divmod(nanos, 1_000_000_000)
+    return ts
+
+
+def artifact_from_proto(spec: fpb.ArtifactSpec) -> StoredArtifact:
+    return StoredArtifact(
+        artifact_type=spec.artifact_type,
+        location=spec.location,
+        artifact_id=spec.artifact_id,
+        version=spec.version,
+        checksum=spec.checksum,
+        metadata=dict(spec.metadata),
+    )
+
+
+def artifact_to_proto(artifact: StoredArtifact) -> fpb.ArtifactSpec:
+    return fpb.ArtifactSpec(
+        artifact_id=artifact.artifact_id,
+        artifact_type=artifact.artifact_type,
+        location=artifact.location,
+        version=artifact.version,
+        checksum=artifact.checksum,
+        metadata=artifact.metadata,
+    )
+
+
+def invocation(request: fpb.InvokeFunctionRequest, *, stream: bool) -> Invocation:
+    ctx = request.context
+    existing = request.invocation_type == fpb.INVOCATION_TYPE_EXISTING_TASK or (
+        request.invocation_type == fpb.INVOCATION_TYPE_UNKNOWN and bool(request.task_id)
+    )
+    return Invocation(
+        task_id=request.task_id,
+        task_name=request.task_name,
+        task_description=request.task_description,
+        artifact=artifact_from_proto(request.artifact_spec) if request.HasField("artifact_spec") else None,
+        existing_task=existing,
+        create_if_not_exists=request.create_if_not_exists,
+        function_name=request.function_name,
+        params=[(p.name, p.value) for p in request.parameters],
+        mode=fpb.EXECUTION_MODE_STREAM if stream else request.execution_mode or fpb.EXECUTION_MODE_SYNC,
+        stream=stream,
+        execution_id=request.execution_id if request.HasField("execution_id") else ctx.execution_id,
+        environment=dict(ctx.environment),
+        headers=dict(ctx.headers),
+        session_id=ctx.session_id,
+        user_id=ctx.user_id,
+        metadata=dict(request.invocation_metadata),
+        timeout_ms=ctx.timeout_ms,
+        max_retries=ctx.max_retries,
+        force_new_instance=request.force_new_instance,
+    )
+
+
+def result_value(record: StoredExecution) -> any_pb2.Any | None:
+    return any_pb2.Any.FromString(record.result) if record.result is not None else None
+
+
+def execution_result(record: StoredExecution, *, include_value: bool = True) -> fpb.ExecutionResult:
+    return fpb.ExecutionResult(
+        status=record.status,  # type: ignore[arg-type]
+        result=result_value(record) if include_value else None,
+        error_message=record.error_message,
+        error_code=record.error_code,
+        execution_time_ms=record.execution_time_ms,
+        memory_used_bytes=record.memory_used_bytes,
+        metrics={
+            "queue_time_ms": f"{record.queue_time_ms:.3f}",
+            "cpu_time_ms": f"{record.cpu_time_ms:.3f}",
+            "attempts": str(record.attempt),
+        },
+        started_at=timestamp(record.started_at),
+        completed_at=timestamp(record.completed_at),
+    )
+
+
+def execution_info(record: StoredExecution) -> fpb.ExecutionInfo:
+    return fpb.ExecutionInfo(
+        execution_id=record.execution_id,
+        task_id=record.task_id,
+        function_name=record.function_name,
+        execution_mode=record.mode,  # type: ignore[arg-type]
+        status=record.status,  # type: ignore[arg-type]
+        started_at=timestamp(record.started_at),
+        completed_at=timestamp(record.completed_at),
+        execution_time_ms=record.execution_time_ms,
+        memory_used_bytes=record.memory_used_bytes,
+        error_message=record.error_message,
+        metadata=record.metadata,
+        created_at=timestamp(record.created_at),
+        attempt=record.attempt,
+        error_code=record.error_code,
+        task_name=record.task_name,
+        instance_id=record.instance_id,
+    )
+
+
+def task_info(task: StoredTask, figures: TaskFigures, *, details: bool = True) -> fpb.TaskInfo:
+    info = fpb.TaskInfo(
+        task_id=task.task_id,
+        task_name=task.name,
+        created_at=int(task.created_at),
+        updated_at=int(task.updated_at),
+        execution_count=figures.executions,
+        last_status=figures.newest_status,  # type: ignore[arg-type]
+        description=task.description,
+    )
+    if details:
+        info.artifact_spec.CopyFrom(artifact_to_proto(task.artifact))
+        info.metadata.update(task.metadata)
+        info.metadata["version"] = str(task.version)
+    return info
+
+
+def object_meta(obj: StoredObject) -> opb.ObjectMeta:
+    return opb.ObjectMeta(
+        key=obj.key,
+        size=obj.size,
+        created_at=int(obj.created_at),
+        updated_at=int(obj.updated_at),
+        ref_count=obj.ref_count,
+        pinned=obj.pinned,
+        metadata=obj.metadata,
+    )
+
+
+def object_message(obj: StoredObject, *, include_value: bool) -> opb.Object:
+    return opb.Object(
+        key=obj.key,
+        value=obj.value if include_value else b"",
+        size=obj.size,
+        created_at=int(obj.created_at),
+        updated_at=int(obj.updated_at),
+        ref_count=obj.ref_count,
+        pinned=obj.pinned,
+        metadata=obj.metadata,
+    )

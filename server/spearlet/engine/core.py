@@ -1,0 +1,452 @@
+"""The engine: admits invocations, runs them through the lifecycle, and keeps the store and figures current.
+
+Every transition is written to the store before anything reports it (SPEC §3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+
+from google.protobuf import any_pb2
+
+from spear_sdk.wire import codec
+from spear_sdk.wire.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+)
+
+from ..config import Config
+from ..objects import ObjectRepository
+from ..stats import StatsTracker
+from ..store import KvStore
+from ..store.records import StoredArtifact, StoredExecution, StoredTask
+from . import lifecycle as lc
+from .executions import ExecutionStore
+from .executors import Artifact, Executor, Job, Outcome, SubprocessRunner, create_executor
+from .executors.base import ARTIFACT_LOAD_FAILED, COMPLETED
+from .ids import new_id
+from .live import LiveExecution
+from .scheduler import Scheduler
+from .tasks import OBJECT_SCHEME, Registration, TaskRegistry
+
+log = logging.getLogger(__name__)
+
+#: ``ExecutionContext.headers["accept"]`` value by which a Python client asks for exact Python results.
+PYTHON_ACCEPT = "application/x-python-pickle"
+
+
+@dataclass
+class Invocation:
+    """One validated InvokeFunction/StreamFunction request, free of wire types but for the values."""
+
+    task_id: str = ""
+    task_name: str = ""
+    task_description: str = ""
+    artifact: StoredArtifact | None = None
+    existing_task: bool = False
+    create_if_not_exists: bool = False
+    function_name: str = ""
+    params: list[tuple[str, any_pb2.Any]] = field(default_factory=list)
+    mode: int = 0
+    stream: bool = False
+    execution_id: str = ""
+    environment: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    session_id: str = ""
+    user_id: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+    timeout_ms: int = 0
+    max_retries: int = 0
+    force_new_instance: bool = False
+
+
+@dataclass(frozen=True)
+class CancelResult:
+    success: bool
+    final_status: int
+    message: str
+
+
+class Engine:
+    def __init__(self, config: Config, store: KvStore, objects: ObjectRepository) -> None:
+        self.config = config
+        self.store = store
+        self.objects = objects
+        self.tasks = TaskRegistry(store)
+        self.executions = ExecutionStore(store)
+        self.scheduler = Scheduler(config.max_concurrent, config.max_queued)
+        self.stats = StatsTracker()
+        self.executor: Executor = create_executor(
+            config.executor, config.max_concurrent, log_limit_bytes=config.log_limit_bytes
+        )
+        self.subprocesses = SubprocessRunner()
+        self.live: dict[str, LiveExecution] = {}
+        self.started_at = time.time()
+        self._accepting = False
+        self._background: set[asyncio.Task[object]] = set()
+
+    # -- life of the engine -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Mark work cut off by a previous process INTERRUPTED, rebuild the figures, warm the workers."""
+        records = [r async for r in self.executions.iterate()]
+        interrupted = [r for r in records if r.status in lc.ACTIVE]
+        now = time.time()
+        for record in interrupted:
+            record.status = lc.FAILED
+            record.error_code = lc.INTERRUPTED
+            record.error_message = "interrupted by a server restart"
+            record.completed_at = now
+            record.execution_time_ms = _elapsed_ms(record.started_at, now)
+        if interrupted:
+            await self.executions.save_many(interrupted)
+            log.warning("marked %d executions left by a previous process INTERRUPTED", len(interrupted))
+        self.stats.rebuild(records)
+        await self.executor.start()
+        self.started_at = time.time()
+        self._accepting = True
+
+    async def close(self, grace_s: float) -> None:
+        """Refuse new work, let running work finish for ``grace_s``, cancel the rest, stop the workers."""
+        self._accepting = False
+        running = [live.task for live in self.live.values() if live.task is not None]
+        if running and grace_s > 0:
+            await asyncio.wait(running, timeout=grace_s)
+        for live in list(self.live.values()):
+            live.request_cancel("server shutting down")
+        remaining = [live.task for live in self.live.values() if live.task is not None]
+        if remaining:
+            await asyncio.wait(remaining)
+        await self.executor.close()
+        await self.subprocesses.close()
+
+    @property
+    def uptime_s(self) -> float:
+        return time.time() - self.started_at
+
+    # -- tasks ----------------------------------------------------------------------------------------
+
+    async def register_task(
+        self, name: str, artifact: StoredArtifact, description: str, metadata: dict[str, str]
+    ) -> Registration:
+        self._check_artifact_allowed(artifact)
+        return await self.tasks.register(name, artifact, description=description, metadata=metadata)
+
+    async def delete_task(self, task_id: str, *, force: bool, cleanup: bool) -> int:
+        """Delete a task (cancelling its work when ``force``); return how many records were cleaned up."""
+        task = await self.tasks.require(task_id)
+        active = [live for live in self.live.values() if live.record.task_id == task_id]
+        if active and not force:
+            raise FailedPrecondition(
+                f"task {task.name!r} has {len(active)} pending or running executions; delete with force"
+            )
+        for live in active:
+            live.request_cancel("task deleted")
+        for live in active:
+            await live.done.wait()
+        cleaned: list[StoredExecution] = []
+        if cleanup:
+            cleaned = await self.executions.delete_for_task(task_id)
+            for record in cleaned:
+                self.stats.deleted(record)
+        await self.tasks.delete(task, [])
+        return len(cleaned)
+
+    # -- invocations ----------------------------------------------------------------------------------
+
+    async def submit(self, inv: Invocation) -> LiveExecution:
+        """Admit one invocation: write its PENDING record and start running it."""
+        if not self._accepting:
+            raise Unavailable("the server is shutting down")
+        task = await self._resolve_task(inv)
+        args, kwargs = self._encode_params(inv.params)
+        execution_id = inv.execution_id or new_id()
+        if inv.execution_id and (
+            inv.execution_id in self.live or await self.executions.exists(inv.execution_id)
+        ):
+            raise AlreadyExists(f"execution {inv.execution_id!r} already exists")
+        self.scheduler.admit()
+        record = StoredExecution(
+            execution_id=execution_id,
+            task_id=task.task_id,
+            task_name=task.name,
+            function_name=inv.function_name,
+            mode=inv.mode,
+            status=lc.PENDING,
+            created_at=time.time(),
+            metadata=_execution_metadata(inv),
+        )
+        live = LiveExecution(record, stream=inv.stream, log_limit_bytes=self.config.log_limit_bytes)
+        live.stops_work = self._runner_for(task.artifact.artifact_type).stops_work
+        self.live[execution_id] = live
+        try:
+            await self.executions.create(record)
+        except BaseException:
+            self.scheduler.withdraw()
+            del self.live[execution_id]
+            raise
+        self.stats.created(record)
+        job = Job(
+            execution_id=execution_id,
+            artifact=Artifact(
+                type=task.artifact.artifact_type,
+                location=task.artifact.location,
+                function_name=inv.function_name,
+                metadata=task.artifact.metadata,
+                cache_key=f"{task.task_id}:{task.version}",
+            ),
+            args=args,
+            kwargs=kwargs,
+            stream=inv.stream,
+            environment=inv.environment,
+            exact_results=PYTHON_ACCEPT in inv.headers.get("accept", ""),
+            allow_pickle=self.config.allows_pickle,
+            log_limit_bytes=self.config.log_limit_bytes,
+            fresh_instance=inv.force_new_instance,
+        )
+        timeout_ms = inv.timeout_ms or self.config.default_timeout_ms
+        live.task = asyncio.create_task(self._run(live, task, job, timeout_ms, inv.max_retries))
+        return live
+
+    async def wait(self, live: LiveExecution) -> StoredExecution:
+        await live.done.wait()
+        return live.record
+
+    def cancel_soon(self, execution_id: str, reason: str) -> None:
+        """Cancel from a place that cannot wait (a handler whose client went away)."""
+        live = self.live.get(execution_id)
+        if live is not None:
+            live.request_cancel(reason)
+
+    async def cancel(self, execution_id: str, reason: str) -> CancelResult:
+        if not execution_id:
+            raise InvalidArgument("execution_id is required")
+        live = self.live.get(execution_id)
+        if live is None:
+            record = await self.executions.get(execution_id)
+            if record is None:
+                raise NotFound(f"execution {execution_id!r} not found")
+            return CancelResult(
+                False, record.status, f"execution already ended: {lc.status_name(record.status)}"
+            )
+        was_running = live.record.status == lc.RUNNING
+        live.request_cancel(reason)
+        await live.done.wait()
+        record = live.record
+        if record.status != lc.CANCELLED:
+            return CancelResult(
+                False, record.status, f"execution ended first: {lc.status_name(record.status)}"
+            )
+        if was_running and not live.stops_work:
+            return CancelResult(
+                True, record.status, "cancelled; the thread running it cannot be stopped and was abandoned"
+            )
+        return CancelResult(True, record.status, "cancelled")
+
+    async def get_execution(self, execution_id: str) -> StoredExecution | None:
+        if not execution_id:
+            raise InvalidArgument("execution_id is required")
+        live = self.live.get(execution_id)
+        return live.record if live is not None else await self.executions.get(execution_id)
+
+    def current(self, records: list[StoredExecution]) -> list[StoredExecution]:
+        """Stored records with the live ones swapped in (they know their worker before the store does)."""
+        return [live.record if (live := self.live.get(r.execution_id)) else r for r in records]
+
+    async def logs(self, execution_id: str) -> str:
+        live = self.live.get(execution_id)
+        return live.logs.text() if live is not None else await self.executions.logs(execution_id)
+
+    def active_counts(self) -> tuple[int, int, set[str]]:
+        """(running, pending, ids of tasks with active work)."""
+        running = sum(1 for live in self.live.values() if live.record.status == lc.RUNNING)
+        tasks = {live.record.task_id for live in self.live.values()}
+        return running, len(self.live) - running, tasks
+
+    # -- internals ------------------------------------------------------------------------------------
+
+    async def _resolve_task(self, inv: Invocation) -> StoredTask:
+        if inv.existing_task:
+            if not inv.task_id:
+                raise InvalidArgument("an EXISTING_TASK invocation needs task_id")
+            task = await self.tasks.get(inv.task_id)
+            if task is not None:
+                self._check_artifact_allowed(task.artifact)
+                return task
+            if not (inv.create_if_not_exists and inv.task_name and inv.artifact):
+                raise NotFound(f"task {inv.task_id!r} not found")
+        elif not inv.task_name or inv.artifact is None:
+            raise InvalidArgument("a NEW_TASK invocation needs task_name and artifact_spec")
+        assert inv.artifact is not None
+        self._check_artifact_allowed(inv.artifact)
+        registration = await self.tasks.register(
+            inv.task_name, inv.artifact, description=inv.task_description, update=False
+        )
+        if not registration.created and registration.task.artifact != inv.artifact:
+            raise AlreadyExists(
+                f"task {inv.task_name!r} exists with a different artifact; use RegisterTask to update it"
+            )
+        return registration.task
+
+    def _check_artifact_allowed(self, artifact: StoredArtifact) -> None:
+        if artifact.artifact_type == "pickle" and not self.config.allows_pickle:
+            raise PermissionDenied(_PICKLE_REFUSED)
+
+    def _encode_params(
+        self, params: Iterable[tuple[str, any_pb2.Any]]
+    ) -> tuple[list[bytes], dict[str, bytes]]:
+        args: list[bytes] = []
+        kwargs: dict[str, bytes] = {}
+        for position, (name, value) in enumerate(params):
+            try:
+                codec.check_type_url(value.type_url, allow_pickle=self.config.allows_pickle)
+            except codec.PickleNotAllowed:
+                raise PermissionDenied(_PICKLE_REFUSED) from None
+            except codec.CodecError as exc:
+                raise InvalidArgument(f"parameter {name or position}: {exc}") from None
+            if not name:
+                if kwargs:
+                    raise InvalidArgument("positional parameters (empty name) must come before named ones")
+                args.append(value.SerializeToString())
+            elif name in kwargs:
+                raise InvalidArgument(f"parameter {name!r} is given twice")
+            else:
+                kwargs[name] = value.SerializeToString()
+        return args, kwargs
+
+    def _runner_for(self, artifact_type: str) -> Executor | SubprocessRunner:
+        return self.subprocesses if artifact_type == "process" else self.executor
+
+    async def _run(
+        self, live: LiveExecution, task: StoredTask, job: Job, timeout_ms: int, max_retries: int
+    ) -> None:
+        try:
+            try:
+                await self.scheduler.acquire()
+            except asyncio.CancelledError:
+                await self._finish(live, lc.CANCELLED, lc.CANCELLED_CODE, live.cancel_reason or "cancelled")
+                return
+            try:
+                await self._attempts(live, task, job, timeout_ms, max_retries)
+            finally:
+                self.scheduler.release()
+        except Exception as exc:  # a bug or a store fault: never leave a waiter hanging
+            log.exception("execution %s failed inside the engine", live.execution_id)
+            if not live.done.is_set():
+                live.record.status = lc.FAILED
+                live.record.error_code = "INTERNAL"
+                live.record.error_message = f"{type(exc).__name__}: {exc}"
+                self.live.pop(live.execution_id, None)
+                live.finish()
+
+    async def _attempts(
+        self, live: LiveExecution, task: StoredTask, job: Job, timeout_ms: int, max_retries: int
+    ) -> None:
+        record = live.record
+        runner = self._runner_for(task.artifact.artifact_type)
+        first_start = time.time()
+        record.queue_time_ms = (first_start - record.created_at) * 1000
+        record.started_at = first_start
+        attempt = 0
+        while True:
+            attempt += 1
+            record.attempt = attempt
+            await self._transition(live, lc.RUNNING)
+            if attempt == 1 and task.artifact.artifact_type == "pickle":
+                loaded = await self._load_pickle(task)
+                if isinstance(loaded, str):
+                    await self._finish(live, lc.FAILED, ARTIFACT_LOAD_FAILED, loaded)
+                    return
+                job = replace(job, artifact=replace(job.artifact, payload=loaded[0], cache_key=loaded[1]))
+            try:
+                running = runner.run(job, live)
+                outcome = await (asyncio.wait_for(running, timeout_ms / 1000) if timeout_ms > 0 else running)
+            except asyncio.TimeoutError:
+                await self._finish(live, lc.TIMEOUT, lc.TIMEOUT_CODE, f"timed out after {timeout_ms} ms")
+                return
+            except asyncio.CancelledError:
+                await self._finish(live, lc.CANCELLED, lc.CANCELLED_CODE, live.cancel_reason or "cancelled")
+                return
+            if outcome.worker_lost and attempt <= max_retries:
+                live.log(f"[attempt {attempt} lost: {outcome.error_message}; retrying]\n")
+                continue
+            await self._finish_outcome(live, outcome)
+            return
+
+    async def _load_pickle(self, task: StoredTask) -> tuple[bytes, str] | str:
+        """The pickled callable's bytes and cache key, or why they cannot be used."""
+        key = task.artifact.location[len(OBJECT_SCHEME) :]
+        obj = await self.objects.get(key)
+        if obj is None:
+            return f"artifact object {key!r} not found"
+        digest = "sha256:" + hashlib.sha256(obj.value).hexdigest()
+        if task.artifact.checksum and task.artifact.checksum != digest:
+            return f"checksum mismatch for object {key!r}: expected {task.artifact.checksum}, got {digest}"
+        return obj.value, digest
+
+    async def _transition(self, live: LiveExecution, status: int) -> None:
+        record = live.record
+        old = record.status
+        lc.check_transition(old, status)
+        record.status = status
+        await self.executions.save(record)
+        if old != status:
+            self.stats.transitioned(old, record)
+
+    async def _finish_outcome(self, live: LiveExecution, outcome: Outcome) -> None:
+        record = live.record
+        record.result = outcome.result
+        record.memory_used_bytes = outcome.memory_used_bytes
+        record.cpu_time_ms = outcome.cpu_time_ms
+        if outcome.instance_id:
+            record.instance_id = outcome.instance_id
+        status = lc.COMPLETED if outcome.status == COMPLETED else lc.FAILED
+        await self._finish(live, status, outcome.error_code, outcome.error_message)
+
+    async def _finish(self, live: LiveExecution, status: int, error_code: str, message: str) -> None:
+        record = live.record
+        old = record.status
+        lc.check_transition(old, status)
+        record.status = status
+        record.error_code = error_code
+        record.error_message = message
+        record.completed_at = time.time()
+        record.execution_time_ms = _elapsed_ms(record.started_at, record.completed_at)
+        await self.executions.save(record, logs=live.logs.text())
+        self.stats.transitioned(old, record)
+        self.live.pop(live.execution_id, None)
+        live.finish()
+
+
+_PICKLE_REFUSED = (
+    "pickled code and values are refused: this server is bound beyond loopback without a token "
+    "(start it with --token, or bind it to 127.0.0.1)"
+)
+
+
+def _elapsed_ms(started: float | None, ended: float) -> int:
+    return max(0, round((ended - started) * 1000)) if started else 0
+
+
+def _execution_metadata(inv: Invocation) -> dict[str, str]:
+    metadata = dict(inv.metadata)
+    if inv.session_id:
+        metadata["session_id"] = inv.session_id
+    if inv.user_id:
+        metadata["user_id"] = inv.user_id
+    for name, value in inv.headers.items():
+        metadata[f"header.{name}"] = value
+    if inv.timeout_ms:
+        metadata["timeout_ms"] = str(inv.timeout_ms)
+    if inv.max_retries:
+        metadata["max_retries"] = str(inv.max_retries)
+    return metadata

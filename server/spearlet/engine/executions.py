@@ -1,0 +1,111 @@
+"""Execution records and their logs (keys ``execution:{id}``, ``task-exec:{task}:{id}``, ``log:{id}``)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from ..store import KvStore
+from ..store.records import (
+    EXECUTION,
+    StoredExecution,
+    execution_key,
+    log_key,
+    task_execution_key,
+    task_execution_prefix,
+)
+
+_SCAN_BATCH = 1000
+
+
+class ExecutionStore:
+    def __init__(self, store: KvStore) -> None:
+        self._store = store
+
+    async def exists(self, execution_id: str) -> bool:
+        return await self._store.get(execution_key(execution_id)) is not None
+
+    async def get(self, execution_id: str) -> StoredExecution | None:
+        data = await self._store.get(execution_key(execution_id))
+        return StoredExecution.decode(data) if data is not None else None
+
+    async def create(self, record: StoredExecution) -> None:
+        await self._store.batch(
+            {
+                execution_key(record.execution_id): record.encode(),
+                task_execution_key(record.task_id, record.execution_id): b"",
+            }
+        )
+
+    async def save(self, record: StoredExecution, logs: str | None = None) -> None:
+        """Write the record (and, at the end of a run, its captured output) in one atomic step."""
+        if logs is None:
+            await self._store.put(execution_key(record.execution_id), record.encode())
+        else:
+            await self._store.batch(
+                {
+                    execution_key(record.execution_id): record.encode(),
+                    log_key(record.execution_id): logs.encode(),
+                }
+            )
+
+    async def save_many(self, records: list[StoredExecution]) -> None:
+        await self._store.batch({execution_key(r.execution_id): r.encode() for r in records})
+
+    async def logs(self, execution_id: str) -> str:
+        data = await self._store.get(log_key(execution_id))
+        return data.decode(errors="replace") if data is not None else ""
+
+    async def page(self, *, task_id: str, status: int, start_after: str, count: int) -> list[StoredExecution]:
+        """Up to ``count`` records in id order after ``start_after``, of one task and/or one status."""
+        found: list[StoredExecution] = []
+        async for record in self._iterate(task_id, start_after):
+            if not status or record.status == status:
+                found.append(record)
+                if len(found) >= count:
+                    break
+        return found
+
+    async def newest(self, task_id: str, count: int) -> list[StoredExecution]:
+        prefix = task_execution_prefix(task_id)
+        rows = await self._store.scan(prefix, limit=count, reverse=True)
+        records = [await self.get(key[len(prefix) :]) for key, _ in rows]
+        return [r for r in records if r is not None]
+
+    async def iterate(self, start_after: str = "") -> AsyncIterator[StoredExecution]:
+        """Every record in id order (creation order), read in batches."""
+        async for record in self._iterate("", start_after):
+            yield record
+
+    async def delete_for_task(self, task_id: str) -> list[StoredExecution]:
+        """Delete a task's records, index entries and logs; return the records deleted."""
+        prefix = task_execution_prefix(task_id)
+        index = await self._store.scan(prefix)
+        records = [r for r in [await self.get(key[len(prefix) :]) for key, _ in index] if r is not None]
+        deletes = [key for key, _ in index]
+        for record in records:
+            deletes += [execution_key(record.execution_id), log_key(record.execution_id)]
+        await self._store.batch(deletes=deletes)
+        return records
+
+    async def _iterate(self, task_id: str, start_after: str) -> AsyncIterator[StoredExecution]:
+        if task_id:
+            prefix = task_execution_prefix(task_id)
+            after = prefix + start_after if start_after else ""
+            while True:
+                rows = await self._store.scan(prefix, start_after=after, limit=_SCAN_BATCH)
+                for key, _ in rows:
+                    record = await self.get(key[len(prefix) :])
+                    if record is not None:
+                        yield record
+                if len(rows) < _SCAN_BATCH:
+                    return
+                after = rows[-1][0]
+        else:
+            after = EXECUTION + start_after if start_after else ""
+            while True:
+                rows = await self._store.scan(EXECUTION, start_after=after, limit=_SCAN_BATCH)
+                for _, data in rows:
+                    yield StoredExecution.decode(data)
+                if len(rows) < _SCAN_BATCH:
+                    return
+                after = rows[-1][0]

@@ -1,0 +1,260 @@
+"""Runs ``process`` artifacts: an executable that speaks JSON lines (SPEC §2).
+
+The executable (``location``: a path or a name on ``PATH``; extra argv in ``metadata["args"]`` as a JSON
+list) gets one JSON object ``{"function", "args", "kwargs"}`` on stdin, which is then closed. Each stdout
+line is one JSON value: in stream mode every line is a chunk, otherwise the last line is the result (no
+output: ``None``). stderr goes to the logs, bounded like a function's output. It runs in a session of its
+own with ``os.environ`` plus ``Job.environment``; cancelling kills its process group. A process whose
+descendants keep its stdout open is waited for until they close it. No memory or CPU figure is reported.
+
+Numbers arrive from most clients as doubles; an integral one is written as a JSON integer (as JavaScript
+and Go write it), so that the program reads ``3`` rather than ``3.0``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import json
+import os
+import shutil
+import signal
+from asyncio.subprocess import PIPE, Process
+
+from spear_sdk.wire import codec
+from spearlet.engine.executors.base import (
+    ARTIFACT_LOAD_FAILED,
+    BAD_ARGUMENTS,
+    COMPLETED,
+    DEFAULT_LOG_LIMIT,
+    FAILED,
+    PROCESS_EXIT,
+    PROCESS_OUTPUT_INVALID,
+    RESULT_NOT_SERIALIZABLE,
+    WORKER_CRASHED,
+    Artifact,
+    Job,
+    Outcome,
+    Sink,
+)
+from spearlet.engine.executors.call import LogLimiter
+
+#: Longest stdout line (one JSON value) accepted.
+LINE_LIMIT = 256 << 20
+_REAP_TIMEOUT_S = 5.0
+_STDERR_DRAIN_S = 1.0
+_EXACT_DOUBLE_INT = 2**53
+
+
+class _Failure(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class SubprocessRunner:
+    """Runs each ``process`` job in a new process (there is nothing to keep warm)."""
+
+    name = "subprocess"
+    #: Cancelling kills the process group.
+    stops_work = True
+
+    def __init__(self, *, log_limit_bytes: int = DEFAULT_LOG_LIMIT) -> None:
+        """``log_limit_bytes`` caps every job's own limit."""
+        self._log_cap = log_limit_bytes
+        self._running: set[Process] = set()
+
+    async def run(self, job: Job, sink: Sink) -> Outcome:
+        try:
+            argv = _argv(job.artifact)
+            request = _request(job)
+        except _Failure as failure:
+            return Outcome(FAILED, error_code=failure.code, error_message=failure.message)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=PIPE,
+                stdout=PIPE,
+                stderr=PIPE,
+                env={**os.environ, **job.environment},
+                start_new_session=True,
+                limit=LINE_LIMIT,
+            )
+        except OSError as exc:
+            return Outcome(
+                FAILED, error_code=ARTIFACT_LOAD_FAILED, error_message=f"cannot start {argv[0]!r}: {exc}"
+            )
+        instance_id = f"process-{proc.pid}"
+        self._running.add(proc)
+        sink.started(instance_id)
+        limiter = LogLimiter(min(job.log_limit_bytes, self._log_cap))
+        writer = asyncio.ensure_future(_write_request(proc, request))
+        errors = asyncio.ensure_future(_pump_stderr(proc, sink, limiter))
+        try:
+            try:
+                result = await _read_results(proc, job, sink)
+            except _Failure as failure:
+                _kill(proc)
+                await _reap(proc)
+                return Outcome(
+                    FAILED, error_code=failure.code, error_message=failure.message, instance_id=instance_id
+                )
+            returncode = await proc.wait()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(errors), _STDERR_DRAIN_S)
+            if returncode < 0:
+                code, message = WORKER_CRASHED, f"process killed by signal {_signal_name(-returncode)}"
+            elif returncode > 0:
+                code, message = PROCESS_EXIT, f"process exited with status {returncode}"
+            else:
+                return Outcome(COMPLETED, result=result, instance_id=instance_id)
+            return Outcome(FAILED, error_code=code, error_message=message, instance_id=instance_id)
+        except asyncio.CancelledError:
+            _kill(proc)
+            await _reap(proc)
+            raise
+        finally:
+            self._running.discard(proc)
+            for helper in (writer, errors):
+                helper.cancel()
+            # Let them see their cancellation now, rather than warn about it when the loop closes.
+            await asyncio.wait((writer, errors))
+
+    async def close(self) -> None:
+        """Kill every process still running, and reap them."""
+        procs = list(self._running)
+        for proc in procs:
+            _kill(proc)
+        for proc in procs:
+            await _reap(proc)
+
+
+def _argv(artifact: Artifact) -> list[str]:
+    executable = shutil.which(artifact.location) if artifact.location else None
+    if executable is None:
+        raise _Failure(
+            ARTIFACT_LOAD_FAILED, f"executable {artifact.location!r} not found (or not executable)"
+        )
+    try:
+        extra = json.loads(artifact.metadata.get("args", "[]"))
+    except ValueError as exc:
+        raise _Failure(ARTIFACT_LOAD_FAILED, f"metadata['args'] is not JSON: {exc}") from None
+    if not isinstance(extra, list) or not all(isinstance(arg, str) for arg in extra):
+        raise _Failure(ARTIFACT_LOAD_FAILED, "metadata['args'] must be a JSON list of strings")
+    return [executable, *extra]
+
+
+def _request(job: Job) -> bytes:
+    def decode(data: bytes, name: str) -> object:
+        try:
+            value = _integral(codec.decode_bytes(data, allow_pickle=job.allow_pickle))
+            json.dumps(value, allow_nan=False)
+        except (ValueError, TypeError) as exc:  # CodecError is a ValueError
+            raise _Failure(BAD_ARGUMENTS, f"argument {name} cannot be sent as JSON: {exc}") from None
+        return value
+
+    args = [decode(data, str(position)) for position, data in enumerate(job.args)]
+    kwargs = {name: decode(data, repr(name)) for name, data in job.kwargs.items()}
+    message = {"function": job.artifact.function_name, "args": args, "kwargs": kwargs}
+    return json.dumps(message, allow_nan=False).encode() + b"\n"
+
+
+def _integral(value: object) -> object:
+    """``value`` with integral floats (within a double's exact range) as ints."""
+    if isinstance(value, float):
+        return int(value) if value.is_integer() and abs(value) <= _EXACT_DOUBLE_INT else value
+    if isinstance(value, (list, tuple)):
+        return [_integral(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _integral(item) for key, item in value.items()}
+    return value
+
+
+async def _write_request(proc: Process, request: bytes) -> None:
+    stdin = proc.stdin
+    assert stdin is not None
+    try:
+        stdin.write(request)
+        await stdin.drain()
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # it did not want its input; its exit status tells the rest
+    finally:
+        stdin.close()
+
+
+async def _pump_stderr(proc: Process, sink: Sink, limiter: LogLimiter) -> None:
+    stderr = proc.stderr
+    assert stderr is not None
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    while data := await stderr.read(1 << 16):
+        text = limiter.clip(decoder.decode(data))
+        if text:
+            sink.log(text)
+    text = limiter.clip(decoder.decode(b"", final=True))
+    if text:
+        sink.log(text)
+
+
+async def _read_results(proc: Process, job: Job, sink: Sink) -> bytes | None:
+    """Chunks go to the sink as they come; returns the encoded result (None in stream mode)."""
+    stdout = proc.stdout
+    assert stdout is not None
+    last: object = None
+    number = 0
+    while True:
+        try:
+            line = await stdout.readline()
+        except ValueError:  # asyncio's "separator is not found, chunk exceed the limit"
+            raise _Failure(
+                PROCESS_OUTPUT_INVALID, f"a stdout line is longer than {LINE_LIMIT} bytes"
+            ) from None
+        if not line:
+            break
+        number += 1
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except ValueError as exc:
+            shown = line[:200].decode("utf-8", "replace").rstrip()
+            raise _Failure(
+                PROCESS_OUTPUT_INVALID, f"stdout line {number} is not JSON ({exc}): {shown!r}"
+            ) from None
+        if job.stream:
+            sink.chunk(_encode(job, value))
+        else:
+            last = value
+    return None if job.stream else _encode(job, last)
+
+
+def _encode(job: Job, value: object) -> bytes:
+    try:
+        return codec.encode_bytes(value, exact=job.exact_results, allow_pickle=True)
+    except codec.CodecError as exc:
+        raise _Failure(RESULT_NOT_SERIALIZABLE, f"the result cannot be serialized: {exc}") from None
+
+
+def _kill(proc: Process) -> None:
+    if proc.returncode is None:  # not reaped yet, so the group id is still its own
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+async def _reap(proc: Process) -> None:
+    """Wait for the exit, even through further cancellations (the caller re-raises)."""
+    waiter = asyncio.ensure_future(proc.wait())
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _REAP_TIMEOUT_S
+    while not waiter.done() and (remaining := deadline - loop.time()) > 0:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait((waiter,), timeout=remaining)
+    waiter.cancel()  # gave up (or done): leave no task behind
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)

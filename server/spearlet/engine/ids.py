@@ -1,0 +1,37 @@
+"""Server-generated ids: time-ordered, so key order is creation order (SPEC §2)."""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+_SEQ_LIMIT = 0xFFFF
+
+
+class _TimeOrderedIds:
+    """24 hex digits: milliseconds (12), a sequence within the millisecond (4), randomness (8).
+
+    Ids made by one process are strictly increasing even when the clock stalls or steps back.
+    """
+
+    def __init__(self) -> None:
+        self._last_ms = 0
+        self._seq = 0
+
+    def __call__(self) -> str:
+        now_ms = time.time_ns() // 1_000_000
+        if now_ms > self._last_ms:
+            self._last_ms, self._seq = now_ms, 0
+        else:
+            self._seq += 1
+            if self._seq > _SEQ_LIMIT:
+                self._last_ms, self._seq = self._last_ms + 1, 0
+        return f"{self._last_ms:012x}{self._seq:04x}{secrets.token_hex(4)}"
+
+
+new_id = _TimeOrderedIds()
+
+
+def id_floor(unix_seconds: float) -> str:
+    """The smallest id made at or after ``unix_seconds``: a ``start_after`` bound for time windows."""
+    return f"{max(0, int(unix_seconds * 1000)):012x}"

@@ -1,0 +1,145 @@
+"""Task registration and lookup over the store (keys ``task:{id}`` and ``task-name:{name}``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from dataclasses import asdict, dataclass
+
+from spear_sdk.wire.errors import InvalidArgument, NotFound
+
+from ..store import KvStore
+from ..store.records import TASK_NAME, StoredArtifact, StoredTask, task_key, task_name_key
+from .ids import new_id
+
+ARTIFACT_TYPES = ("python", "pickle", "process")
+OBJECT_SCHEME = "object://"
+_CHECKSUM = re.compile(r"^sha256:[0-9a-f]{64}$")
+MAX_NAME = 256
+
+
+def validate_artifact(artifact: StoredArtifact) -> None:
+    """Raise ``InvalidArgument`` unless the artifact could be run (SPEC §2 artifact types)."""
+    kind = artifact.artifact_type
+    if kind not in ARTIFACT_TYPES:
+        raise InvalidArgument(f"unknown artifact_type {kind!r}; expected one of {', '.join(ARTIFACT_TYPES)}")
+    if not artifact.location:
+        raise InvalidArgument("artifact_spec.location is required")
+    if kind == "python" and ":" not in artifact.location:
+        raise InvalidArgument(
+            f"a python artifact's location is 'package.module:attr', not {artifact.location!r}"
+        )
+    if kind == "pickle" and not (artifact.location.startswith(OBJECT_SCHEME) and artifact.location[9:]):
+        raise InvalidArgument(f"a pickle artifact's location is 'object://<key>', not {artifact.location!r}")
+    if artifact.checksum and not _CHECKSUM.match(artifact.checksum):
+        raise InvalidArgument("artifact_spec.checksum must be 'sha256:<64 lowercase hex digits>'")
+    if kind == "process" and "args" in artifact.metadata:
+        try:
+            args = json.loads(artifact.metadata["args"])
+        except ValueError:
+            args = None
+        if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+            raise InvalidArgument('artifact_spec.metadata["args"] must be a JSON list of strings')
+
+
+def validate_name(name: str) -> None:
+    if not name:
+        raise InvalidArgument("task_name is required")
+    if len(name) > MAX_NAME:
+        raise InvalidArgument(f"task_name is longer than {MAX_NAME} characters")
+
+
+@dataclass(frozen=True)
+class Registration:
+    task: StoredTask
+    created: bool
+    updated: bool
+
+
+class TaskRegistry:
+    def __init__(self, store: KvStore) -> None:
+        self._store = store
+        # Registration reads then writes; one at a time keeps task names unique.
+        self._lock = asyncio.Lock()
+
+    async def get(self, task_id: str) -> StoredTask | None:
+        data = await self._store.get(task_key(task_id))
+        return StoredTask.decode(data) if data is not None else None
+
+    async def require(self, task_id: str) -> StoredTask:
+        task = await self.get(task_id)
+        if task is None:
+            raise NotFound(f"task {task_id!r} not found")
+        return task
+
+    async def by_name(self, name: str) -> StoredTask | None:
+        task_id = await self._store.get(task_name_key(name))
+        return await self.get(task_id.decode()) if task_id is not None else None
+
+    async def register(
+        self,
+        name: str,
+        artifact: StoredArtifact,
+        *,
+        description: str = "",
+        metadata: dict[str, str] | None = None,
+        update: bool = True,
+    ) -> Registration:
+        """Create the task, keep it when unchanged, or (``update``) give it a new artifact version.
+
+        With ``update=False`` a different artifact for an existing name is left alone and the caller
+        sees ``created=False, updated=False`` with the stored task, to refuse it.
+        """
+        validate_name(name)
+        validate_artifact(artifact)
+        async with self._lock:
+            existing = await self.by_name(name)
+            now = time.time()
+            if existing is None:
+                task = StoredTask(
+                    task_id=new_id(),
+                    name=name,
+                    artifact=artifact,
+                    created_at=now,
+                    updated_at=now,
+                    description=description,
+                    metadata=dict(metadata or {}),
+                )
+                await self._store.batch(
+                    {task_key(task.task_id): task.encode(), task_name_key(name): task.task_id.encode()}
+                )
+                return Registration(task, created=True, updated=False)
+            if existing.artifact == artifact or not update:
+                return Registration(existing, created=False, updated=False)
+            existing.history.append(
+                {"version": existing.version, "replaced_at": now, "artifact": asdict(existing.artifact)}
+            )
+            existing.artifact = artifact
+            existing.version += 1
+            existing.updated_at = now
+            existing.description = description or existing.description
+            existing.metadata.update(metadata or {})
+            await self._store.put(task_key(existing.task_id), existing.encode())
+            return Registration(existing, created=False, updated=True)
+
+    async def page(self, prefix: str, start_after: str, limit: int | None) -> list[StoredTask]:
+        """Tasks whose name starts with ``prefix``, in name order, after the name ``start_after``."""
+        after = task_name_key(start_after) if start_after else ""
+        rows = await self._store.scan(task_name_key(prefix), start_after=after, limit=limit)
+        tasks = []
+        for _, task_id in rows:
+            task = await self.get(task_id.decode())
+            if task is not None:
+                tasks.append(task)
+        return tasks
+
+    async def all(self) -> list[StoredTask]:
+        return await self.page("", "", None)
+
+    async def delete(self, task: StoredTask, extra_deletes: list[str]) -> None:
+        await self._store.batch(deletes=[task_key(task.task_id), task_name_key(task.name), *extra_deletes])
+
+
+__all__ = ["ARTIFACT_TYPES", "TASK_NAME", "Registration", "TaskRegistry", "validate_artifact"]

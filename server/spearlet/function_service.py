@@ -1,0 +1,308 @@
+"""FunctionService: thin handlers that validate, call the engine, and build responses (SPEC §3)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+
+from spear_sdk.wire import function_pb2 as fpb
+from spear_sdk.wire import function_pb2_grpc
+from spear_sdk.wire.errors import InvalidArgument
+
+from . import convert
+from .engine import lifecycle as lc
+from .engine.core import Engine
+from .engine.ids import id_floor
+from .engine.live import log_lines
+from .health import HealthMonitor, ResourceMeter
+from .rpc import check_enum, page_size, paginate, require, server_stream, unary
+from .stats import ExecutionFigures
+
+Context = grpc.aio.ServicerContext[Any, Any]
+MOST_ACTIVE = 5
+DEFAULT_TASK_EXECUTIONS = 10
+
+
+class FunctionService(function_pb2_grpc.FunctionServiceServicer):
+    def __init__(self, engine: Engine, monitor: HealthMonitor, meter: ResourceMeter) -> None:
+        self.engine = engine
+        self.monitor = monitor
+        self.meter = meter
+
+    # -- invoking -----------------------------------------------------------------------------------
+
+    @unary
+    async def InvokeFunction(
+        self, request: fpb.InvokeFunctionRequest, context: Context
+    ) -> fpb.InvokeFunctionResponse:
+        _check_invocation_enums(request)
+        mode = request.execution_mode
+        if mode == fpb.EXECUTION_MODE_STREAM:
+            raise InvalidArgument("execution_mode STREAM is served by StreamFunction")
+        live = await self.engine.submit(convert.invocation(request, stream=False))
+        if request.wait or mode != fpb.EXECUTION_MODE_ASYNC:
+            try:
+                record = await self.engine.wait(live)
+            except asyncio.CancelledError:
+                self.engine.cancel_soon(live.execution_id, "the caller cancelled the call")
+                raise
+            success = record.status == lc.COMPLETED
+            message = "completed" if success else f"{lc.status_name(record.status)}: {record.error_message}"
+            estimate = 0
+        else:
+            record = live.record
+            success, message = True, "accepted"
+            estimate = self.engine.stats.estimate_ms(record.task_name, record.function_name)
+        return fpb.InvokeFunctionResponse(
+            success=success,
+            message=message,
+            execution_id=record.execution_id,
+            task_id=record.task_id,
+            instance_id=record.instance_id,
+            result=convert.execution_result(record),
+            status_endpoint=convert.STATUS_ENDPOINT.format(record.execution_id),
+            estimated_completion_ms=estimate,
+        )
+
+    @server_stream
+    async def StreamFunction(
+        self, request: fpb.InvokeFunctionRequest, context: Context
+    ) -> AsyncIterator[fpb.StreamExecutionResult]:
+        _check_invocation_enums(request)
+        live = await self.engine.submit(convert.invocation(request, stream=True))
+        chunks = live.chunks
+        assert chunks is not None
+        execution_id = live.execution_id
+        try:
+            while (data := await chunks.get()) is not None:
+                yield fpb.StreamExecutionResult(
+                    execution_id=execution_id,
+                    status=fpb.EXECUTION_STATUS_RUNNING,
+                    chunk_data=any_pb2.Any.FromString(data),
+                )
+        finally:
+            if not live.done.is_set():  # the client went away mid-stream
+                self.engine.cancel_soon(execution_id, "the caller dropped the stream")
+        record = live.record
+        yield fpb.StreamExecutionResult(
+            execution_id=execution_id,
+            status=record.status,  # type: ignore[arg-type]
+            is_final=True,
+            error_message=record.error_message,
+            metadata={
+                "error_code": record.error_code,
+                "task_id": record.task_id,
+                "instance_id": record.instance_id,
+                "execution_time_ms": str(record.execution_time_ms),
+                "attempts": str(record.attempt),
+            },
+        )
+
+    @unary
+    async def GetExecutionStatus(
+        self, request: fpb.GetExecutionStatusRequest, context: Context
+    ) -> fpb.GetExecutionStatusResponse:
+        record = await self.engine.get_execution(request.execution_id)
+        if record is None:
+            return fpb.GetExecutionStatusResponse(
+                found=False, message=f"execution {request.execution_id!r} not found"
+            )
+        logs = log_lines(await self.engine.logs(record.execution_id)) if request.include_logs else []
+        return fpb.GetExecutionStatusResponse(
+            found=True,
+            result=convert.execution_result(record, include_value=request.include_result),
+            logs=logs,
+            message=lc.status_name(record.status),
+        )
+
+    @unary
+    async def CancelExecution(
+        self, request: fpb.CancelExecutionRequest, context: Context
+    ) -> fpb.CancelExecutionResponse:
+        outcome = await self.engine.cancel(request.execution_id, request.reason)
+        return fpb.CancelExecutionResponse(
+            success=outcome.success,
+            message=outcome.message,
+            final_status=outcome.final_status,  # type: ignore[arg-type]
+        )
+
+    # -- tasks --------------------------------------------------------------------------------------
+
+    @unary
+    async def RegisterTask(
+        self, request: fpb.RegisterTaskRequest, context: Context
+    ) -> fpb.RegisterTaskResponse:
+        if not request.HasField("artifact_spec"):
+            raise InvalidArgument("artifact_spec is required")
+        registration = await self.engine.register_task(
+            request.task_name,
+            convert.artifact_from_proto(request.artifact_spec),
+            request.task_description,
+            dict(request.metadata),
+        )
+        task = registration.task
+        verb = "registered" if registration.created else "updated" if registration.updated else "unchanged"
+        return fpb.RegisterTaskResponse(
+            success=True,
+            message=f"task {task.name!r} {verb} (version {task.version})",
+            task=convert.task_info(task, self.engine.stats.task(task.task_id)),
+            created=registration.created,
+            updated=registration.updated,
+        )
+
+    @unary
+    async def ListTasks(self, request: fpb.ListTasksRequest, context: Context) -> fpb.ListTasksResponse:
+        size = page_size(request.limit)
+        tasks = await self.engine.tasks.page(request.prefix, request.start_after, size + 1)
+        page, has_more, next_after = paginate(tasks, size, lambda t: t.name)
+        stats = self.engine.stats
+        return fpb.ListTasksResponse(
+            tasks=[
+                convert.task_info(t, stats.task(t.task_id), details=request.include_details) for t in page
+            ],
+            has_more=has_more,
+            next_start_after=next_after,
+        )
+
+    @unary
+    async def GetTask(self, request: fpb.GetTaskRequest, context: Context) -> fpb.GetTaskResponse:
+        require(request.task_id, "task_id")
+        task = await self.engine.tasks.get(request.task_id)
+        if task is None:
+            return fpb.GetTaskResponse(found=False, message=f"task {request.task_id!r} not found")
+        executions = []
+        if request.include_executions:
+            count = page_size(request.execution_limit or DEFAULT_TASK_EXECUTIONS)
+            newest = await self.engine.executions.newest(task.task_id, count)
+            executions = [convert.execution_info(r) for r in self.engine.current(newest)]
+        return fpb.GetTaskResponse(
+            found=True,
+            task=convert.task_info(task, self.engine.stats.task(task.task_id)),
+            executions=executions,
+        )
+
+    @unary
+    async def DeleteTask(self, request: fpb.DeleteTaskRequest, context: Context) -> fpb.DeleteTaskResponse:
+        require(request.task_id, "task_id")
+        cleaned = await self.engine.delete_task(
+            request.task_id, force=request.force, cleanup=request.cleanup_executions
+        )
+        return fpb.DeleteTaskResponse(
+            success=True,
+            message=f"task {request.task_id!r} deleted",
+            deleted=True,
+            cleaned_executions=cleaned,
+        )
+
+    @unary
+    async def ListExecutions(
+        self, request: fpb.ListExecutionsRequest, context: Context
+    ) -> fpb.ListExecutionsResponse:
+        size = page_size(request.limit)
+        check_enum(fpb.ExecutionStatus, request.status_filter, "status_filter")
+        records = await self.engine.executions.page(
+            task_id=request.task_id,
+            status=request.status_filter,
+            start_after=request.start_after,
+            count=size + 1,
+        )
+        page, has_more, next_after = paginate(records, size, lambda r: r.execution_id)
+        return fpb.ListExecutionsResponse(
+            executions=[convert.execution_info(r) for r in self.engine.current(list(page))],
+            has_more=has_more,
+            next_start_after=next_after,
+        )
+
+    # -- health and stats ---------------------------------------------------------------------------
+
+    @unary
+    async def GetHealth(self, request: fpb.GetHealthRequest, context: Context) -> fpb.GetHealthResponse:
+        verdict = await self.monitor.refresh()
+        response = fpb.GetHealthResponse(
+            status=verdict.status, message=verdict.message, uptime_seconds=int(self.engine.uptime_s)
+        )
+        if request.include_details:
+            engine = self.engine
+            running, pending, active_tasks = engine.active_counts()
+            tasks = await engine.tasks.all()
+            response.details.CopyFrom(
+                fpb.HealthDetails(
+                    active_tasks=len(active_tasks),
+                    running_executions=running,
+                    pending_executions=pending,
+                    total_memory_used=self.meter.memory_bytes(engine.executor.worker_pids()),
+                    total_executions=engine.stats.figures.total,
+                    system_info=self.monitor.system_info(),
+                    task_count=len(tasks),
+                    object_count=engine.objects.count,
+                    total_object_size=engine.objects.total_size,
+                )
+            )
+        return response
+
+    @unary
+    async def GetStats(self, request: fpb.GetStatsRequest, context: Context) -> fpb.GetStatsResponse:
+        if request.time_range_hours < 0:
+            raise InvalidArgument("time_range_hours must not be negative")
+        engine = self.engine
+        tasks = await engine.tasks.all()
+        running, pending, active_tasks = engine.active_counts()
+        pids = engine.executor.worker_pids()
+        memory = self.meter.memory_bytes(pids)
+        figures = engine.stats.figures
+        if request.time_range_hours > 0:
+            since = id_floor(time.time() - request.time_range_hours * 3600)
+            figures = ExecutionFigures.of([r async for r in engine.executions.iterate(start_after=since)])
+        response = fpb.GetStatsResponse(
+            service_stats=fpb.ServiceStats(
+                uptime_seconds=int(engine.uptime_s),
+                total_tasks=len(tasks),
+                total_executions=engine.stats.figures.total,
+                total_memory_used=memory,
+                cpu_usage_percent=self.meter.cpu_percent(pids),
+                memory_usage_percent=self.meter.memory_percent(memory),
+            )
+        )
+        by_type: dict[str, int] = {}
+        for task in tasks:
+            by_type[task.artifact.artifact_type] = by_type.get(task.artifact.artifact_type, 0) + 1
+        busiest = sorted(
+            (t for t in tasks if figures.tasks.get(t.task_id)),
+            key=lambda t: (-figures.tasks[t.task_id].executions, t.name),
+        )[:MOST_ACTIVE]
+        response.task_stats.CopyFrom(
+            fpb.TaskStats(
+                active_tasks=len(active_tasks),
+                idle_tasks=len(tasks) - len(active_tasks & {t.task_id for t in tasks}),
+                tasks_by_type=by_type,
+                most_active_tasks=[convert.task_info(t, figures.tasks[t.task_id]) for t in busiest],
+            )
+        )
+        response.execution_stats.CopyFrom(
+            fpb.ExecutionStats(
+                running_executions=running
+                if request.time_range_hours <= 0
+                else figures.by_status[lc.RUNNING],
+                pending_executions=pending
+                if request.time_range_hours <= 0
+                else figures.by_status[lc.PENDING],
+                completed_executions=figures.by_status[lc.COMPLETED],
+                failed_executions=figures.by_status[lc.FAILED],
+                average_execution_time_ms=figures.average_time_ms,
+                success_rate_percent=figures.success_rate_percent,
+                executions_by_function={k: v for k, v in figures.by_function.items() if v > 0},
+                cancelled_executions=figures.by_status[lc.CANCELLED],
+                timeout_executions=figures.by_status[lc.TIMEOUT],
+            )
+        )
+        return response
+
+
+def _check_invocation_enums(request: fpb.InvokeFunctionRequest) -> None:
+    check_enum(fpb.InvocationType, request.invocation_type, "invocation_type")
+    check_enum(fpb.ExecutionMode, request.execution_mode, "execution_mode")

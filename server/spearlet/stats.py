@@ -1,0 +1,118 @@
+"""Execution figures: kept current on every transition, rebuilt from the store at start (SPEC §3 GetStats)."""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from .engine.lifecycle import COMPLETED, TERMINAL
+from .store.records import StoredExecution
+
+_RECENT_RUNS = 20
+
+
+def function_label(task_name: str, function_name: str) -> str:
+    """How a function is named in figures: the task, or ``task:function`` for a named entry point."""
+    return f"{task_name}:{function_name}" if function_name and function_name != task_name else task_name
+
+
+@dataclass
+class TaskFigures:
+    executions: int = 0
+    newest_id: str = ""
+    newest_status: int = 0
+
+
+@dataclass
+class ExecutionFigures:
+    """Counts over a set of executions, updated incrementally."""
+
+    by_status: Counter[int] = field(default_factory=Counter)
+    by_function: Counter[str] = field(default_factory=Counter)
+    terminal_time_ms: int = 0
+    tasks: dict[str, TaskFigures] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, records: Iterable[StoredExecution]) -> ExecutionFigures:
+        figures = cls()
+        for record in records:
+            figures.add(record)
+        return figures
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_status.values())
+
+    @property
+    def terminal(self) -> int:
+        return sum(self.by_status[s] for s in TERMINAL)
+
+    @property
+    def average_time_ms(self) -> float:
+        return self.terminal_time_ms / self.terminal if self.terminal else 0.0
+
+    @property
+    def success_rate_percent(self) -> float:
+        return self.by_status[COMPLETED] * 100.0 / self.terminal if self.terminal else 0.0
+
+    def add(self, record: StoredExecution) -> None:
+        self._count(record, +1)
+        task = self.tasks.setdefault(record.task_id, TaskFigures())
+        task.executions += 1
+        if record.execution_id >= task.newest_id:
+            task.newest_id, task.newest_status = record.execution_id, record.status
+
+    def remove(self, record: StoredExecution) -> None:
+        self._count(record, -1)
+        task = self.tasks.get(record.task_id)
+        if task is not None:
+            task.executions -= 1
+            if task.executions <= 0:
+                del self.tasks[record.task_id]
+
+    def transition(self, old_status: int, record: StoredExecution) -> None:
+        """``record`` moved from ``old_status`` to its current status."""
+        self.by_status[old_status] -= 1
+        self.by_status[record.status] += 1
+        if record.status in TERMINAL:
+            self.terminal_time_ms += record.execution_time_ms
+        task = self.tasks.get(record.task_id)
+        if task is not None and task.newest_id == record.execution_id:
+            task.newest_status = record.status
+
+    def _count(self, record: StoredExecution, sign: int) -> None:
+        self.by_status[record.status] += sign
+        self.by_function[function_label(record.task_name, record.function_name)] += sign
+        if record.status in TERMINAL:
+            self.terminal_time_ms += sign * record.execution_time_ms
+
+
+class StatsTracker:
+    """All-time figures plus each function's recent run times (for ``estimated_completion_ms``)."""
+
+    def __init__(self) -> None:
+        self.figures = ExecutionFigures()
+        self._recent: dict[str, deque[int]] = {}
+
+    def rebuild(self, records: Iterable[StoredExecution]) -> None:
+        self.figures = ExecutionFigures.of(records)
+
+    def created(self, record: StoredExecution) -> None:
+        self.figures.add(record)
+
+    def transitioned(self, old_status: int, record: StoredExecution) -> None:
+        self.figures.transition(old_status, record)
+        if record.status == COMPLETED:
+            label = function_label(record.task_name, record.function_name)
+            self._recent.setdefault(label, deque(maxlen=_RECENT_RUNS)).append(record.execution_time_ms)
+
+    def deleted(self, record: StoredExecution) -> None:
+        self.figures.remove(record)
+
+    def estimate_ms(self, task_name: str, function_name: str) -> int:
+        runs = self._recent.get(function_label(task_name, function_name))
+        return round(sum(runs) / len(runs)) if runs else 0
+
+    def task(self, task_id: str) -> TaskFigures:
+        return self.figures.tasks.get(task_id) or TaskFigures()
