@@ -34,7 +34,7 @@ import asyncio, sys, grpc
 async def main():
     server = grpc.aio.server()
     handler = grpc.method_handlers_generic_handler(
-        "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(lambda request, context: _echo(request))}
+        "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(_echo)}
     )
     server.add_generic_rpc_handlers((handler,))
     port = server.add_insecure_port("127.0.0.1:0")
@@ -42,7 +42,7 @@ async def main():
     print(f"listening on 127.0.0.1:{port}", flush=True)
     await server.wait_for_termination()
 
-async def _echo(request):
+async def _echo(request, context):
     return request
 
 asyncio.run(main())

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-
 if TYPE_CHECKING:  # the stubs make these generic; at run time they are plain classes
     _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
 else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,6 +23,7 @@ from .engine.live import log_lines
 from .health import HealthMonitor, ResourceMeter
 from .rpc import check_enum, page_size, paginate, require, server_stream, unary
 from .stats import ExecutionFigures
+from .store.records import StoredTask
 
 Context = grpc.aio.ServicerContext[Any, Any]
 MOST_ACTIVE = 5
@@ -251,13 +253,8 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
             raise InvalidArgument("time_range_hours must not be negative")
         engine = self.engine
         tasks = await engine.tasks.all()
-        running, pending, active_tasks = engine.active_counts()
         pids = engine.executor.worker_pids()
         memory = self.meter.memory_bytes(pids)
-        figures = engine.stats.figures
-        if request.time_range_hours > 0:
-            since = id_floor(time.time() - request.time_range_hours * 3600)
-            figures = ExecutionFigures.of([r async for r in engine.executions.iterate(start_after=since)])
         response = fpb.GetStatsResponse(
             service_stats=fpb.ServiceStats(
                 uptime_seconds=int(engine.uptime_s),
@@ -268,39 +265,47 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
                 memory_usage_percent=self.meter.memory_percent(memory),
             )
         )
-        by_type: dict[str, int] = {}
-        for task in tasks:
-            by_type[task.artifact.artifact_type] = by_type.get(task.artifact.artifact_type, 0) + 1
-        busiest = sorted(
-            (t for t in tasks if figures.tasks.get(t.task_id)),
-            key=lambda t: (-figures.tasks[t.task_id].executions, t.name),
-        )[:MOST_ACTIVE]
-        response.task_stats.CopyFrom(
-            fpb.TaskStats(
-                active_tasks=len(active_tasks),
-                idle_tasks=len(tasks) - len(active_tasks & {t.task_id for t in tasks}),
-                tasks_by_type=by_type,
-                most_active_tasks=[convert.task_info(t, figures.tasks[t.task_id]) for t in busiest],
-            )
-        )
-        response.execution_stats.CopyFrom(
-            fpb.ExecutionStats(
-                running_executions=running
-                if request.time_range_hours <= 0
-                else figures.by_status[lc.RUNNING],
-                pending_executions=pending
-                if request.time_range_hours <= 0
-                else figures.by_status[lc.PENDING],
-                completed_executions=figures.by_status[lc.COMPLETED],
-                failed_executions=figures.by_status[lc.FAILED],
-                average_execution_time_ms=figures.average_time_ms,
-                success_rate_percent=figures.success_rate_percent,
-                executions_by_function={k: v for k, v in figures.by_function.items() if v > 0},
-                cancelled_executions=figures.by_status[lc.CANCELLED],
-                timeout_executions=figures.by_status[lc.TIMEOUT],
-            )
-        )
+        if not (request.include_task_stats or request.include_execution_stats):
+            return response
+        figures = engine.stats.figures
+        if request.time_range_hours > 0:
+            since = id_floor(time.time() - request.time_range_hours * 3600)
+            figures = ExecutionFigures.of([r async for r in engine.executions.iterate(start_after=since)])
+        if request.include_task_stats:
+            response.task_stats.CopyFrom(_task_stats(tasks, figures, engine.active_counts()[2]))
+        if request.include_execution_stats:
+            response.execution_stats.CopyFrom(_execution_stats(figures))
         return response
+
+
+def _task_stats(tasks: list[StoredTask], figures: ExecutionFigures, active: set[str]) -> fpb.TaskStats:
+    by_type = Counter(task.artifact.artifact_type for task in tasks)
+    busiest = sorted(
+        (t for t in tasks if t.task_id in figures.tasks),
+        key=lambda t: (-figures.tasks[t.task_id].executions, t.name),
+    )[:MOST_ACTIVE]
+    active_known = active & {t.task_id for t in tasks}
+    return fpb.TaskStats(
+        active_tasks=len(active_known),
+        idle_tasks=len(tasks) - len(active_known),
+        tasks_by_type=by_type,
+        most_active_tasks=[convert.task_info(t, figures.tasks[t.task_id]) for t in busiest],
+    )
+
+
+def _execution_stats(figures: ExecutionFigures) -> fpb.ExecutionStats:
+    by_status = figures.by_status
+    return fpb.ExecutionStats(
+        running_executions=by_status[lc.RUNNING],
+        pending_executions=by_status[lc.PENDING],
+        completed_executions=by_status[lc.COMPLETED],
+        failed_executions=by_status[lc.FAILED],
+        average_execution_time_ms=figures.average_time_ms,
+        success_rate_percent=figures.success_rate_percent,
+        executions_by_function={name: n for name, n in figures.by_function.items() if n > 0},
+        cancelled_executions=by_status[lc.CANCELLED],
+        timeout_executions=by_status[lc.TIMEOUT],
+    )
 
 
 def _check_invocation_enums(request: fpb.InvokeFunctionRequest) -> None:

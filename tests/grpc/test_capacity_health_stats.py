@@ -18,17 +18,21 @@ COMPLETED, FAILED = fpb.EXECUTION_STATUS_COMPLETED, fpb.EXECUTION_STATUS_FAILED
 CANCELLED, TIMEOUT = fpb.EXECUTION_STATUS_CANCELLED, fpb.EXECUTION_STATUS_TIMEOUT
 
 
-async def statuses(h: Harness, ids: list[str]) -> list[int]:
-    return [(await h.status(i)).result.status for i in ids]
+async def statuses(h: Harness, task_id: str) -> list[int]:
+    """One consistent snapshot of a task's execution statuses (a single RPC)."""
+    listing = await h.fn.ListExecutions(fpb.ListExecutionsRequest(task_id=task_id))
+    return [e.status for e in listing.executions]
 
 
 async def test_never_more_than_the_limit_running(make_harness: HarnessFactory) -> None:
     h = await make_harness(max_concurrent=2)
     task_id = await h.register("workloads:sleep")
-    ids = [(await h.invoke(task_id, 0.3, mode=ASYNC)).execution_id for _ in range(6)]
+    for _ in range(6):
+        await h.invoke(task_id, 0.3, mode=ASYNC)
     seen_running = 0
     while True:
-        current = await statuses(h, ids)
+        current = await statuses(h, task_id)
+        assert len(current) == 6
         running = current.count(RUNNING)
         assert running <= 2
         seen_running = max(seen_running, running)
@@ -195,3 +199,25 @@ async def test_graceful_stop_finishes_in_flight_work(make_harness: HarnessFactor
 
 async def _running(h: Harness) -> bool:
     return any(live.record.status == RUNNING for live in h.server.engine.live.values())
+
+
+async def test_stats_sections_come_when_asked(make_harness: HarnessFactory) -> None:
+    h = await make_harness(executor="thread")
+    await h.invoke(await h.register("workloads:square"), 3)
+    bare = await h.fn.GetStats(fpb.GetStatsRequest())
+    assert bare.service_stats.total_executions == 1
+    assert not bare.HasField("task_stats") and not bare.HasField("execution_stats")
+    tasks_only = await h.fn.GetStats(fpb.GetStatsRequest(include_task_stats=True))
+    assert tasks_only.HasField("task_stats") and not tasks_only.HasField("execution_stats")
+
+
+async def test_a_store_that_does_not_answer_makes_the_server_unhealthy(make_harness: HarnessFactory) -> None:
+    h = await make_harness(executor="thread")
+    await h.server.engine.store.close()
+    health = await h.fn.GetHealth(fpb.GetHealthRequest())
+    assert health.status == "unhealthy" and "store" in health.message
+    check = await health_pb2_grpc.HealthStub(h.channel).Check(health_pb2.HealthCheckRequest())
+    assert check.status == health_pb2.HealthCheckResponse.NOT_SERVING
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await h.fn.ListTasks(fpb.ListTasksRequest())
+    assert exc.value.code() == grpc.StatusCode.UNAVAILABLE

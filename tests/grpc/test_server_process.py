@@ -281,7 +281,9 @@ async def test_restart_after_sigkill_keeps_everything_and_marks_cut_off_work_int
 
     tasks_before = await first.fn.ListTasks(fpb.ListTasksRequest(include_details=True))
     executions_before = await first.fn.ListExecutions(fpb.ListExecutionsRequest())
-    stats_before = await first.fn.GetStats(fpb.GetStatsRequest(include_task_stats=True))
+    stats_before = await first.fn.GetStats(
+        fpb.GetStatsRequest(include_task_stats=True, include_execution_stats=True)
+    )
     assert stats_before.execution_stats.running_executions == 1
     assert stats_before.execution_stats.pending_executions == 1
     assert stats_before.execution_stats.completed_executions == 3
@@ -328,7 +330,9 @@ async def test_restart_after_sigkill_keeps_everything_and_marks_cut_off_work_int
         )
         assert (done.result.status, value(done.result)) == (COMPLETED, expected)
 
-    stats = await second.fn.GetStats(fpb.GetStatsRequest(include_task_stats=True))
+    stats = await second.fn.GetStats(
+        fpb.GetStatsRequest(include_task_stats=True, include_execution_stats=True)
+    )
     assert stats.service_stats.total_tasks == 3
     assert stats.service_stats.total_executions == 7
     assert dict(stats.task_stats.tasks_by_type) == {"python": 3}
