@@ -99,6 +99,15 @@ def value(result: fpb.ExecutionResult) -> object:
     return codec.decode(result.result)
 
 
+async def expect_code(call: Awaitable[object], code: grpc.StatusCode) -> grpc.aio.AioRpcError:
+    """Await ``call`` and check that it fails with ``code`` and says why."""
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call
+    assert info.value.code() == code, f"{info.value.code()}: {info.value.details()}"
+    assert info.value.details(), "an error status should say why"
+    return info.value
+
+
 async def poll(check: Callable[[], Awaitable[bool]], timeout: float = 10, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while not await check():

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable
 
 import grpc
-import pytest
-from conftest import Harness, HarnessFactory, poll
+from conftest import Harness, HarnessFactory, expect_code, poll
 
 from spear_sdk.wire import function_pb2 as fpb
 from spear_sdk.wire import object_pb2 as opb
@@ -16,12 +14,13 @@ from spear_sdk.wire import object_pb2_grpc as ogrpc
 MIB = 1 << 20
 
 
-async def expect_code(call: Awaitable[object], code: grpc.StatusCode) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await call
-    assert info.value.code() == code, f"{info.value.code()}: {info.value.details()}"
-    assert info.value.details(), "an error status should say why"
-    return info.value
+def big_message_channel(h: Harness) -> grpc.aio.Channel:
+    """A client channel that, like the server, lifts gRPC's 4 MiB default message limit."""
+    limit = 80 << 20
+    return grpc.aio.insecure_channel(
+        h.server.address,
+        options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
+    )
 
 
 async def harness(make_harness: HarnessFactory, **config: object) -> Harness:
@@ -194,11 +193,7 @@ async def test_object_over_max_object_bytes_is_resource_exhausted(make_harness: 
 
 async def test_value_beyond_grpc_default_message_size_round_trips(make_harness: HarnessFactory) -> None:
     h = await harness(make_harness)
-    limit = 80 << 20
-    channel = grpc.aio.insecure_channel(
-        h.server.address,
-        options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
-    )
+    channel = big_message_channel(h)
     try:
         stub = ogrpc.ObjectServiceStub(channel)
         value = bytes(range(256)) * (6 * MIB // 256)
@@ -219,11 +214,7 @@ async def test_default_limit_is_met_before_the_transport_limit(make_harness: Har
     """With the default 64 MiB limit, one byte more is refused by the object store itself (a clear
     RESOURCE_EXHAUSTED naming the limit), not by gRPC's message size check (SPEC §3 ObjectService)."""
     h = await harness(make_harness)
-    limit = 80 << 20
-    channel = grpc.aio.insecure_channel(
-        h.server.address,
-        options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
-    )
+    channel = big_message_channel(h)
     try:
         stub = ogrpc.ObjectServiceStub(channel)
         error = await expect_code(

@@ -104,6 +104,16 @@ class Launcher:
                 await served.proc.wait()
 
 
+async def communicate(proc: asyncio.subprocess.Process, timeout: float) -> tuple[bytes, bytes]:
+    """Wait for a child's output with a deadline; a child that overruns it is killed, not leaked."""
+    try:
+        return await asyncio.wait_for(proc.communicate(), timeout=timeout)
+    except BaseException:
+        proc.kill()
+        await proc.wait()
+        raise
+
+
 @pytest_asyncio.fixture
 async def launcher(tmp_path: Path) -> AsyncIterator[Launcher]:
     launched = Launcher(tmp_path)
@@ -228,12 +238,7 @@ async def test_bad_settings_are_refused_at_start(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout=30)
-    except BaseException:
-        proc.kill()
-        await proc.wait()
-        raise
+    out, err = await communicate(proc, timeout=30)
     assert proc.returncode == 2, (out, err)
     assert complaint in err.decode()
     assert b"listening" not in out
@@ -449,12 +454,7 @@ async def test_client_generated_from_the_proto_files_alone(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    try:
-        out, err = await asyncio.wait_for(client.communicate(), timeout=60)
-    except BaseException:
-        client.kill()
-        await client.wait()
-        raise
+    out, err = await communicate(client, timeout=60)
     assert client.returncode == 0, err.decode()
     assert out.decode().strip() == "5.0"
     assert time.monotonic() - started < 60

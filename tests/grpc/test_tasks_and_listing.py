@@ -6,11 +6,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 
 import grpc
 import pytest
-from conftest import Harness, HarnessFactory, params, value
+from conftest import Harness, HarnessFactory, expect_code, params, value
 
 from spear_sdk.wire import function_pb2 as fpb
 
@@ -24,14 +24,6 @@ _unique = itertools.count()
 
 def unique(stem: str) -> str:
     return f"{stem}-{next(_unique)}"
-
-
-async def expect_code(call: Awaitable[object], code: grpc.StatusCode) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await call
-    assert info.value.code() == code, f"{info.value.code()}: {info.value.details()}"
-    assert info.value.details(), "an error status should say why"
-    return info.value
 
 
 def spec(location: str, artifact_type: str = "python", **fields: object) -> fpb.ArtifactSpec:
