@@ -5,33 +5,19 @@ from __future__ import annotations
 import asyncio
 
 from ..store.records import StoredExecution
-
-TRUNCATED = "[... output truncated at {limit} bytes ...]\n"
+from .executors.call import LogLimiter
 
 
 class LogBuffer:
     """Captured output of one execution (all attempts), bounded with a single truncation marker."""
 
     def __init__(self, limit_bytes: int) -> None:
-        self._limit = limit_bytes
+        self._limiter = LogLimiter(limit_bytes)
         self._parts: list[str] = []
-        self._size = 0
-        self._truncated = False
 
     def append(self, text: str) -> None:
-        if self._truncated or not text:
-            return
-        size = len(text.encode(errors="replace"))
-        room = self._limit - self._size
-        if size > room:
-            text = text.encode(errors="replace")[:room].decode(errors="ignore")
-            self._truncated = True
-        self._parts.append(text)
-        self._size += min(size, room)
-        if self._truncated:
-            self._parts.append(
-                ("\n" if text and not text.endswith("\n") else "") + TRUNCATED.format(limit=self._limit)
-            )
+        if kept := self._limiter.clip(text):
+            self._parts.append(kept)
 
     def text(self) -> str:
         return "".join(self._parts)
