@@ -81,7 +81,7 @@ class SpearletServer:
         self._server = server
         self.address = f"{_bracket(config.host)}:{self.port}"
         monitor.start_watching()
-        log.info("spearlet listening on %s", self.address)
+        log.debug("spearlet listening on %s", self.address)
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Report NOT_SERVING, let in-flight work finish within the grace period, cancel the rest, close."""

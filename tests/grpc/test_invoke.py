@@ -197,6 +197,62 @@ async def test_process_artifact_sync_stream_and_failure(shared: Harness, tmp_pat
     assert "4" in failed.result.error_message
 
 
+DOUBLE_SCRIPT = """
+import json, sys
+call = json.load(sys.stdin)
+if call["function"] == "upto":
+    for i in range(call["args"][0]):
+        print(json.dumps(i))
+else:
+    print(json.dumps(call["args"][0] * 2))
+"""
+
+
+async def doubling_task(h: Harness, kind: str, tmp_path: Path) -> str:
+    """A task of the given artifact type with entry points ``double(x)`` and ``upto(n)`` (a generator)."""
+    if kind == "python":
+        return await h.register("workloads:double")
+    if kind == "pickle":
+
+        def upto(n: int):  # type: ignore[no-untyped-def]
+            yield from range(n)
+
+        return await pickle_task(h, {"double": lambda x: x * 2, "upto": upto}, f"doubling-{tmp_path.name}")
+    script = tmp_path / "double.py"
+    script.write_text(DOUBLE_SCRIPT)
+    return await h.register(
+        sys.executable, artifact_type="process", metadata={"args": json.dumps([str(script)])}
+    )
+
+
+@pytest.mark.parametrize("kind", ["python", "pickle", "process"])
+async def test_every_artifact_type_in_every_mode(shared: Harness, tmp_path: Path, kind: str) -> None:
+    task_id = await doubling_task(shared, kind, tmp_path)
+    sync = await shared.invoke(task_id, 21, function_name="double")
+    assert sync.result.status == COMPLETED and value(sync.result) == 42
+
+    accepted = await shared.invoke(task_id, 21, function_name="double", mode=ASYNC)
+    assert accepted.success and accepted.result.status in (PENDING, RUNNING)
+    polled = await shared.wait_status(accepted.execution_id)
+    assert polled.result.status == COMPLETED and value(polled.result) == 42
+
+    request = fpb.InvokeFunctionRequest(task_id=task_id, function_name="upto", parameters=params(3))
+    messages = [m async for m in shared.fn.StreamFunction(request)]
+    assert [codec.decode(m.chunk_data) for m in messages[:-1]] == [0, 1, 2]
+    assert [m.is_final for m in messages] == [False, False, False, True]
+    assert messages[-1].status == COMPLETED
+
+
+@pytest.mark.parametrize("kind", ["python", "pickle"])
+async def test_pickled_values_in_every_mode(shared: Harness, tmp_path: Path, kind: str) -> None:
+    task_id = await doubling_task(shared, kind, tmp_path)
+    pair = (1, "a")
+    sync = await shared.invoke(task_id, pair, function_name="double", context=PYTHON_RESULTS)
+    assert value(sync.result) == (1, "a", 1, "a")
+    accepted = await shared.invoke(task_id, pair, function_name="double", mode=ASYNC, context=PYTHON_RESULTS)
+    assert value((await shared.wait_status(accepted.execution_id)).result) == (1, "a", 1, "a")
+
+
 # -- failures are results, not RPC errors --------------------------------------------------------------
 
 

@@ -69,3 +69,11 @@ def shout(text: str) -> str:
     print(text.upper())
     print("to stderr", file=sys.stderr)
     return text
+
+
+def double(x: object) -> object:
+    return x * 2  # type: ignore[operator]
+
+
+def upto(n: int) -> Iterator[int]:
+    yield from range(n)
