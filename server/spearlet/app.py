@@ -10,7 +10,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from spear_sdk.wire import function_pb2, function_pb2_grpc, object_pb2, object_pb2_grpc
+from spear_sdk.wire import function_pb2, object_pb2
 
 from .auth import TokenInterceptor
 from .config import Config
@@ -19,9 +19,13 @@ from .function_service import FunctionService
 from .health import HealthMonitor, ResourceMeter
 from .object_service import ObjectService
 from .objects import ObjectRepository
+from .rpc import service_handler
 from .store import KvStore, open_store
 
 log = logging.getLogger(__name__)
+
+FUNCTION_SERVICE = function_pb2.DESCRIPTOR.services_by_name["FunctionService"]
+OBJECT_SERVICE = object_pb2.DESCRIPTOR.services_by_name["ObjectService"]
 
 
 class SpearletServer:
@@ -58,15 +62,17 @@ class SpearletServer:
             options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
             interceptors=[TokenInterceptor(config.token)] if config.token else None,
         )
-        function_pb2_grpc.add_FunctionServiceServicer_to_server(
-            FunctionService(engine, monitor, meter), server
+        server.add_generic_rpc_handlers(
+            (
+                service_handler(FunctionService(engine, monitor, meter), FUNCTION_SERVICE, function_pb2),
+                service_handler(ObjectService(objects), OBJECT_SERVICE, object_pb2),
+            )
         )
-        object_pb2_grpc.add_ObjectServiceServicer_to_server(ObjectService(objects), server)
         health_pb2_grpc.add_HealthServicer_to_server(monitor.grpc_servicer, server)
         reflection.enable_server_reflection(
             (
-                function_pb2.DESCRIPTOR.services_by_name["FunctionService"].full_name,
-                object_pb2.DESCRIPTOR.services_by_name["ObjectService"].full_name,
+                FUNCTION_SERVICE.full_name,
+                OBJECT_SERVICE.full_name,
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                 reflection.SERVICE_NAME,
             ),

@@ -20,9 +20,15 @@ from .store.records import OBJECT, StoredObject, object_key
 MAX_REF_COUNT = 2**31 - 1
 
 
+#: Longest object key accepted.
+MAX_KEY = 4096
+
+
 def _require_key(key: str) -> None:
     if not key:
         raise InvalidArgument("key is required")
+    if len(key) > MAX_KEY:
+        raise InvalidArgument(f"key is longer than {MAX_KEY} characters")
 
 
 def _ref_count_change(count: int) -> int:

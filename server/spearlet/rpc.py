@@ -5,10 +5,13 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from types import ModuleType
+from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
+from google.protobuf.message import DecodeError, Message
 
 from spear_sdk.wire.errors import InvalidArgument, SpearError
 
@@ -23,7 +26,54 @@ S = TypeVar("S")
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 T = TypeVar("T")
-P = ParamSpec("P")
+
+
+class MalformedRequest:
+    """Stands in for a request whose bytes did not parse, so the handler can answer INVALID_ARGUMENT.
+
+    grpc would otherwise answer a deserializer's exception with UNKNOWN.
+    """
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _lenient(message: type[Message]) -> Callable[[bytes], Message | MalformedRequest]:
+    def parse(data: bytes) -> Message | MalformedRequest:
+        try:
+            return message.FromString(data)
+        except DecodeError as exc:
+            return MalformedRequest(f"malformed {message.DESCRIPTOR.name}: {exc}")
+
+    return parse
+
+
+def service_handler(
+    servicer: object, service: ServiceDescriptor, module: ModuleType
+) -> grpc.GenericRpcHandler[Any, Any]:
+    """The servicer's methods as one handler, with requests parsed by :func:`_lenient`."""
+    handlers = {}
+    for method in service.methods:
+        request = getattr(module, method.input_type.name)
+        response = getattr(module, method.output_type.name)
+        factory = (
+            grpc.unary_stream_rpc_method_handler
+            if method.server_streaming
+            else grpc.unary_unary_rpc_method_handler
+        )
+        handlers[method.name] = factory(
+            getattr(servicer, method.name),
+            request_deserializer=_lenient(request),
+            response_serializer=response.SerializeToString,
+        )
+    return grpc.method_handlers_generic_handler(service.full_name, handlers)
+
+
+def _check_parsed(request: object) -> None:
+    if isinstance(request, MalformedRequest):
+        raise InvalidArgument(request.reason)
 
 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException, method: str) -> None:
@@ -44,6 +94,7 @@ def unary(
     @functools.wraps(handler)
     async def wrapper(self: S, request: Req, context: grpc.aio.ServicerContext[Req, Resp]) -> Resp:
         try:
+            _check_parsed(request)
             return await handler(self, request, context)
         except Exception as exc:
             await _abort(context, exc, handler.__name__)
@@ -62,6 +113,7 @@ def server_stream(
         self: S, request: Req, context: grpc.aio.ServicerContext[Req, Resp]
     ) -> AsyncIterator[Resp]:
         try:
+            _check_parsed(request)
             async for item in handler(self, request, context):
                 yield item
         except Exception as exc:
@@ -94,4 +146,4 @@ def require(value: str, field: str) -> None:
         raise InvalidArgument(f"{field} is required")
 
 
-__all__ = ["Concatenate", "check_enum", "page_size", "paginate", "require", "server_stream", "unary"]
+__all__ = ["MalformedRequest", "check_enum", "page_size", "paginate", "require", "server_stream", "unary"]

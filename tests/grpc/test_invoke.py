@@ -548,3 +548,51 @@ async def test_sync_invokes_run_concurrently(shared: Harness) -> None:
     task_id = await shared.register("workloads:square")
     responses = await asyncio.gather(*(shared.invoke(task_id, i) for i in range(20)))
     assert [value(r.result) for r in responses] == [i * i for i in range(20)]
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        "/spearlet.FunctionService/InvokeFunction",
+        "/spearlet.FunctionService/GetTask",
+        "/spearlet.FunctionService/RegisterTask",
+        "/spearlet.ObjectService/PutObject",
+    ],
+)
+async def test_undecodable_request_bytes_are_invalid_argument(shared: Harness, method: str) -> None:
+    raw = shared.channel.unary_unary(method)
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await raw(b"\xff\xff\xff\xff")
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "malformed" in (exc.value.details() or "")
+
+
+async def test_undecodable_stream_request_is_invalid_argument(shared: Harness) -> None:
+    raw = shared.channel.unary_stream("/spearlet.FunctionService/StreamFunction")
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        async for _ in raw(b"\x0a\xff"):
+            pass
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize(
+    "context",
+    [
+        fpb.ExecutionContext(timeout_ms=-1),
+        fpb.ExecutionContext(max_retries=-1),
+        fpb.ExecutionContext(environment={"A=B": "x"}),
+        fpb.ExecutionContext(environment={"": "x"}),
+        fpb.ExecutionContext(environment={"A": "nul\x00byte"}),
+        fpb.ExecutionContext(execution_id="x" * 257),
+    ],
+)
+async def test_context_that_no_run_could_honour_is_invalid(
+    shared: Harness, context: fpb.ExecutionContext
+) -> None:
+    task_id = await shared.register("workloads:square")
+    before = await shared.fn.GetTask(fpb.GetTaskRequest(task_id=task_id))
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await shared.invoke(task_id, 2, context=context)
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    after = await shared.fn.GetTask(fpb.GetTaskRequest(task_id=task_id))
+    assert after.task.execution_count == before.task.execution_count == 0

@@ -167,6 +167,7 @@ class Engine:
         """Admit one invocation: write its PENDING record and start running it."""
         if not self._accepting:
             raise Unavailable("the server is shutting down")
+        _validate(inv)
         task = await self._resolve_task(inv)
         args, kwargs = self._encode_params(inv.params)
         execution_id = inv.execution_id or new_id()
@@ -431,6 +432,25 @@ _PICKLE_REFUSED = (
     "pickled code and values are refused: this server is bound beyond loopback without a token "
     "(start it with --token, or bind it to 127.0.0.1)"
 )
+
+
+MAX_EXECUTION_ID = 256
+
+
+def _validate(inv: Invocation) -> None:
+    """Refuse what no run could honour, before anything is stored."""
+    if len(inv.execution_id) > MAX_EXECUTION_ID:
+        raise InvalidArgument(f"execution_id is longer than {MAX_EXECUTION_ID} characters")
+    if inv.timeout_ms < 0:
+        raise InvalidArgument(f"context.timeout_ms must not be negative (got {inv.timeout_ms})")
+    if inv.max_retries < 0:
+        raise InvalidArgument(f"context.max_retries must not be negative (got {inv.max_retries})")
+    for name, value in inv.environment.items():
+        if not name or "=" in name or "\0" in name or "\0" in value:
+            raise InvalidArgument(
+                f"context.environment entry {name!r} is not a valid environment variable "
+                "(names are non-empty without '=' or NUL; values have no NUL)"
+            )
 
 
 def _elapsed_ms(started: float | None, ended: float) -> int:
