@@ -158,7 +158,7 @@ class Engine:
             cleaned = await self.executions.delete_for_task(task_id)
             for record in cleaned:
                 self.stats.deleted(record)
-        await self.tasks.delete(task, [])
+        await self.tasks.delete(task)
         return len(cleaned)
 
     # -- invocations ----------------------------------------------------------------------------------

@@ -37,8 +37,8 @@ class ExecutionStore:
         )
 
     async def save(self, record: StoredExecution, logs: str | None = None) -> None:
-        """Write the record (and, at the end of a run, its captured output) in one atomic step."""
-        if logs is None:
+        """Write the record (and, at the end of a run, any captured output) in one atomic step."""
+        if not logs:
             await self._store.put(execution_key(record.execution_id), record.encode())
         else:
             await self._store.batch(

@@ -6,7 +6,7 @@ import asyncio
 import json
 import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from spear_sdk.wire.errors import InvalidArgument, NotFound
 
@@ -59,14 +59,24 @@ class Registration:
 
 
 class TaskRegistry:
+    """Tasks by id and name. This server is the store's only writer, so decoded tasks are kept in memory
+    (every invocation looks its task up); the objects handed out are shared and must not be mutated.
+    """
+
     def __init__(self, store: KvStore) -> None:
         self._store = store
         # Registration reads then writes; one at a time keeps task names unique.
         self._lock = asyncio.Lock()
+        self._cache: dict[str, StoredTask] = {}
 
     async def get(self, task_id: str) -> StoredTask | None:
+        if (task := self._cache.get(task_id)) is not None:
+            return task
         data = await self._store.get(task_key(task_id))
-        return StoredTask.decode(data) if data is not None else None
+        if data is None:
+            return None
+        task = self._cache[task_id] = StoredTask.decode(data)
+        return task
 
     async def require(self, task_id: str) -> StoredTask:
         task = await self.get(task_id)
@@ -110,19 +120,27 @@ class TaskRegistry:
                 await self._store.batch(
                     {task_key(task.task_id): task.encode(), task_name_key(name): task.task_id.encode()}
                 )
+                self._cache[task.task_id] = task
                 return Registration(task, created=True, updated=False)
             if existing.artifact == artifact or not update:
                 return Registration(existing, created=False, updated=False)
-            existing.history.append(
-                {"version": existing.version, "replaced_at": now, "artifact": asdict(existing.artifact)}
+            replaced = {
+                "version": existing.version,
+                "replaced_at": now,
+                "artifact": asdict(existing.artifact),
+            }
+            task = replace(
+                existing,
+                artifact=artifact,
+                version=existing.version + 1,
+                updated_at=now,
+                description=description or existing.description,
+                metadata={**existing.metadata, **(metadata or {})},
+                history=[*existing.history, replaced],
             )
-            existing.artifact = artifact
-            existing.version += 1
-            existing.updated_at = now
-            existing.description = description or existing.description
-            existing.metadata.update(metadata or {})
-            await self._store.put(task_key(existing.task_id), existing.encode())
-            return Registration(existing, created=False, updated=True)
+            await self._store.put(task_key(task.task_id), task.encode())
+            self._cache[task.task_id] = task
+            return Registration(task, created=False, updated=True)
 
     async def page(self, prefix: str, start_after: str, limit: int | None) -> list[StoredTask]:
         """Tasks whose name starts with ``prefix``, in name order, after the name ``start_after``."""
@@ -138,8 +156,9 @@ class TaskRegistry:
     async def all(self) -> list[StoredTask]:
         return await self.page("", "", None)
 
-    async def delete(self, task: StoredTask, extra_deletes: list[str]) -> None:
-        await self._store.batch(deletes=[task_key(task.task_id), task_name_key(task.name), *extra_deletes])
+    async def delete(self, task: StoredTask) -> None:
+        await self._store.batch(deletes=[task_key(task.task_id), task_name_key(task.name)])
+        self._cache.pop(task.task_id, None)
 
 
 __all__ = ["ARTIFACT_TYPES", "TASK_NAME", "Registration", "TaskRegistry", "validate_artifact"]
