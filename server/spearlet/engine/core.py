@@ -92,7 +92,6 @@ class Engine:
         self.live: dict[str, LiveExecution] = {}
         self.started_at = time.time()
         self._accepting = False
-        self._background: set[asyncio.Task[object]] = set()
 
     # -- life of the engine -------------------------------------------------------------------------
 
