@@ -1,13 +1,17 @@
-"""A token-protected server refuses every RPC without ``authorization: Bearer <token>`` (SPEC §5)."""
+"""Bearer tokens and TLS (SPEC §5): a token-protected server refuses every RPC without the token."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import grpc
 import pytest
+import trustme
 from conftest import HarnessFactory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from spear_sdk.wire import function_pb2 as fpb
+from spear_sdk.wire import function_pb2_grpc as fgrpc
 from spear_sdk.wire import object_pb2 as opb
 
 TOKEN = "s3cret-token"
@@ -62,3 +66,21 @@ async def test_the_right_token_is_served_and_allows_pickle_beyond_loopback(
         metadata=good,
     )
     assert registered.created
+
+
+async def test_tls_end_to_end(make_harness: HarnessFactory, tmp_path: Path) -> None:
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1", "localhost")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    issued.private_key_pem.write_to_path(str(key))
+    issued.cert_chain_pems[0].write_to_path(str(cert))
+    h = await make_harness(tls_cert=str(cert), tls_key=str(key), executor="thread")
+
+    credentials = grpc.ssl_channel_credentials(root_certificates=ca.cert_pem.bytes())
+    async with grpc.aio.secure_channel(f"127.0.0.1:{h.server.port}", credentials) as channel:
+        stub = fgrpc.FunctionServiceStub(channel)
+        assert (await stub.GetHealth(fpb.GetHealthRequest())).status == "healthy"
+
+    with pytest.raises(grpc.aio.AioRpcError) as plain:
+        await h.fn.GetHealth(fpb.GetHealthRequest(), timeout=5)
+    assert plain.value.code() == grpc.StatusCode.UNAVAILABLE
