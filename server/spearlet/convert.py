@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, fields
+from typing import Any
+
 from google.protobuf import any_pb2, timestamp_pb2
 
 from spear_sdk.wire import function_pb2 as fpb
@@ -24,25 +27,14 @@ def timestamp(seconds: float | None) -> timestamp_pb2.Timestamp | None:
 
 
 def artifact_from_proto(spec: fpb.ArtifactSpec) -> StoredArtifact:
-    return StoredArtifact(
-        artifact_type=spec.artifact_type,
-        location=spec.location,
-        artifact_id=spec.artifact_id,
-        version=spec.version,
-        checksum=spec.checksum,
-        metadata=dict(spec.metadata),
-    )
+    # StoredArtifact's fields are named after ArtifactSpec's.
+    stored = StoredArtifact(**{f.name: getattr(spec, f.name) for f in fields(StoredArtifact)})
+    stored.metadata = dict(spec.metadata)
+    return stored
 
 
 def artifact_to_proto(artifact: StoredArtifact) -> fpb.ArtifactSpec:
-    return fpb.ArtifactSpec(
-        artifact_id=artifact.artifact_id,
-        artifact_type=artifact.artifact_type,
-        location=artifact.location,
-        version=artifact.version,
-        checksum=artifact.checksum,
-        metadata=artifact.metadata,
-    )
+    return fpb.ArtifactSpec(**asdict(artifact))
 
 
 def invocation(request: fpb.InvokeFunctionRequest, *, stream: bool) -> Invocation:
@@ -133,26 +125,22 @@ def task_info(task: StoredTask, figures: TaskFigures, *, details: bool = True) -
     return info
 
 
+def _object_fields(obj: StoredObject) -> dict[str, Any]:
+    """What ObjectMeta and Object share."""
+    return {
+        "key": obj.key,
+        "size": obj.size,
+        "created_at": int(obj.created_at),
+        "updated_at": int(obj.updated_at),
+        "ref_count": obj.ref_count,
+        "pinned": obj.pinned,
+        "metadata": obj.metadata,
+    }
+
+
 def object_meta(obj: StoredObject) -> opb.ObjectMeta:
-    return opb.ObjectMeta(
-        key=obj.key,
-        size=obj.size,
-        created_at=int(obj.created_at),
-        updated_at=int(obj.updated_at),
-        ref_count=obj.ref_count,
-        pinned=obj.pinned,
-        metadata=obj.metadata,
-    )
+    return opb.ObjectMeta(**_object_fields(obj))
 
 
 def object_message(obj: StoredObject, *, include_value: bool) -> opb.Object:
-    return opb.Object(
-        key=obj.key,
-        value=obj.value if include_value else b"",
-        size=obj.size,
-        created_at=int(obj.created_at),
-        updated_at=int(obj.updated_at),
-        ref_count=obj.ref_count,
-        pinned=obj.pinned,
-        metadata=obj.metadata,
-    )
+    return opb.Object(value=obj.value if include_value else b"", **_object_fields(obj))
