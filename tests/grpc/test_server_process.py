@@ -64,7 +64,7 @@ class Launcher:
 
     def environ(self, env: dict[str, str] | None = None) -> dict[str, str]:
         environ = {k: v for k, v in os.environ.items() if not k.startswith("SPEARLET_")}
-        environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), environ.get("PYTHONPATH")]))
+        environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE.parent), environ.get("PYTHONPATH")]))
         environ.update(env or {})
         return environ
 

@@ -1,6 +1,6 @@
 """Executors run real functions: results, streams, failures, captured output, cancellation, pool healing.
 
-Every test runs real worker processes or threads; functions come from ``sample_functions`` (importable by
+Every test runs real worker processes or threads; functions come from ``workloads`` (importable by
 the workers through the test process's ``sys.path``) or are cloudpickled here.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 import cloudpickle
 import psutil
 import pytest
-import sample_functions
+import workloads
 from spearlet.engine.executors import (
     ARTIFACT_LOAD_FAILED,
     BAD_ARGUMENTS,
@@ -72,7 +72,7 @@ class Recorder:
 
 
 def python(name: str, **kw: Any) -> Artifact:
-    return Artifact(type="python", location=f"sample_functions:{name}", cache_key=f"test:{name}", **kw)
+    return Artifact(type="python", location=f"workloads:{name}", cache_key=f"test:{name}", **kw)
 
 
 def job(artifact: Artifact, *args: object, **kwargs: Any) -> Job:
@@ -157,9 +157,9 @@ async def test_python_artifact_returns_the_result(executor: Executor) -> None:
 
 
 async def test_function_name_and_dotted_attributes(executor: Executor) -> None:
-    outcome, _ = await run(executor, job(Artifact("python", "sample_functions:Tools.double"), 21))
+    outcome, _ = await run(executor, job(Artifact("python", "workloads:Tools.double"), 21))
     assert result(outcome) == 42
-    by_name = Artifact("python", "sample_functions:ignored", function_name="add")
+    by_name = Artifact("python", "workloads:ignored", function_name="add")
     assert result((await run(executor, job(by_name, 1, 2)))[0]) == 3
     assert result((await run(executor, job(python("async_double"), 4)))[0]) == 8
 
@@ -194,14 +194,14 @@ async def test_exception_is_a_result_with_its_traceback_in_the_logs(executor: Ex
         "ValueError: boom",
     )
     assert "Traceback (most recent call last)" in sink.text
-    assert "sample_functions.py" in sink.text and "call.py" not in sink.text
+    assert "workloads.py" in sink.text and "call.py" not in sink.text
     midway, sink = await run(executor, job(python("fail_midway"), 1, job_stream=True))
     assert midway.error_message == "RuntimeError: stopped midway" and sink.chunks == [1]
 
 
 async def test_bad_arguments(executor: Executor) -> None:
-    missing, _ = await run(executor, job(python("add"), 1))
-    assert missing.error_code == BAD_ARGUMENTS and "'b'" in missing.error_message
+    missing, _ = await run(executor, job(python("square")))
+    assert missing.error_code == BAD_ARGUMENTS and "'x'" in missing.error_message
     extra, _ = await run(executor, job(python("add"), 1, 2, c=3))
     assert extra.error_code == BAD_ARGUMENTS
     garbage = Job("e1", python("add"), args=[b"\xff\xff", codec.encode_bytes(1)])
@@ -222,9 +222,9 @@ async def test_result_not_serializable(executor: Executor) -> None:
     ("artifact", "expected"),
     [
         (Artifact("python", "no_such_module_xyz:f"), "cannot import module 'no_such_module_xyz'"),
-        (Artifact("python", "sample_functions:missing"), "has no attribute 'missing'"),
-        (Artifact("python", "sample_functions:not_callable"), "is not callable"),
-        (Artifact("python", "sample_functions"), "package.module:attr"),
+        (Artifact("python", "workloads:missing"), "has no attribute 'missing'"),
+        (Artifact("python", "workloads:not_callable"), "is not callable"),
+        (Artifact("python", "workloads"), "package.module:attr"),
         (Artifact("pickle", "object://x", payload=b"not a pickle"), "cannot unpickle"),
         (Artifact("pickle", "object://x"), "no payload"),
         (Artifact("pickle", "object://x", payload=cloudpickle.dumps({"a": len}), function_name="b"), "'b'"),
@@ -256,9 +256,9 @@ async def test_printing_in_a_tight_loop_is_coalesced(executor: Executor) -> None
 
 async def test_environment_applies_to_that_run_only(executor: Executor) -> None:
     name = "SPEAR_EXECUTOR_TEST_VAR"
-    with_env, _ = await run(executor, job(python("env_value"), name, job_environment={name: "42"}))
+    with_env, _ = await run(executor, job(python("getenv"), name, job_environment={name: "42"}))
     assert result(with_env) == "42"
-    without, _ = await run(executor, job(python("env_value"), name))
+    without, _ = await run(executor, job(python("getenv"), name))
     assert result(without) is None
     assert name not in os.environ
 
@@ -365,7 +365,7 @@ async def test_threads_capture_output_per_thread() -> None:
 
 
 async def test_cancelled_thread_is_abandoned_and_its_output_dropped() -> None:
-    sample_functions.gate.clear()
+    workloads.gate.clear()
     executor = ThreadExecutor(1)
     await executor.start()
     try:
@@ -379,14 +379,14 @@ async def test_cancelled_thread_is_abandoned_and_its_output_dropped() -> None:
         # The pool serves while the abandoned thread still runs (it grows a thread for that).
         assert result((await run(executor, job(python("add"), 1, 1)))[0]) == 2
         abandoned = int(sink.instance_id.removeprefix("thread-"))
-        sample_functions.gate.set()
+        workloads.gate.set()
         # Once done, the abandoned thread ends (the pool has its one idle thread): by then its output and
         # its outcome have been handed to the loop, and dropped.
         await eventually(lambda: abandoned not in {t.ident for t in threading.enumerate()})
         assert sink.logs == []
         assert result((await run(executor, job(python("add"), 2, 2)))[0]) == 4
     finally:
-        sample_functions.gate.set()
+        workloads.gate.set()
         await executor.close()
 
 

@@ -1,7 +1,7 @@
-"""Functions the executor tests run as ``python`` artifacts (``sample_functions:<name>``).
+"""Functions the tests run as ``python`` artifacts (``workloads:<name>``).
 
-Worker processes import this module through the test process's ``sys.path`` (pytest puts this directory
-on it), so keep it free of test-only imports.
+Worker processes import this module by name through the test process's ``sys.path`` (pytest's
+``pythonpath`` setting puts ``tests/`` on it), so it imports nothing test-only.
 """
 
 from __future__ import annotations
@@ -18,15 +18,40 @@ not_callable = 42
 gate = threading.Event()
 
 
-def add(a: int, b: int) -> int:
+def add(a: int, b: int = 0) -> int:
     return a + b
+
+
+def square(x: float) -> float:
+    return x * x
+
+
+def double(x: object) -> object:
+    return x * 2  # type: ignore[operator]
+
+
+def echo(*args: object, **kwargs: object) -> dict[str, object]:
+    return {"args": list(args), "kwargs": kwargs}
+
+
+def identity(value: object) -> object:
+    return value
+
+
+def count(n: int) -> Iterator[int]:
+    yield from range(n)
+
+
+def upto(n: int) -> Iterator[int]:
+    yield from range(n)
 
 
 def countdown(n: int) -> Iterator[int]:
     yield from range(n, 0, -1)
 
 
-def fail(message: str) -> None:
+def fail(message: str = "boom") -> None:
+    print("about to fail")
     raise ValueError(message)
 
 
@@ -46,16 +71,19 @@ def print_lines(count: int, width: int = 10, stream: str = "stdout") -> int:
     return count
 
 
-def identity(value: object) -> object:
-    return value
+def shout(text: str) -> str:
+    print(text.upper())
+    print("to stderr", file=sys.stderr)
+    return text
 
 
-def env_value(name: str) -> str | None:
+def getenv(name: str) -> str | None:
     return os.environ.get(name)
 
 
-def crash(code: int) -> None:
-    os._exit(code)
+def spin() -> None:
+    while True:
+        pass
 
 
 def sleep(seconds: float, then_print: str = "") -> float:
@@ -73,6 +101,20 @@ def wait_for_gate(text: str) -> str:
 
 def pid() -> int:
     return os.getpid()
+
+
+def crash(code: int = 3) -> None:
+    sys.stdout.flush()
+    os._exit(code)
+
+
+def crash_once(marker: str) -> str:
+    """Dies the first time (no marker file yet), succeeds on the retry."""
+    if not os.path.exists(marker):
+        with open(marker, "w") as handle:
+            handle.write("crashed")
+        os._exit(7)
+    return "recovered"
 
 
 def allocate(megabytes: int) -> int:
