@@ -91,10 +91,10 @@ class HealthMonitor:
         scheduler = engine.scheduler
         if scheduler.queue_fill > _DEGRADED_QUEUE_FILL:
             return Verdict(DEGRADED, f"the queue is {scheduler.queue_fill:.0%} full")
-        if scheduler.running >= scheduler.max_running and scheduler.waiting:
+        if scheduler.running >= scheduler.max_running and scheduler.pending:
             return Verdict(
                 DEGRADED,
-                f"all {scheduler.max_running} slots are busy and {scheduler.waiting} executions wait",
+                f"all {scheduler.max_running} slots are busy and {scheduler.pending} executions wait",
             )
         return Verdict(HEALTHY, "serving")
 

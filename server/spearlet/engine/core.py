@@ -393,12 +393,13 @@ class Engine:
             return f"checksum mismatch for object {key!r}: expected {task.artifact.checksum}, got {digest}"
         return obj.value, digest
 
-    async def _transition(self, live: LiveExecution, status: int) -> None:
+    async def _transition(self, live: LiveExecution, status: int, logs: str | None = None) -> None:
+        """Move to ``status``: check the edge, store the record (and ``logs``), then update the figures."""
         record = live.record
         old = record.status
         lc.check_transition(old, status)
         record.status = status
-        await self.executions.save(record)
+        await self.executions.save(record, logs=logs)
         if old != status:
             self.stats.transitioned(old, record)
 
@@ -414,15 +415,11 @@ class Engine:
 
     async def _finish(self, live: LiveExecution, status: int, error_code: str, message: str) -> None:
         record = live.record
-        old = record.status
-        lc.check_transition(old, status)
-        record.status = status
         record.error_code = error_code
         record.error_message = message
         record.completed_at = time.time()
         record.execution_time_ms = _elapsed_ms(record.started_at, record.completed_at)
-        await self.executions.save(record, logs=live.logs.text())
-        self.stats.transitioned(old, record)
+        await self._transition(live, status, logs=live.logs.text())
         self.live.pop(live.execution_id, None)
         live.finish()
 

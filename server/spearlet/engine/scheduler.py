@@ -67,10 +67,6 @@ class Scheduler:
         self.running -= 1
 
     @property
-    def waiting(self) -> int:
-        return self.pending
-
-    @property
     def queue_fill(self) -> float:
         """How full the queue is, from 0 to 1."""
         return self.pending / self.max_queued
