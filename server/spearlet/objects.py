@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 
 from spear_sdk.wire.errors import (
     AlreadyExists,
@@ -70,16 +71,8 @@ class ObjectRepository:
                 raise AlreadyExists(f"object {key!r} already exists; set overwrite to replace it")
             if existing is None:
                 obj = StoredObject(key=key, value=value, created_at=now, updated_at=now, metadata=metadata)
-            else:
-                obj = StoredObject(
-                    key=key,
-                    value=value,
-                    created_at=existing.created_at,
-                    updated_at=now,
-                    ref_count=existing.ref_count,
-                    pinned=existing.pinned,
-                    metadata=metadata,
-                )
+            else:  # an overwrite keeps the object's identity: creation time, references, pin
+                obj = replace(existing, value=value, updated_at=now, metadata=metadata)
             await self._store.put(object_key(key), obj.encode())
             self._account(existing, obj)
             return obj
