@@ -117,6 +117,30 @@ def crash_once(marker: str) -> str:
     return "recovered"
 
 
+def segfault() -> None:
+    """Dereference NULL: the worker dies by SIGSEGV, as with a crashing C extension."""
+    import ctypes
+
+    ctypes.string_at(0)
+
+
+def spawn_then_segfault(pid_file: str) -> None:
+    """Start a grandchild (in the worker's process group), note its pid, then crash."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    with open(pid_file, "w") as handle:
+        handle.write(str(child.pid))
+    segfault()
+
+
+def flood(megabytes: int, stream: str = "stdout") -> int:
+    """Print ``megabytes`` MiB of lines, as fast as print goes."""
+    out = sys.stdout if stream == "stdout" else sys.stderr
+    line = "x" * 1023
+    for _ in range(megabytes * 1024):
+        print(line, file=out)
+    return megabytes
+
+
 def allocate(megabytes: int) -> int:
     block = bytearray(megabytes << 20)
     for i in range(0, len(block), 4096):  # touch every page so that it is resident
@@ -138,3 +162,12 @@ class Tools:
     @staticmethod
     def double(x: int) -> int:
         return 2 * x
+
+
+def blobs(count: int, size: int, progress: str) -> Iterator[bytes]:
+    """Yield ``count`` chunks of ``size`` bytes as fast as the reader lets it; each starts with its number,
+    and the file ``progress`` says how many have been handed over."""
+    for i in range(count):
+        yield i.to_bytes(4, "big") * (size // 4)
+        with open(progress, "w") as handle:
+            handle.write(str(i + 1))

@@ -7,8 +7,9 @@ import logging
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import _async as reflection_aio
+from grpc_reflection.v1alpha import reflection_pb2
 
 from spear_sdk.wire import function_pb2, object_pb2
 
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 
 FUNCTION_SERVICE = function_pb2.DESCRIPTOR.services_by_name["FunctionService"]
 OBJECT_SERVICE = object_pb2.DESCRIPTOR.services_by_name["ObjectService"]
+HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"]
+REFLECTION_SERVICE = reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"]
 
 
 class SpearletServer:
@@ -62,21 +65,20 @@ class SpearletServer:
             options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
             interceptors=[TokenInterceptor(config.token)] if config.token else None,
         )
+        # The standard services too go through service_handler, which answers undecodable requests
+        # with INVALID_ARGUMENT where their own registration would answer UNKNOWN.
+        reflected = (FUNCTION_SERVICE, OBJECT_SERVICE, HEALTH_SERVICE, REFLECTION_SERVICE)
         server.add_generic_rpc_handlers(
             (
                 service_handler(FunctionService(engine, monitor, meter), FUNCTION_SERVICE, function_pb2),
-                service_handler(ObjectService(objects), OBJECT_SERVICE, object_pb2),
+                service_handler(ObjectService(objects, limit), OBJECT_SERVICE, object_pb2),
+                service_handler(monitor.grpc_servicer, HEALTH_SERVICE, health_pb2),
+                service_handler(
+                    reflection_aio.ReflectionServicer([s.full_name for s in reflected]),
+                    REFLECTION_SERVICE,
+                    reflection_pb2,
+                ),
             )
-        )
-        health_pb2_grpc.add_HealthServicer_to_server(monitor.grpc_servicer, server)
-        reflection.enable_server_reflection(
-            (
-                FUNCTION_SERVICE.full_name,
-                OBJECT_SERVICE.full_name,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ),
-            server,
         )
         target = f"{_bracket(config.host)}:{config.port}"
         if config.tls_cert and config.tls_key:

@@ -1,29 +1,21 @@
-"""Records <-> protocol messages. The only place that knows both shapes."""
+"""Records <-> protocol messages (an execution record carries its own ``ExecutionInfo``: see
+``store.records``)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, fields
 from typing import Any
 
-from google.protobuf import any_pb2, timestamp_pb2
+from google.protobuf import any_pb2
 
 from spear_sdk.wire import function_pb2 as fpb
 from spear_sdk.wire import object_pb2 as opb
 
 from .engine.core import Invocation
 from .stats import TaskFigures
-from .store.records import StoredArtifact, StoredExecution, StoredObject, StoredTask
+from .store.records import StoredArtifact, StoredExecution, StoredObject, StoredTask, timestamp
 
 STATUS_ENDPOINT = "/spearlet.FunctionService/GetExecutionStatus?execution_id={}"
-
-
-def timestamp(seconds: float | None) -> timestamp_pb2.Timestamp | None:
-    if seconds is None:
-        return None
-    ts = timestamp_pb2.Timestamp()
-    nanos = round(seconds * 1e9)
-    ts.seconds, ts.nanos = divmod(nanos, 1_000_000_000)
-    return ts
 
 
 def artifact_from_proto(spec: fpb.ArtifactSpec) -> StoredArtifact:
@@ -88,24 +80,7 @@ def execution_result(record: StoredExecution, *, include_value: bool = True) -> 
 
 
 def execution_info(record: StoredExecution) -> fpb.ExecutionInfo:
-    return fpb.ExecutionInfo(
-        execution_id=record.execution_id,
-        task_id=record.task_id,
-        function_name=record.function_name,
-        execution_mode=record.mode,  # type: ignore[arg-type]
-        status=record.status,  # type: ignore[arg-type]
-        started_at=timestamp(record.started_at),
-        completed_at=timestamp(record.completed_at),
-        execution_time_ms=record.execution_time_ms,
-        memory_used_bytes=record.memory_used_bytes,
-        error_message=record.error_message,
-        metadata=record.metadata,
-        created_at=timestamp(record.created_at),
-        attempt=record.attempt,
-        error_code=record.error_code,
-        task_name=record.task_name,
-        instance_id=record.instance_id,
-    )
+    return record.info()
 
 
 def task_info(task: StoredTask, figures: TaskFigures, *, details: bool = True) -> fpb.TaskInfo:

@@ -21,7 +21,8 @@ from .engine.core import Engine
 from .engine.ids import id_floor
 from .engine.live import log_lines
 from .health import HealthMonitor, ResourceMeter
-from .rpc import check_enum, page_size, paginate, require, server_stream, unary
+from .pages import execution_page
+from .rpc import Encoded, check_enum, fitting, page_size, paginate, require, server_stream, unary
 from .stats import ExecutionFigures
 from .store.records import StoredTask
 
@@ -163,13 +164,11 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
         tasks = await self.engine.tasks.page(request.prefix, request.start_after, size + 1)
         page, has_more, next_after = paginate(tasks, size, lambda t: t.name)
         stats = self.engine.stats
-        return fpb.ListTasksResponse(
-            tasks=[
-                convert.task_info(t, stats.task(t.task_id), details=request.include_details) for t in page
-            ],
-            has_more=has_more,
-            next_start_after=next_after,
-        )
+        infos = [convert.task_info(t, stats.task(t.task_id), details=request.include_details) for t in page]
+        fit = fitting((i.ByteSize() for i in infos), self.engine.config.message_limit)
+        if fit < len(infos):
+            infos, has_more, next_after = infos[:fit], True, page[fit - 1].name
+        return fpb.ListTasksResponse(tasks=infos, has_more=has_more, next_start_after=next_after)
 
     @unary
     async def GetTask(self, request: fpb.GetTaskRequest, context: Context) -> fpb.GetTaskResponse:
@@ -177,16 +176,16 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
         task = await self.engine.tasks.get(request.task_id)
         if task is None:
             return fpb.GetTaskResponse(found=False, message=f"task {request.task_id!r} not found")
+        info = convert.task_info(task, self.engine.stats.task(task.task_id))
         executions = []
         if request.include_executions:
             count = page_size(request.execution_limit or DEFAULT_TASK_EXECUTIONS)
             newest = await self.engine.executions.newest(task.task_id, count)
             executions = [convert.execution_info(r) for r in self.engine.current(newest)]
-        return fpb.GetTaskResponse(
-            found=True,
-            task=convert.task_info(task, self.engine.stats.task(task.task_id)),
-            executions=executions,
-        )
+            # As many of the newest as one response can carry beside the task.
+            room = self.engine.config.message_limit - info.ByteSize()
+            executions = executions[: fitting((e.ByteSize() for e in executions), room)]
+        return fpb.GetTaskResponse(found=True, task=info, executions=executions)
 
     @unary
     async def DeleteTask(self, request: fpb.DeleteTaskRequest, context: Context) -> fpb.DeleteTaskResponse:
@@ -202,23 +201,21 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
         )
 
     @unary
-    async def ListExecutions(
-        self, request: fpb.ListExecutionsRequest, context: Context
-    ) -> fpb.ListExecutionsResponse:
+    async def ListExecutions(self, request: fpb.ListExecutionsRequest, context: Context) -> Encoded:
         size = page_size(request.limit)
         check_enum(fpb.ExecutionStatus, request.status_filter, "status_filter")
-        records = await self.engine.executions.page(
+        rows = await self.engine.executions.info_page(
             task_id=request.task_id,
             status=request.status_filter,
             start_after=request.start_after,
             count=size + 1,
         )
-        page, has_more, next_after = paginate(records, size, lambda r: r.execution_id)
-        return fpb.ListExecutionsResponse(
-            executions=[convert.execution_info(r) for r in self.engine.current(list(page))],
-            has_more=has_more,
-            next_start_after=next_after,
-        )
+        page, has_more, next_after = paginate(rows, size, lambda row: row[0])
+        infos = self.engine.current_infos(page)
+        fit = fitting(map(len, infos), self.engine.config.message_limit)
+        if fit < len(infos):
+            infos, has_more, next_after = infos[:fit], True, page[fit - 1][0]
+        return execution_page(infos, has_more, next_after)
 
     # -- health and stats ---------------------------------------------------------------------------
 

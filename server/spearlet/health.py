@@ -8,7 +8,9 @@ import os
 import platform
 import sys
 from dataclasses import dataclass
+from typing import Any
 
+import grpc
 import psutil
 from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health_pb2
@@ -72,11 +74,34 @@ class ResourceMeter:
         return used * 100.0 / psutil.virtual_memory().total
 
 
+class StandardHealth(health_aio.HealthServicer):  # type: ignore[misc]
+    """grpc.health.v1 with a message for an unknown service, and the ``List`` the library leaves out."""
+
+    async def Check(
+        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> health_pb2.HealthCheckResponse:
+        if request.service not in SERVICE_NAMES:
+            known = ", ".join(repr(name) for name in SERVICE_NAMES)
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND,
+                f"no health status for service {request.service!r} (known: {known})",
+            )
+        return await super().Check(request, context)
+
+    async def List(
+        self, request: health_pb2.HealthListRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> health_pb2.HealthListResponse:
+        statuses = {}
+        for name in SERVICE_NAMES:
+            statuses[name] = await super().Check(health_pb2.HealthCheckRequest(service=name), context)
+        return health_pb2.HealthListResponse(statuses=statuses)
+
+
 class HealthMonitor:
     def __init__(self, engine: Engine, meter: ResourceMeter) -> None:
         self.engine = engine
         self.meter = meter
-        self.grpc_servicer = health_aio.HealthServicer()
+        self.grpc_servicer = StandardHealth()
         self._serving: bool | None = None
         self._watch: asyncio.Task[None] | None = None
 

@@ -11,14 +11,15 @@ from spear_sdk.wire import object_pb2_grpc
 
 from . import convert
 from .objects import ObjectRepository
-from .rpc import page_size, paginate, require, unary
+from .rpc import fitting, page_size, paginate, require, unary
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class ObjectService(object_pb2_grpc.ObjectServiceServicer):
-    def __init__(self, objects: ObjectRepository) -> None:
+    def __init__(self, objects: ObjectRepository, message_limit: int) -> None:
         self.objects = objects
+        self.message_limit = message_limit
 
     @unary
     async def PutObject(self, request: opb.PutObjectRequest, context: Context) -> opb.PutObjectResponse:
@@ -39,11 +40,11 @@ class ObjectService(object_pb2_grpc.ObjectServiceServicer):
         size = page_size(request.limit)
         objects = await self.objects.list(request.prefix, request.start_after, size + 1)
         page, has_more, next_after = paginate(objects, size, lambda o: o.key)
-        return opb.ListObjectsResponse(
-            objects=[convert.object_message(o, include_value=request.include_values) for o in page],
-            has_more=has_more,
-            next_start_after=next_after,
-        )
+        messages = [convert.object_message(o, include_value=request.include_values) for o in page]
+        fit = fitting((m.ByteSize() for m in messages), self.message_limit)
+        if fit < len(messages):
+            messages, has_more, next_after = messages[:fit], True, messages[fit - 1].key
+        return opb.ListObjectsResponse(objects=messages, has_more=has_more, next_start_after=next_after)
 
     @unary
     async def AddObjectRef(

@@ -6,7 +6,7 @@ Each class carries the ``grpc.StatusCode`` it stands for, so the mapping lives h
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import grpc
 
@@ -42,6 +42,8 @@ class FailedPrecondition(SpearError):
 
 class ResourceExhausted(SpearError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    #: Seconds the server suggests waiting before a retry, when it gave a hint.
+    retry_after: float | None = None
 
 
 class Unauthenticated(SpearError):
@@ -89,3 +91,118 @@ _BY_CODE: dict[grpc.StatusCode, type[SpearError]] = {
 def error_for_status(code: grpc.StatusCode, message: str) -> SpearError:
     """The exception that stands for a gRPC status received from a server."""
     return _BY_CODE.get(code, SpearError)(message)
+
+
+class ExecutionError(SpearError):
+    """The server ran (or tried to run) the call, and the execution did not complete.
+
+    ``status`` is the terminal status (``failed``, ``timeout``, ``cancelled``), ``error_code`` the
+    server's reason (``EXCEPTION``, ``WORKER_CRASHED``, ...), ``logs`` what the function printed.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        execution_id: str = "",
+        status: str = "failed",
+        error_code: str = "",
+        logs: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.execution_id = execution_id
+        self.status = status
+        self.error_code = error_code
+        self.logs = logs
+
+
+class RemoteTraceback(Exception):
+    """The traceback of the remote frames; chained as the ``__cause__`` of a :class:`RemoteFunctionError`
+    so that a notebook shows it above the local frames, as ``concurrent.futures`` does."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.text.rstrip()}\n"""'
+
+
+class RemoteFunctionError(ExecutionError):
+    """The function raised: ``remote_type`` is the name of its exception, ``remote_traceback`` its frames."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        remote_type: str = "",
+        remote_message: str = "",
+        remote_traceback: str = "",
+        **details: Any,
+    ) -> None:
+        super().__init__(message, **details)
+        self.remote_type = remote_type
+        self.remote_message = remote_message
+        self.remote_traceback = remote_traceback
+        if remote_traceback:
+            self.__cause__ = RemoteTraceback(remote_traceback)
+
+
+class ExecutionTimeout(ExecutionError):
+    """The execution ran past its server-side time limit and was stopped."""
+
+
+class ExecutionCancelled(ExecutionError):
+    """The execution was cancelled before it completed."""
+
+
+class WorkerCrashed(ExecutionError):
+    """The worker process running the execution died (a crash, ``os._exit``, a signal)."""
+
+
+_TRACEBACK_START = "Traceback (most recent call last):"
+
+
+def error_for_execution(
+    *,
+    execution_id: str,
+    status: str,
+    error_code: str,
+    error_message: str,
+    logs: tuple[str, ...] = (),
+) -> ExecutionError:
+    """The exception for an execution that ended ``status`` (lowercase) with the server's error fields."""
+    details: dict[str, Any] = {
+        "execution_id": execution_id,
+        "status": status,
+        "error_code": error_code,
+        "logs": logs,
+    }
+    message = error_message or f"the execution ended {status}"
+    if status == "timeout":
+        return ExecutionTimeout(message, **details)
+    if status == "cancelled":
+        return ExecutionCancelled(message, **details)
+    if error_code == "WORKER_CRASHED":
+        return WorkerCrashed(message, **details)
+    if error_code == "EXCEPTION":
+        remote_type, _, remote_message = error_message.partition(": ")
+        return RemoteFunctionError(
+            message,
+            remote_type=remote_type,
+            remote_message=remote_message,
+            remote_traceback=_last_traceback(logs),
+            **details,
+        )
+    return ExecutionError(f"{error_code}: {message}" if error_code else message, **details)
+
+
+def _last_traceback(logs: tuple[str, ...]) -> str:
+    """The last traceback the server logged for the execution (earlier attempts may have their own)."""
+    for start in range(len(logs) - 1, -1, -1):
+        if logs[start].startswith(_TRACEBACK_START):
+            end = start + 1
+            while end < len(logs) and not logs[end].startswith("["):
+                end += 1
+            return "\n".join(logs[start:end]) + "\n"
+    return ""

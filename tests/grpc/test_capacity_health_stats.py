@@ -6,9 +6,9 @@ import asyncio
 
 import grpc
 import pytest
-from conftest import Harness, HarnessFactory, poll
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from harness import Harness, HarnessFactory, poll
 
 from spear_sdk.wire import function_pb2 as fpb
 

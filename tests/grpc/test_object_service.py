@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import grpc
-from conftest import Harness, HarnessFactory, expect_code, poll
+from harness import Harness, HarnessFactory, expect_code, pages, poll
 
 from spear_sdk.wire import function_pb2 as fpb
 from spear_sdk.wire import object_pb2 as opb
@@ -37,17 +37,7 @@ async def get(h: Harness, key: str, include_value: bool = True) -> opb.GetObject
 
 
 async def list_all(h: Harness, prefix: str, limit: int) -> list[opb.ListObjectsResponse]:
-    pages: list[opb.ListObjectsResponse] = []
-    start_after = ""
-    while True:
-        page = await h.obj.ListObjects(
-            opb.ListObjectsRequest(prefix=prefix, limit=limit, start_after=start_after)
-        )
-        pages.append(page)
-        if not page.has_more:
-            return pages
-        assert len(pages) < 100, "pagination does not end"
-        start_after = page.next_start_after
+    return await pages(h.obj.ListObjects, opb.ListObjectsRequest(prefix=prefix, limit=limit), most=100)
 
 
 # -- empty keys -------------------------------------------------------------------------------------
@@ -440,6 +430,28 @@ async def test_list_objects_limit_is_capped_at_1000(make_harness: HarnessFactory
     )
     assert [o.key for o in rest.objects] == keys[1000:]
     assert (rest.has_more, rest.next_start_after) == (False, "")
+
+
+async def test_a_page_of_values_ends_early_rather_than_outgrow_the_message_limit(
+    make_harness: HarnessFactory,
+) -> None:
+    h = await harness(make_harness, max_object_bytes=64 << 10, max_message_bytes=256 << 10)
+    values = {f"big/{i:02d}": bytes([i]) * (60 << 10) for i in range(10)}
+    for key, data in values.items():
+        await put(h, key, data)
+    seen: dict[str, bytes] = {}
+    pages, after = 0, ""
+    while True:
+        page = await h.obj.ListObjects(opb.ListObjectsRequest(include_values=True, start_after=after))
+        pages += 1
+        assert page.objects and page.ByteSize() <= 256 << 10
+        seen.update((o.key, o.value) for o in page.objects)
+        if not page.has_more:
+            break
+        assert page.next_start_after == page.objects[-1].key
+        after = page.next_start_after
+    assert seen == values
+    assert pages >= 3
 
 
 # -- health figures ---------------------------------------------------------------------------------

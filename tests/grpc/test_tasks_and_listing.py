@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import grpc
 import pytest
-from conftest import Harness, HarnessFactory, expect_code, params, value
+from harness import Harness, HarnessFactory, expect_code, pages, params, value
 
 from spear_sdk.wire import function_pb2 as fpb
 
@@ -46,17 +46,7 @@ async def get_task(h: Harness, task_id: str, **fields: object) -> fpb.GetTaskRes
 
 
 async def list_pages(h: Harness, limit: int, **fields: object) -> list[fpb.ListExecutionsResponse]:
-    pages: list[fpb.ListExecutionsResponse] = []
-    start_after = ""
-    while True:
-        page = await h.fn.ListExecutions(
-            fpb.ListExecutionsRequest(limit=limit, start_after=start_after, **fields)
-        )
-        pages.append(page)
-        if not page.has_more:
-            return pages
-        assert len(pages) < 100, "pagination does not end"
-        start_after = page.next_start_after
+    return await pages(h.fn.ListExecutions, fpb.ListExecutionsRequest(limit=limit, **fields), most=100)
 
 
 def listed_ids(pages: Sequence[fpb.ListExecutionsResponse]) -> list[str]:
@@ -626,3 +616,44 @@ async def test_execution_info_fields(make_harness: HarnessFactory) -> None:
     assert failed_info[0].error_message
     assert failed_info[0].attempt == 1
     assert failed_info[0].completed_at.ToNanoseconds() >= failed_info[0].started_at.ToNanoseconds()
+
+
+async def test_pages_end_early_rather_than_outgrow_the_message_limit(make_harness: HarnessFactory) -> None:
+    limit = 256 << 10
+    h = await thread_harness(make_harness, max_message_bytes=limit, max_object_bytes=64 << 10)
+    note = "n" * (40 << 10)  # ten records of this cannot travel in one response
+    names = [f"big-{i}" for i in range(10)]
+    for name in names:
+        await h.fn.RegisterTask(
+            fpb.RegisterTaskRequest(
+                task_name=name, task_description=note, artifact_spec=spec("workloads:square")
+            )
+        )
+    task_id = (await h.fn.ListTasks(fpb.ListTasksRequest(limit=1))).tasks[0].task_id
+    ids = []
+    for i in range(10):
+        response = await h.fn.InvokeFunction(
+            fpb.InvokeFunctionRequest(
+                task_id=task_id, parameters=params(i), invocation_metadata={"note": note}
+            )
+        )
+        ids.append(response.execution_id)
+
+    pages = await list_pages(h, 1000)
+    assert len(pages) > 1 and all(page.ByteSize() <= limit for page in pages)
+    assert listed_ids(pages) == ids
+    tasks: list[str] = []
+    after = ""
+    while True:
+        page = await h.fn.ListTasks(fpb.ListTasksRequest(limit=1000, start_after=after))
+        assert page.ByteSize() <= limit
+        tasks += [t.task_name for t in page.tasks]
+        if not page.has_more:
+            break
+        after = page.next_start_after
+    assert tasks == names
+    # GetTask has no next page: it brings as many of the newest executions as fit.
+    newest = await get_task(h, task_id, include_executions=True, execution_limit=1000)
+    assert newest.ByteSize() <= limit
+    assert [e.execution_id for e in newest.executions] == ids[::-1][: len(newest.executions)]
+    assert 1 <= len(newest.executions) < 10

@@ -21,6 +21,7 @@ import cloudpickle
 import psutil
 import pytest
 import workloads
+from processes import pid_dead, pid_gone, worker_pid
 from spearlet.engine.executors import (
     ARTIFACT_LOAD_FAILED,
     BAD_ARGUMENTS,
@@ -60,8 +61,12 @@ class Recorder:
         self.instance_id = instance_id
         self.began.set()
 
-    def chunk(self, data: bytes) -> None:
+    def chunk(self, data: bytes) -> bool:
         self.chunks.append(codec.decode_bytes(data))
+        return True
+
+    async def writable(self) -> None:
+        return None
 
     def log(self, text: str) -> None:
         self.logs.append(text)
@@ -99,34 +104,11 @@ def result(outcome: Outcome) -> object:
     return None if outcome.result is None else codec.decode_bytes(outcome.result)
 
 
-def pid_gone(pid: int) -> bool:
-    """Gone for good: no process, and not even a zombie (our children must be reaped)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
-
-
-def pid_dead(pid: int) -> bool:
-    """Dead, possibly a zombie of someone else's (a grandchild reparented to init)."""
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
 async def eventually(predicate: Callable[[], bool], timeout: float = DEADLINE_S) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "condition not met before the deadline"
         await asyncio.sleep(0.005)
-
-
-def worker_pid(instance_id: str) -> int:
-    kind, _, pid = instance_id.partition("-")
-    assert kind in ("worker", "process"), instance_id
-    return int(pid)
 
 
 @pytest.fixture
@@ -390,6 +372,31 @@ async def test_cancelled_thread_is_abandoned_and_its_output_dropped() -> None:
         await executor.close()
 
 
+async def test_an_abandoned_stream_ends_at_its_next_chunk(tmp_path: Path) -> None:
+    before = {t.ident for t in threading.enumerate()}
+
+    def threads_of_the_pool() -> int:
+        return sum(
+            1 for t in threading.enumerate() if t.ident not in before and t.name.startswith("spearlet-job")
+        )
+
+    executor = ThreadExecutor(1)
+    await executor.start()
+    try:
+        sink = Recorder()
+        endless = job(python("blobs"), 10**12, 4, str(tmp_path / "progress"), job_stream=True)
+        task = asyncio.ensure_future(executor.run(endless, sink))
+        await eventually(lambda: len(sink.chunks) > 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert result((await run(executor, job(python("add"), 1, 1)))[0]) == 2
+        # Were the endless generator still running, its thread could never rejoin the pool of one.
+        await eventually(lambda: threads_of_the_pool() == 1)
+    finally:
+        await executor.close()
+
+
 # -- process artifacts ---------------------------------------------------------------------------------------
 
 SCRIPT = textwrap.dedent(
@@ -409,6 +416,8 @@ SCRIPT = textwrap.dedent(
         print("this is not json")
     elif function == "env":
         print(json.dumps(os.environ.get("SPEAR_EXECUTOR_TEST_VAR")))
+    elif function == "long":
+        print(json.dumps("x" * request["args"][0]), end="")  # and no newline at the end
     elif function == "sleep":
         sys.stderr.write("sleeping\\n")
         sys.stderr.flush()
@@ -444,6 +453,11 @@ async def test_process_artifact_streams_lines(script: Callable[[str], Artifact])
     outcome, sink = await run(SubprocessRunner(), job(script("stream"), job_stream=True))
     assert outcome.status == COMPLETED and outcome.result is None
     assert sink.chunks == [0, 1, 2]
+
+
+async def test_process_artifact_lines_longer_than_the_read_buffer(script: Callable[[str], Artifact]) -> None:
+    outcome, _ = await run(SubprocessRunner(), job(script("long"), 5 << 20))
+    assert result(outcome) == "x" * (5 << 20)
 
 
 async def test_process_artifact_failures(script: Callable[[str], Artifact]) -> None:

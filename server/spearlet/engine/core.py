@@ -9,7 +9,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from google.protobuf import any_pb2
@@ -36,7 +36,7 @@ from .executors.base import ARTIFACT_LOAD_FAILED, COMPLETED
 from .ids import new_id
 from .live import LiveExecution
 from .scheduler import Scheduler
-from .tasks import OBJECT_SCHEME, Registration, TaskRegistry
+from .tasks import MEMORY_LIMIT_MB, OBJECT_SCHEME, Registration, TaskRegistry, memory_limit_mb
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ class Engine:
     async def register_task(
         self, name: str, artifact: StoredArtifact, description: str, metadata: dict[str, str]
     ) -> Registration:
-        self._check_artifact_allowed(artifact)
+        self._check_runnable(artifact)
         return await self.tasks.register(name, artifact, description=description, metadata=metadata)
 
     async def delete_task(self, task_id: str, *, force: bool, cleanup: bool) -> int:
@@ -174,7 +174,7 @@ class Engine:
             inv.execution_id in self.live or await self.executions.exists(inv.execution_id)
         ):
             raise AlreadyExists(f"execution {inv.execution_id!r} already exists")
-        self.scheduler.admit()
+        self.scheduler.admit(lambda: self._mean_run_ms(task.name, inv.function_name))
         record = StoredExecution(
             execution_id=execution_id,
             task_id=task.task_id,
@@ -212,6 +212,7 @@ class Engine:
             allow_pickle=self.config.allows_pickle,
             log_limit_bytes=self.config.log_limit_bytes,
             fresh_instance=inv.force_new_instance,
+            memory_limit_mb=memory_limit_mb(task.artifact),
         )
         timeout_ms = inv.timeout_ms or self.config.default_timeout_ms
         live.task = asyncio.create_task(self._run(live, task, job, timeout_ms, inv.max_retries))
@@ -262,6 +263,14 @@ class Engine:
         """Stored records with the live ones swapped in (they know their worker before the store does)."""
         return [live.record if (live := self.live.get(r.execution_id)) else r for r in records]
 
+    def current_infos(self, rows: Sequence[tuple[str, bytes]]) -> list[bytes]:
+        """:meth:`current` for ``(execution_id, serialized ExecutionInfo)`` rows."""
+        live = self.live
+        return [
+            info if (found := live.get(execution_id)) is None else found.record.info().SerializeToString()
+            for execution_id, info in rows
+        ]
+
     async def logs(self, execution_id: str) -> str:
         live = self.live.get(execution_id)
         return live.logs.text() if live is not None else await self.executions.logs(execution_id)
@@ -280,14 +289,14 @@ class Engine:
                 raise InvalidArgument("an EXISTING_TASK invocation needs task_id")
             task = await self.tasks.get(inv.task_id)
             if task is not None:
-                self._check_artifact_allowed(task.artifact)
+                self._check_runnable(task.artifact)
                 return task
             if not (inv.create_if_not_exists and inv.task_name and inv.artifact):
                 raise NotFound(f"task {inv.task_id!r} not found")
         elif not inv.task_name or inv.artifact is None:
             raise InvalidArgument("a NEW_TASK invocation needs task_name and artifact_spec")
         assert inv.artifact is not None
-        self._check_artifact_allowed(inv.artifact)
+        self._check_runnable(inv.artifact)
         registration = await self.tasks.register(
             inv.task_name, inv.artifact, description=inv.task_description, update=False
         )
@@ -297,9 +306,19 @@ class Engine:
             )
         return registration.task
 
-    def _check_artifact_allowed(self, artifact: StoredArtifact) -> None:
+    def _mean_run_ms(self, task_name: str, function_name: str) -> float:
+        """How long this function's recent runs took, or else all runs on average."""
+        return self.stats.estimate_ms(task_name, function_name) or self.stats.figures.average_time_ms
+
+    def _check_runnable(self, artifact: StoredArtifact) -> None:
+        """Refuse an artifact this server will not run (before anything is stored)."""
         if artifact.artifact_type == "pickle" and not self.config.allows_pickle:
             raise PermissionDenied(_PICKLE_REFUSED)
+        if memory_limit_mb(artifact) and not self.executor.limits_memory:
+            raise FailedPrecondition(
+                f'artifact_spec.metadata["{MEMORY_LIMIT_MB}"] needs the process executor; this server '
+                f"runs functions in {self.executor.name}s, which share its memory"
+            )
 
     def _encode_params(
         self, params: Iterable[tuple[str, any_pb2.Any]]

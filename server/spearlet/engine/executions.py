@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from spear_sdk.wire import function_pb2
+
 from ..store import KvStore
 from ..store.records import (
     EXECUTION,
     StoredExecution,
+    execution_info_bytes,
     execution_key,
     log_key,
     task_execution_key,
@@ -65,6 +68,23 @@ class ExecutionStore:
                     break
         return found
 
+    async def info_page(
+        self, *, task_id: str, status: int, start_after: str, count: int
+    ) -> list[tuple[str, bytes]]:
+        """:meth:`page` as ``(execution_id, serialized ExecutionInfo)``, sliced from the stored records
+        (parsed only to filter by status)."""
+        found: list[tuple[str, bytes]] = []
+        # Without a status filter every row counts: read exactly one page.
+        batch = _SCAN_BATCH if status else max(1, count)
+        async for execution_id, data in self._iterate_raw(task_id, start_after, batch):
+            info = execution_info_bytes(data)
+            if status and function_pb2.ExecutionInfo.FromString(info).status != status:
+                continue
+            found.append((execution_id, info))
+            if len(found) >= count:
+                break
+        return found
+
     async def newest(self, task_id: str, count: int) -> list[StoredExecution]:
         prefix = task_execution_prefix(task_id)
         rows = await self._store.scan(prefix, limit=count, reverse=True)
@@ -88,24 +108,32 @@ class ExecutionStore:
         return records
 
     async def _iterate(self, task_id: str, start_after: str) -> AsyncIterator[StoredExecution]:
+        async for _, data in self._iterate_raw(task_id, start_after):
+            yield StoredExecution.decode(data)
+
+    async def _iterate_raw(
+        self, task_id: str, start_after: str, batch: int = _SCAN_BATCH
+    ) -> AsyncIterator[tuple[str, bytes]]:
+        """``(execution_id, stored record)`` in id order."""
         if task_id:
             prefix = task_execution_prefix(task_id)
             after = prefix + start_after if start_after else ""
             while True:
-                rows = await self._store.scan(prefix, start_after=after, limit=_SCAN_BATCH)
+                rows = await self._store.scan(prefix, start_after=after, limit=batch)
                 for key, _ in rows:
-                    record = await self.get(key[len(prefix) :])
-                    if record is not None:
-                        yield record
-                if len(rows) < _SCAN_BATCH:
+                    execution_id = key[len(prefix) :]
+                    data = await self._store.get(execution_key(execution_id))
+                    if data is not None:
+                        yield execution_id, data
+                if len(rows) < batch:
                     return
                 after = rows[-1][0]
         else:
             after = EXECUTION + start_after if start_after else ""
             while True:
-                rows = await self._store.scan(EXECUTION, start_after=after, limit=_SCAN_BATCH)
-                for _, data in rows:
-                    yield StoredExecution.decode(data)
-                if len(rows) < _SCAN_BATCH:
+                rows = await self._store.scan(EXECUTION, start_after=after, limit=batch)
+                for key, data in rows:
+                    yield key[len(EXECUTION) :], data
+                if len(rows) < batch:
                     return
                 after = rows[-1][0]

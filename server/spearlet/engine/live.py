@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from ..store.records import StoredExecution
+from .chunks import ChunkBuffer
 from .executors.call import LogLimiter
 
 
@@ -33,7 +34,7 @@ class LiveExecution:
     def __init__(self, record: StoredExecution, *, stream: bool, log_limit_bytes: int) -> None:
         self.record = record
         self.done = asyncio.Event()
-        self.chunks: asyncio.Queue[bytes | None] | None = asyncio.Queue() if stream else None
+        self.chunks: ChunkBuffer | None = ChunkBuffer() if stream else None
         self.logs = LogBuffer(log_limit_bytes)
         self.task: asyncio.Task[None] | None = None
         self.cancel_reason: str | None = None
@@ -53,15 +54,18 @@ class LiveExecution:
     def finish(self) -> None:
         self.done.set()
         if self.chunks is not None:
-            self.chunks.put_nowait(None)
+            self.chunks.close()
 
     # Sink (executors.base.Sink): called on the loop while the run is in a worker.
     def started(self, instance_id: str) -> None:
         self.record.instance_id = instance_id
 
-    def chunk(self, data: bytes) -> None:
+    def chunk(self, data: bytes) -> bool:
+        return self.chunks.put(data) if self.chunks is not None else True
+
+    async def writable(self) -> None:
         if self.chunks is not None:
-            self.chunks.put_nowait(data)
+            await self.chunks.room()
 
     def log(self, text: str) -> None:
         self.logs.append(text)

@@ -4,8 +4,31 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 
 from spear_sdk.wire.errors import ResourceExhausted
+
+#: Trailing metadata of a RESOURCE_EXHAUSTED answer to a full queue: milliseconds to wait before retrying.
+RETRY_AFTER_MS = "retry-after-ms"
+#: The hint's bounds, and what it says before any run time is known.
+MIN_RETRY_AFTER_MS = 10
+MAX_RETRY_AFTER_MS = 30_000
+DEFAULT_RETRY_AFTER_MS = 100
+
+
+class Overloaded(ResourceExhausted):
+    """The queue is full; a place is likely to free up after ``retry_after_ms``."""
+
+    def __init__(self, message: str, retry_after_ms: int) -> None:
+        super().__init__(message)
+        self.retry_after_ms = retry_after_ms
+
+
+def retry_after_ms(mean_run_ms: float, slots: int) -> int:
+    """When a queue place is likely to free: a run's mean time spread over the slots that run them."""
+    if mean_run_ms <= 0:
+        return DEFAULT_RETRY_AFTER_MS
+    return round(min(max(mean_run_ms / slots, MIN_RETRY_AFTER_MS), MAX_RETRY_AFTER_MS))
 
 
 class Scheduler:
@@ -23,12 +46,17 @@ class Scheduler:
         self.pending = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
 
-    def admit(self) -> None:
-        """Reserve a place or raise ``ResourceExhausted`` (no record is created for a refused call)."""
+    def admit(self, mean_run_ms: Callable[[], float] = lambda: 0.0) -> None:
+        """Reserve a place or raise :class:`Overloaded` (no record is created for a refused call).
+
+        ``mean_run_ms`` says how long such a call usually runs, for the retry hint of a refusal.
+        """
         if self.running + self.pending >= self.max_running + self.max_queued:
-            raise ResourceExhausted(
+            hint = retry_after_ms(mean_run_ms(), self.max_running)
+            raise Overloaded(
                 f"the execution queue is full ({self.max_queued} waiting, {self.running} running); "
-                "retry later or raise --max-queued"
+                f"retry after {hint} ms (trailing metadata {RETRY_AFTER_MS!r}) or raise --max-queued",
+                hint,
             )
         self.pending += 1
 

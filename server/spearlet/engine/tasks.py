@@ -18,6 +18,30 @@ ARTIFACT_TYPES = ("python", "pickle", "process")
 OBJECT_SCHEME = "object://"
 _CHECKSUM = re.compile(r"^sha256:[0-9a-f]{64}$")
 MAX_NAME = 256
+#: ``artifact_spec.metadata`` key: MiB of address space a call may add to its worker (see RELIABILITY.md).
+MEMORY_LIMIT_MB = "memory_limit_mb"
+#: Artifact types that run in a worker, where the limit applies.
+_LIMITABLE = ("python", "pickle")
+_MAX_MEMORY_LIMIT_MB = 1 << 30  # 1 PiB: beyond any machine, well within RLIMIT_AS
+
+
+def memory_limit_mb(artifact: StoredArtifact) -> int:
+    """The artifact's memory limit in MiB (0: none). Raises ``InvalidArgument`` unless it is valid."""
+    raw = artifact.metadata.get(MEMORY_LIMIT_MB)
+    if raw is None:
+        return 0
+    if artifact.artifact_type not in _LIMITABLE:
+        raise InvalidArgument(
+            f'artifact_spec.metadata["{MEMORY_LIMIT_MB}"] applies to python and pickle artifacts, '
+            f"which run in a worker process; not to {artifact.artifact_type!r}"
+        )
+    limit = int(raw) if raw.isascii() and raw.isdigit() else 0
+    if not 0 < limit <= _MAX_MEMORY_LIMIT_MB:
+        raise InvalidArgument(
+            f'artifact_spec.metadata["{MEMORY_LIMIT_MB}"] must be a whole number of MiB from 1 to '
+            f"{_MAX_MEMORY_LIMIT_MB}, not {raw!r}"
+        )
+    return limit
 
 
 def validate_artifact(artifact: StoredArtifact) -> None:
@@ -42,6 +66,7 @@ def validate_artifact(artifact: StoredArtifact) -> None:
             args = None
         if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
             raise InvalidArgument('artifact_spec.metadata["args"] must be a JSON list of strings')
+    memory_limit_mb(artifact)
 
 
 def validate_name(name: str) -> None:
@@ -161,4 +186,12 @@ class TaskRegistry:
         self._cache.pop(task.task_id, None)
 
 
-__all__ = ["ARTIFACT_TYPES", "TASK_NAME", "Registration", "TaskRegistry", "validate_artifact"]
+__all__ = [
+    "ARTIFACT_TYPES",
+    "MEMORY_LIMIT_MB",
+    "TASK_NAME",
+    "Registration",
+    "TaskRegistry",
+    "memory_limit_mb",
+    "validate_artifact",
+]

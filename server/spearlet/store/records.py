@@ -1,16 +1,23 @@
 """What the server keeps in the store, and how each record is laid out as bytes (SPEC §4 keys).
 
-Records are JSON (small, readable with any SQLite browser); object values stay raw bytes after a
-length-prefixed JSON header so a 64 MiB object is never base64-inflated. Times are Unix seconds as floats.
+Tasks are JSON (small, readable with any SQLite browser); object values stay raw bytes after a
+length-prefixed JSON header so a 64 MiB object is never base64-inflated. An execution record starts with
+the ``ExecutionInfo`` that the listing RPCs send, so that a page of them is parsed, never rebuilt (SPEC P6),
+followed by JSON of what only the server needs. Times are Unix seconds as floats.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import math
 import struct
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from google.protobuf import timestamp_pb2
+
+from spear_sdk.wire import function_pb2
 
 TASK = "task:"
 TASK_NAME = "task-name:"
@@ -104,22 +111,111 @@ class StoredExecution:
     #: Serialized ``google.protobuf.Any`` of the result (None: no value).
     result: bytes | None = None
 
+    def info(self) -> function_pb2.ExecutionInfo:
+        return function_pb2.ExecutionInfo(
+            execution_id=self.execution_id,
+            task_id=self.task_id,
+            function_name=self.function_name,
+            execution_mode=self.mode,  # type: ignore[arg-type]
+            status=self.status,  # type: ignore[arg-type]
+            started_at=timestamp(self.started_at),
+            completed_at=timestamp(self.completed_at),
+            execution_time_ms=self.execution_time_ms,
+            memory_used_bytes=self.memory_used_bytes,
+            error_message=self.error_message,
+            metadata=self.metadata,
+            created_at=timestamp(self.created_at),
+            attempt=self.attempt,
+            error_code=self.error_code,
+            task_name=self.task_name,
+            instance_id=self.instance_id,
+        )
+
     def encode(self) -> bytes:
-        raw = {f.name: getattr(self, f.name) for f in _EXECUTION_FIELDS}
-        if self.result is not None:
-            raw["result"] = base64.b64encode(self.result).decode()
-        return json.dumps(raw, separators=(",", ":")).encode()
+        info = self.info().SerializeToString()
+        extra = {
+            "cpu_time_ms": self.cpu_time_ms,
+            "queue_time_ms": self.queue_time_ms,
+            "result": None if self.result is None else base64.b64encode(self.result).decode(),
+        }
+        return (
+            _EXECUTION_FORMAT
+            + _HEADER.pack(len(info))
+            + info
+            + json.dumps(extra, separators=(",", ":")).encode()
+        )
 
     @classmethod
     def decode(cls, data: bytes) -> StoredExecution:
+        if not data.startswith(_EXECUTION_FORMAT):
+            return cls._decode_json(data)
+        info, rest = _split_execution(data)
+        extra = json.loads(rest)
+        return cls(
+            execution_id=info.execution_id,
+            task_id=info.task_id,
+            task_name=info.task_name,
+            function_name=info.function_name,
+            mode=info.execution_mode,
+            status=info.status,
+            created_at=seconds(info.created_at) or 0.0,
+            started_at=seconds(info.started_at),
+            completed_at=seconds(info.completed_at),
+            execution_time_ms=info.execution_time_ms,
+            memory_used_bytes=info.memory_used_bytes,
+            cpu_time_ms=extra["cpu_time_ms"],
+            queue_time_ms=extra["queue_time_ms"],
+            error_code=info.error_code,
+            error_message=info.error_message,
+            attempt=info.attempt,
+            instance_id=info.instance_id,
+            metadata={key: info.metadata[key] for key in info.metadata},
+            result=None if extra["result"] is None else base64.b64decode(extra["result"]),
+        )
+
+    @classmethod
+    def _decode_json(cls, data: bytes) -> StoredExecution:
+        """A record written by 0.1.0 before the ExecutionInfo layout: plain JSON."""
         raw = json.loads(data)
         if raw.get("result") is not None:
             raw["result"] = base64.b64decode(raw["result"])
         return cls(**raw)
 
 
-_EXECUTION_FIELDS = fields(StoredExecution)
+def execution_info_bytes(data: bytes) -> bytes:
+    """The serialized ``ExecutionInfo`` of a stored execution record, without decoding anything."""
+    if not data.startswith(_EXECUTION_FORMAT):
+        return StoredExecution.decode(data).info().SerializeToString()
+    start = len(_EXECUTION_FORMAT) + _HEADER.size
+    (size,) = _HEADER.unpack_from(data, len(_EXECUTION_FORMAT))
+    return data[start : start + size]
+
+
+def _split_execution(data: bytes) -> tuple[function_pb2.ExecutionInfo, bytes]:
+    info = execution_info_bytes(data)
+    return function_pb2.ExecutionInfo.FromString(info), data[
+        len(_EXECUTION_FORMAT) + _HEADER.size + len(info) :
+    ]
+
+
+def timestamp(seconds: float | None) -> timestamp_pb2.Timestamp | None:
+    if seconds is None:
+        return None
+    whole = math.floor(seconds)
+    nanos = round((seconds - whole) * 1e9)  # the fraction alone keeps every digit the float has
+    ts = timestamp_pb2.Timestamp()
+    ts.seconds, ts.nanos = (whole + 1, 0) if nanos == 1_000_000_000 else (whole, nanos)
+    return ts
+
+
+def seconds(ts: timestamp_pb2.Timestamp) -> float | None:
+    """Unix seconds of a ``Timestamp`` (the float :func:`timestamp` was given); ``None`` when unset."""
+    return ts.seconds + ts.nanos / 1e9 if ts.seconds or ts.nanos else None
+
+
 _HEADER = struct.Struct("<I")
+# JSON records start with "{"; this byte marks the ExecutionInfo layout (and its version).
+_EXECUTION_FORMAT = b"\x01"
 
 
 @dataclass

@@ -25,6 +25,7 @@ BAD_ARGUMENTS = "BAD_ARGUMENTS"
 RESULT_NOT_SERIALIZABLE = "RESULT_NOT_SERIALIZABLE"
 PROCESS_EXIT = "PROCESS_EXIT"
 PROCESS_OUTPUT_INVALID = "PROCESS_OUTPUT_INVALID"
+OUT_OF_MEMORY = "OUT_OF_MEMORY"
 
 DEFAULT_LOG_LIMIT = 1 << 20
 
@@ -61,6 +62,8 @@ class Job:
     log_limit_bytes: int = DEFAULT_LOG_LIMIT
     #: Run in a worker started for this call instead of a warm one.
     fresh_instance: bool = False
+    #: MiB of address space the call may add to its worker process (0: no limit); see :mod:`.call`.
+    memory_limit_mb: int = 0
 
 
 @dataclass(frozen=True)
@@ -87,8 +90,14 @@ class Sink(Protocol):
     def started(self, instance_id: str) -> None:
         """The job reached the worker named ``instance_id``."""
 
-    def chunk(self, data: bytes) -> None:
-        """One streamed value (serialized Any)."""
+    def chunk(self, data: bytes) -> bool:
+        """One streamed value (serialized Any).
+
+        False when the reader has fallen behind: send no more chunks until :meth:`writable` returns.
+        """
+
+    async def writable(self) -> None:
+        """Return once chunks are welcome again (or the execution has ended)."""
 
     def log(self, text: str) -> None:
         """Captured stdout/stderr text (already bounded by ``Job.log_limit_bytes``)."""
@@ -101,6 +110,8 @@ class Executor(abc.ABC):
     name: str
     #: Whether cancelling ``run`` really stops the work (a thread can only be abandoned).
     stops_work: bool
+    #: Whether ``Job.memory_limit_mb`` can be enforced (it needs a process of the job's own).
+    limits_memory: bool
 
     @abc.abstractmethod
     async def start(self) -> None:

@@ -38,11 +38,13 @@ from spearlet.engine.executors.base import (
     COMPLETED,
     EXCEPTION,
     FAILED,
+    OUT_OF_MEMORY,
     RESULT_NOT_SERIALIZABLE,
     Artifact,
     Job,
     Outcome,
 )
+from spearlet.engine.executors.memory_limit import memory_limit
 
 #: Longest a captured line waits before it is forwarded, when lines come faster than this.
 FLUSH_INTERVAL = 0.05
@@ -376,8 +378,10 @@ def run_job(
     started = clock()
     result: bytes | None = None
     code = message = ""
+    # A thread shares the server's address space: the engine never gives a thread host a limit.
+    limit_mb = job.memory_limit_mb if process_wide else 0
     try:
-        result = _execute(job, capture, emit_chunk)
+        result = _execute(job, capture, emit_chunk, limit_mb)
     except _Failure as failure:
         code, message = failure.code, failure.message
         if failure.details:
@@ -402,7 +406,9 @@ def run_job(
     )
 
 
-def _execute(job: Job, capture: OutputCapture, emit_chunk: Callable[[bytes], None]) -> bytes | None:
+def _execute(
+    job: Job, capture: OutputCapture, emit_chunk: Callable[[bytes], None], limit_mb: int
+) -> bytes | None:
     fn, signature, name = load(job.artifact)
     args, kwargs = _decode_arguments(job)
     if signature is not None:
@@ -410,6 +416,31 @@ def _execute(job: Job, capture: OutputCapture, emit_chunk: Callable[[bytes], Non
             signature.bind(*args, **kwargs)  # checks only: the call below takes the originals
         except TypeError as exc:
             raise _Failure(BAD_ARGUMENTS, f"bad arguments for {name}{signature}: {exc}") from None
+    # What the function raised is described only once the limit is lifted: that takes memory too.
+    try:
+        with memory_limit(limit_mb):
+            return _call(job, fn, args, kwargs, emit_chunk)
+    except _Raised as raised:
+        raise _user_failure(raised.exc, limit_mb) from None
+    except MemoryError as exc:  # while encoding what the function returned or yielded
+        raise _out_of_memory(exc, limit_mb) from None
+
+
+class _Raised(Exception):
+    """Carries an exception of the user's code out of the memory limit."""
+
+    def __init__(self, exc: BaseException) -> None:
+        super().__init__()
+        self.exc = exc
+
+
+def _call(
+    job: Job,
+    fn: Callable[..., Any],
+    args: list[object],
+    kwargs: dict[str, object],
+    emit_chunk: Callable[[bytes], None],
+) -> bytes | None:
     try:
         value = fn(*args, **kwargs)
         if inspect.iscoroutine(value):
@@ -417,7 +448,7 @@ def _execute(job: Job, capture: OutputCapture, emit_chunk: Callable[[bytes], Non
         if inspect.isgenerator(value) and not job.stream:
             value = list(value)
     except BaseException as exc:
-        raise _user_failure(exc) from None
+        raise _Raised(exc) from None
     if not job.stream:
         return _encode(job, value)
     if not inspect.isgenerator(value):
@@ -429,10 +460,10 @@ def _execute(job: Job, capture: OutputCapture, emit_chunk: Callable[[bytes], Non
         except StopIteration:
             return None
         except BaseException as exc:
-            raise _user_failure(exc) from None
+            raise _Raised(exc) from None
         try:
             data = _encode(job, item)
-        except _Failure:
+        except (_Failure, MemoryError):
             value.close()
             raise
         emit_chunk(data)
@@ -458,6 +489,8 @@ def _decode_arguments(job: Job) -> tuple[list[object], dict[str, object]]:
 def _encode(job: Job, value: object) -> bytes:
     try:
         return codec.encode_bytes(value, exact=job.exact_results, allow_pickle=True)
+    except MemoryError:
+        raise
     except Exception as exc:
         raise _Failure(RESULT_NOT_SERIALIZABLE, f"the result cannot be serialized: {exc}") from None
 
@@ -468,8 +501,21 @@ def _run_coroutine(coroutine: Any) -> object:
     return asyncio.run(coroutine)
 
 
-def _user_failure(exc: BaseException) -> _Failure:
+def _user_failure(exc: BaseException, limit_mb: int) -> _Failure:
+    if isinstance(exc, MemoryError):
+        return _out_of_memory(exc, limit_mb)
     return _Failure(EXCEPTION, _describe(exc), _format_exception(exc))
+
+
+def _out_of_memory(exc: MemoryError, limit_mb: int) -> _Failure:
+    if limit_mb:
+        message = (
+            f"out of memory: the call needed more than its limit of {limit_mb} MiB "
+            f'(artifact_spec.metadata["memory_limit_mb"]); {_describe(exc)}'
+        )
+    else:
+        message = f"out of memory: {_describe(exc)}"
+    return _Failure(OUT_OF_MEMORY, message, _format_exception(exc))
 
 
 def _describe(exc: BaseException) -> str:

@@ -8,8 +8,10 @@ socket messages and no thread hop. A worker's exit is watched with a pidfd on th
 where it is reaped.
 
 A worker that dies fails only its own job (``WORKER_CRASHED``) and is replaced in the background; a
-cancelled job's worker is killed, reaped, and replaced. Replacements that cannot start are retried with a
-backoff, and :attr:`ProcessExecutor.healthy` turns False after a few failures in a row.
+cancelled job's worker is killed, reaped, and replaced. When a stream's reader falls behind (the sink's
+``chunk`` says so) the loop stops reading that worker's socket until the sink is writable again: the
+worker then blocks on its full socket, and so does the generator. Replacements that cannot start are
+retried with a backoff, and :attr:`ProcessExecutor.healthy` turns False after a few failures in a row.
 """
 
 from __future__ import annotations
@@ -111,6 +113,7 @@ class _Worker:
         "fut",
         "instance_id",
         "killed",
+        "paused",
         "pid",
         "pidfd",
         "proc",
@@ -132,6 +135,8 @@ class _Worker:
         self.dead = False
         #: Killed on purpose: whatever it still sends is ignored.
         self.killed = False
+        #: Its socket is not being read until its sink is writable again.
+        self.paused = False
         self.pidfd: int | None = None
         #: Resolved with True on "ready", False if the worker exits first.
         self.ready: asyncio.Future[bool] = loop.create_future()
@@ -146,6 +151,7 @@ class ProcessExecutor(Executor):
 
     name = "process"
     stops_work = True
+    limits_memory = True
 
     def __init__(
         self, size: int, *, log_limit_bytes: int = DEFAULT_LOG_LIMIT, start_timeout_s: float = 60.0
@@ -166,6 +172,7 @@ class ProcessExecutor(Executor):
         self._refill_handle: asyncio.TimerHandle | None = None
         self._changed: asyncio.Event | None = None
         self._closed = False
+        self._resumers: set[asyncio.Task[None]] = set()  # one per paused worker
 
     # -- Executor -------------------------------------------------------------------------------------------
 
@@ -211,8 +218,12 @@ class ProcessExecutor(Executor):
         for worker in workers:
             self._fail_job(worker, "the process executor was closed")
             self._kill(worker)
+        for resumer in self._resumers:
+            resumer.cancel()
         for worker in workers:
             await self._reap(worker)
+        if self._resumers:
+            await asyncio.wait(self._resumers)
 
     def worker_pids(self) -> list[int]:
         return [w.pid for w in self._workers if not w.exited.done()]
@@ -510,11 +521,31 @@ class ProcessExecutor(Executor):
                 if kind == "log":
                     sink.log(message[1])  # type: ignore[arg-type]
                 elif kind == "chunk":
-                    sink.chunk(message[1])  # type: ignore[arg-type]
+                    if not sink.chunk(message[1]):  # type: ignore[arg-type]
+                        self._pause(worker, sink)
                 elif kind == "started":
                     sink.started(worker.instance_id)
             except Exception:  # the engine's bug must not take the pool's reader down
                 log.exception("the sink of a job in %s failed", worker.instance_id)
+
+    def _pause(self, worker: _Worker, sink: Sink) -> None:
+        """Stop reading the worker until ``sink`` is writable (messages already read still go through)."""
+        sock = worker.sock
+        if sock is None or worker.paused:
+            return
+        assert self._loop is not None
+        worker.paused = True
+        self._loop.remove_reader(sock.fileno())
+        resumer = self._loop.create_task(self._resume_when_writable(worker, sink, sock))
+        self._resumers.add(resumer)
+        resumer.add_done_callback(self._resumers.discard)
+
+    async def _resume_when_writable(self, worker: _Worker, sink: Sink, sock: socket.socket) -> None:
+        await sink.writable()
+        worker.paused = False
+        if worker.sock is sock:  # not killed or gone meanwhile
+            assert self._loop is not None
+            self._loop.add_reader(sock.fileno(), self._on_readable, worker)
 
     def _on_eof(self, worker: _Worker) -> None:
         """The worker's socket closed: it is dying (or broke it); make sure, and let its exit finish up."""

@@ -42,6 +42,10 @@ from spearlet.engine.executors.call import LogLimiter
 
 #: Longest stdout line (one JSON value) accepted.
 LINE_LIMIT = 256 << 20
+#: What the stdout reader buffers before it stops reading the pipe (asyncio pauses at twice its limit).
+#: Longer lines are put together piece by piece, so that a reader that falls behind holds the process
+#: back instead of filling the server's memory.
+_READ_LIMIT = 1 << 20
 _REAP_TIMEOUT_S = 5.0
 _STDERR_DRAIN_S = 1.0
 _EXACT_DOUBLE_INT = 2**53
@@ -80,7 +84,7 @@ class SubprocessRunner:
                 stderr=PIPE,
                 env={**os.environ, **job.environment},
                 start_new_session=True,
-                limit=LINE_LIMIT,
+                limit=_READ_LIMIT,
             )
         except OSError as exc:
             return Outcome(
@@ -204,12 +208,7 @@ async def _read_results(proc: Process, job: Job, sink: Sink) -> bytes | None:
     last: object = None
     number = 0
     while True:
-        try:
-            line = await stdout.readline()
-        except ValueError:  # asyncio's "separator is not found, chunk exceed the limit"
-            raise _Failure(
-                PROCESS_OUTPUT_INVALID, f"a stdout line is longer than {LINE_LIMIT} bytes"
-            ) from None
+        line = await _read_line(stdout)
         if not line:
             break
         number += 1
@@ -223,10 +222,32 @@ async def _read_results(proc: Process, job: Job, sink: Sink) -> bytes | None:
                 PROCESS_OUTPUT_INVALID, f"stdout line {number} is not JSON ({exc}): {shown!r}"
             ) from None
         if job.stream:
-            sink.chunk(_encode(job, value))
+            if not sink.chunk(_encode(job, value)):
+                await sink.writable()  # stdout is not read meanwhile: the process blocks on it
         else:
             last = value
     return None if job.stream else _encode(job, last)
+
+
+async def _read_line(stdout: asyncio.StreamReader) -> bytes:
+    """The next line, newline included (b"" at the end), up to :data:`LINE_LIMIT` bytes."""
+    pieces: list[bytes] = []
+    size = 0
+    while True:
+        try:
+            pieces.append(await stdout.readuntil(b"\n"))
+        except asyncio.IncompleteReadError as end:  # the last line, without a newline
+            pieces.append(end.partial)
+        except asyncio.LimitOverrunError as overrun:  # no newline in what is buffered: take that much
+            piece = await stdout.readexactly(overrun.consumed)
+            size += len(piece)
+            if size > LINE_LIMIT:
+                raise _Failure(
+                    PROCESS_OUTPUT_INVALID, f"a stdout line is longer than {LINE_LIMIT} bytes"
+                ) from None
+            pieces.append(piece)
+            continue
+        return b"".join(pieces)
 
 
 def _encode(job: Job, value: object) -> bytes:

@@ -2,9 +2,13 @@
 
 For functions that must share the server's memory, or where spawning processes is not possible. A thread
 cannot be stopped: cancelling a job abandons it (``stops_work`` is False); its later output is dropped,
-and the thread rejoins the pool once the function returns. The pool keeps ``size`` idle threads and grows
-while jobs are abandoned or more run at once. Unlike a worker process, jobs share ``os.environ`` (see
-:mod:`.call`) and report no memory figure.
+a stream it was generating ends at its next chunk, and the thread rejoins the pool once the function
+returns. The pool keeps ``size`` idle threads and grows while jobs are abandoned or more run at once.
+Unlike a worker process, jobs share ``os.environ`` (see :mod:`.call`) and report no memory figure.
+
+A job's thread takes a credit for every chunk and gets it back once the sink has taken the chunk (or,
+when the sink says it is full, once it is writable again): a fast generator waits for a slow reader
+instead of filling memory.
 """
 
 from __future__ import annotations
@@ -33,12 +37,29 @@ from spearlet.engine.executors.base import (
 
 log = logging.getLogger(__name__)
 _names = itertools.count(1)
+#: Chunks a job's thread may have posted that the sink has not taken yet.
+_CHUNK_CREDITS = 64
+
+
+class _Abandoned(Exception):
+    """Raised in an abandoned job's thread at its next chunk: nobody reads that stream any more."""
 
 
 class _Run:
     """One job's way back to the loop: the thread posts, the loop drains in order, one wake-up per batch."""
 
-    __slots__ = ("_box", "_scheduled", "abandoned", "fut", "loop", "on_done", "sink")
+    __slots__ = (
+        "_box",
+        "_credits",
+        "_held",
+        "_resumer",
+        "_scheduled",
+        "abandoned",
+        "fut",
+        "loop",
+        "on_done",
+        "sink",
+    )
 
     def __init__(self, loop: asyncio.AbstractEventLoop, sink: Sink, on_done: Callable[[], None]) -> None:
         self.loop = loop
@@ -49,12 +70,18 @@ class _Run:
         self.abandoned = False
         self._box: deque[tuple[str, object]] = deque()
         self._scheduled = False
+        self._credits = threading.Semaphore(_CHUNK_CREDITS)
+        self._held = 0  # credits kept back until the sink is writable again
+        self._resumer: asyncio.Task[None] | None = None
 
     # In the job's thread.
     def log(self, text: str) -> None:
         self.post(("log", text))
 
     def chunk(self, data: bytes) -> None:
+        self._credits.acquire()
+        if self.abandoned:
+            raise _Abandoned
         self.post(("chunk", data))
 
     def post(self, item: tuple[str, object]) -> None:
@@ -66,6 +93,27 @@ class _Run:
                 self.loop.call_soon_threadsafe(self._drain)
 
     # On the loop.
+    def abandon(self) -> None:
+        """Drop whatever the thread still sends, and let it go if it waits for a credit."""
+        self.abandoned = True
+        self._credits.release()
+        if self._resumer is not None:
+            self._resumer.cancel()
+
+    def _take_chunk(self, data: bytes) -> None:
+        if self.sink.chunk(data):
+            self._credits.release()
+            return
+        self._held += 1
+        if self._resumer is None:
+            self._resumer = self.loop.create_task(self._resume())
+
+    async def _resume(self) -> None:
+        await self.sink.writable()
+        self._resumer = None
+        held, self._held = self._held, 0
+        self._credits.release(held)
+
     def _drain(self) -> None:
         self._scheduled = False  # first: a post racing with this drain schedules another one
         box = self._box
@@ -80,7 +128,7 @@ class _Run:
                     if kind == "log":
                         self.sink.log(value)  # type: ignore[arg-type]
                     else:
-                        self.sink.chunk(value)  # type: ignore[arg-type]
+                        self._take_chunk(value)  # type: ignore[arg-type]
                 except Exception:  # the engine's bug must not lose the outcome behind it
                     log.exception("the sink of a job in a thread failed")
 
@@ -106,7 +154,7 @@ class _Slot:
                     process_wide=False,
                     clock=time.thread_time,
                 )
-            except BaseException as exc:  # a bug of ours; the thread must survive it
+            except BaseException as exc:  # a bug of ours, or _Abandoned: the thread must survive it
                 message = f"the thread failed: {exc!r}"
                 outcome = Outcome(
                     FAILED, error_code=WORKER_CRASHED, error_message=message, instance_id=self.instance_id
@@ -119,6 +167,7 @@ class ThreadExecutor(Executor):
 
     name = "thread"
     stops_work = False
+    limits_memory = False
 
     def __init__(self, size: int, *, log_limit_bytes: int = DEFAULT_LOG_LIMIT) -> None:
         """``size`` idle threads are kept; ``log_limit_bytes`` caps every job's own limit."""
@@ -150,7 +199,7 @@ class ThreadExecutor(Executor):
         try:
             return await run.fut
         except asyncio.CancelledError:
-            run.abandoned = True  # the thread goes on; what it still sends is dropped
+            run.abandon()  # the thread goes on; what it still sends is dropped
             raise
         finally:
             self._running.discard(run)
@@ -158,7 +207,7 @@ class ThreadExecutor(Executor):
     async def close(self) -> None:
         self._closed = True
         for run in list(self._running):
-            run.abandoned = True
+            run.abandon()
             if not run.fut.done():
                 run.fut.set_result(
                     Outcome(FAILED, error_code=WORKER_CRASHED, error_message="the thread executor was closed")

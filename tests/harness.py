@@ -1,4 +1,8 @@
-"""A real spearlet on loopback gRPC (port 0) and small helpers to drive it."""
+"""A real spearlet in the test process on loopback gRPC (port 0), and small helpers to drive it.
+
+The fixtures are registered for every test directory by ``tests/conftest.py``; test modules import the
+helpers from here (``from harness import ...``).
+"""
 
 from __future__ import annotations
 
@@ -108,6 +112,18 @@ async def expect_code(call: Awaitable[object], code: grpc.StatusCode) -> grpc.ai
     return info.value
 
 
+async def pages(method: Callable[[Any], Awaitable[Any]], request: Any, most: int = 10_000) -> list[Any]:
+    """Every page of a listing RPC, following ``next_start_after`` (and failing if it never ends)."""
+    found = []
+    while True:
+        page = await method(request)
+        found.append(page)
+        if not page.has_more:
+            return found
+        assert len(found) < most, "pagination does not end"
+        request.start_after = page.next_start_after
+
+
 async def poll(check: Callable[[], Awaitable[bool]], timeout: float = 10, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while not await check():
@@ -118,39 +134,43 @@ async def poll(check: Callable[[], Awaitable[bool]], timeout: float = 10, what: 
 HarnessFactory = Callable[..., Awaitable[Harness]]
 
 
+async def start_harness(**config: Any) -> Harness:
+    """Start a server (loopback, memory store, process executor, 2 slots unless told otherwise)."""
+    config.setdefault("host", "127.0.0.1")
+    config.setdefault("store", "memory://")
+    config.setdefault("max_concurrent", 2)
+    server = SpearletServer(Config(port=0, **config))
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+    return Harness(server, channel, fgrpc.FunctionServiceStub(channel), ogrpc.ObjectServiceStub(channel))
+
+
+async def stop_harness(harness: Harness) -> None:
+    await harness.channel.close()
+    await harness.server.stop(0)
+
+
 @pytest_asyncio.fixture
 async def make_harness() -> AsyncIterator[HarnessFactory]:
-    """Start a dedicated server (memory store, process executor unless told otherwise) per call."""
+    """Start a dedicated server per call (see :func:`start_harness`), stopped after the test."""
     started: list[Harness] = []
 
     async def make(**config: Any) -> Harness:
-        config.setdefault("host", "127.0.0.1")
-        config.setdefault("store", "memory://")
-        config.setdefault("max_concurrent", 2)
-        server = SpearletServer(Config(port=0, **config))
-        await server.start()
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
-        harness = Harness(
-            server, channel, fgrpc.FunctionServiceStub(channel), ogrpc.ObjectServiceStub(channel)
-        )
+        harness = await start_harness(**config)
         started.append(harness)
         return harness
 
     yield make
     for harness in started:
-        await harness.channel.close()
-        await harness.server.stop(0)
+        await stop_harness(harness)
 
 
 @pytest_asyncio.fixture(scope="session")
 async def shared() -> AsyncIterator[Harness]:
     """One server for the tests that need no isolation (they use their own task names)."""
-    server = SpearletServer(Config(host="127.0.0.1", port=0, store="memory://", max_concurrent=2))
-    await server.start()
-    channel = grpc.aio.insecure_channel(server.address)
-    yield Harness(server, channel, fgrpc.FunctionServiceStub(channel), ogrpc.ObjectServiceStub(channel))
-    await channel.close()
-    await server.stop(0)
+    harness = await start_harness()
+    yield harness
+    await stop_harness(harness)
 
 
 @pytest.fixture
