@@ -1,0 +1,117 @@
+"""One gRPC channel to a spearlet and the two service stubs on it; RPC failures become typed errors.
+
+Everything here runs on the runtime loop (see ``_runtime``): the channel is created there, lazily, on the
+first call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from .wire import function_pb2_grpc, object_pb2_grpc
+from .wire.errors import ResourceExhausted, SpearError, Unavailable, error_for_status
+
+#: Large enough for the server's default 64 MiB object limit plus framing (SPEC §3 ObjectService).
+MESSAGE_LIMIT = 68 << 20
+RETRY_AFTER_KEY = "retry-after-ms"
+
+TlsOption = bool | str | bytes | grpc.ChannelCredentials | None
+
+
+class Connection:
+    def __init__(self, address: str, *, token: str | None = None, tls: TlsOption = None) -> None:
+        if not address or not isinstance(address, str):
+            raise ValueError(f"address must be 'host:port', not {address!r}")
+        self.address = address
+        self.secure = bool(tls)
+        self._credentials = _channel_credentials(tls)
+        self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
+        self._channel: grpc.aio.Channel | None = None
+        self._functions: function_pb2_grpc.FunctionServiceStub | None = None
+        self._objects: object_pb2_grpc.ObjectServiceStub | None = None
+
+    def _open(self) -> None:
+        options = [
+            ("grpc.max_receive_message_length", MESSAGE_LIMIT),
+            ("grpc.max_send_message_length", MESSAGE_LIMIT),
+        ]
+        if self._credentials is not None:
+            self._channel = grpc.aio.secure_channel(self.address, self._credentials, options=options)
+        else:
+            self._channel = grpc.aio.insecure_channel(self.address, options=options)
+        self._functions = function_pb2_grpc.FunctionServiceStub(self._channel)
+        self._objects = object_pb2_grpc.ObjectServiceStub(self._channel)
+
+    @property
+    def functions(self) -> function_pb2_grpc.FunctionServiceStub:
+        if self._functions is None:
+            self._open()
+        assert self._functions is not None
+        return self._functions
+
+    @property
+    def objects(self) -> object_pb2_grpc.ObjectServiceStub:
+        if self._objects is None:
+            self._open()
+        assert self._objects is not None
+        return self._objects
+
+    async def call(self, method: Any, request: Any, *, timeout: float | None = None) -> Any:
+        """Await one unary RPC (``method`` is a stub attribute); a failure raises a :class:`SpearError`."""
+        try:
+            return await method(request, metadata=self._metadata, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise self.error(exc) from None
+
+    async def stream(self, method: Any, request: Any) -> AsyncIterator[Any]:
+        """Iterate a server stream; leaving the loop early cancels the call (and the remote execution)."""
+        call = method(request, metadata=self._metadata)
+        try:
+            async for message in call:
+                yield message
+        except grpc.aio.AioRpcError as exc:
+            raise self.error(exc) from None
+        finally:
+            call.cancel()
+
+    def error(self, exc: grpc.aio.AioRpcError) -> SpearError:
+        code, details = exc.code(), exc.details() or ""
+        if code == grpc.StatusCode.UNAVAILABLE:
+            return Unavailable(f"cannot reach the spearlet at {self.address}: {details}")
+        error = error_for_status(code, details or code.name)
+        if isinstance(error, ResourceExhausted):
+            error.retry_after = _retry_after(exc.trailing_metadata())
+        return error
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            channel, self._channel = self._channel, None
+            self._functions = self._objects = None
+            await channel.close(None)
+
+
+def _retry_after(metadata: Any) -> float | None:
+    """Seconds the server suggests waiting before trying again, when it said so."""
+    for key, value in metadata or ():
+        if key == RETRY_AFTER_KEY:
+            try:
+                return int(value) / 1000
+            except ValueError:
+                return None
+    return None
+
+
+def _channel_credentials(tls: TlsOption) -> grpc.ChannelCredentials | None:
+    """``True``: the system's roots; a path or PEM bytes: that CA certificate; credentials as given."""
+    if tls is None or tls is False:
+        return None
+    if isinstance(tls, grpc.ChannelCredentials):
+        return tls
+    if tls is True:
+        return grpc.ssl_channel_credentials()
+    pem = tls if isinstance(tls, bytes) else Path(tls).read_bytes()
+    return grpc.ssl_channel_credentials(root_certificates=pem)

@@ -1,0 +1,432 @@
+"""What both clients do, as coroutines that run on the runtime loop.
+
+``Client`` blocks on these and ``AsyncClient`` awaits them; neither adds behaviour of its own, so the two
+surfaces cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import linecache
+import re
+import time
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf import any_pb2
+
+from . import _provenance
+from ._connection import Connection
+from ._status import TERMINAL, status_code, status_name
+from .models import CallOptions, ExecutionState, Health, Stats, TaskRef
+from .wire import codec, function_pb2, object_pb2
+from .wire.errors import InvalidArgument, NotFound, SpearError, error_for_execution
+
+#: Asks the server for exact Python results (tuples stay tuples), see the README's "values" section.
+PYTHON_ACCEPT = "application/x-python-pickle"
+FUNCTION_OBJECT_PREFIX = "spear/functions/"
+PAGE_LIMIT = 1000
+MAP_CONCURRENCY = 64
+_POLL_FIRST_S, _POLL_MAX_S = 0.002, 0.1
+_COMPLETED = function_pb2.EXECUTION_STATUS_COMPLETED
+_CANCEL_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class PickledFunction:
+    """A notebook function, serialized once when it is defined, registered on first need."""
+
+    name: str
+    payload: bytes
+    description: str = ""
+    artifact_metadata: Mapping[str, str] | None = None
+    #: Where the function was defined here, to show its source lines in a remote traceback.
+    source_file: str = ""
+    checksum: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "checksum", hashlib.sha256(self.payload).hexdigest())
+
+
+Target = TaskRef | PickledFunction | str
+
+
+class Core:
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self._refs: dict[str, TaskRef] = {}  # task name -> the newest registration seen
+        self._registering: dict[tuple[str, str], asyncio.Future[TaskRef]] = {}
+
+    @property
+    def _functions(self) -> Any:
+        return self.connection.functions
+
+    @property
+    def _objects(self) -> Any:
+        return self.connection.objects
+
+    # -- tasks -----------------------------------------------------------------------------------
+
+    async def register_pickled(self, fn: PickledFunction) -> TaskRef:
+        """Store the payload and register (or update) the task; concurrent calls share one registration."""
+        key = (fn.name, fn.checksum)
+        pending = self._registering.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._register_pickled(fn))
+            self._registering[key] = pending
+            pending.add_done_callback(lambda _: self._registering.pop(key, None))
+        return await asyncio.shield(pending)
+
+    async def _register_pickled(self, fn: PickledFunction) -> TaskRef:
+        object_key = f"{FUNCTION_OBJECT_PREFIX}{fn.name}/{fn.checksum[:16]}"
+        await self.connection.call(
+            self._objects.PutObject,
+            object_pb2.PutObjectRequest(
+                key=object_key,
+                value=fn.payload,
+                overwrite=True,
+                metadata={"content-type": "application/vnd.cloudpickle", "function": fn.name},
+            ),
+        )
+        spec = function_pb2.ArtifactSpec(
+            artifact_type="pickle",
+            location=f"object://{object_key}",
+            checksum=f"sha256:{fn.checksum}",
+            metadata=dict(fn.artifact_metadata or {}),
+        )
+        return await self.register(fn.name, spec, description=fn.description)
+
+    async def register(self, name: str, spec: function_pb2.ArtifactSpec, *, description: str = "") -> TaskRef:
+        response = await self.connection.call(
+            self._functions.RegisterTask,
+            function_pb2.RegisterTaskRequest(
+                task_name=name, task_description=description, artifact_spec=spec
+            ),
+        )
+        ref = task_ref(response.task)
+        self._refs[ref.name] = ref
+        return ref
+
+    def registered(self, name: str) -> TaskRef | None:
+        return self._refs.get(name)
+
+    async def resolve(self, target: Target) -> TaskRef:
+        if isinstance(target, TaskRef):
+            return target
+        if isinstance(target, PickledFunction):
+            ref = self._refs.get(target.name)
+            if ref is not None and ref.checksum == target.checksum:
+                return ref
+            return await self.register_pickled(target)
+        ref = self._refs.get(target)
+        if ref is None:
+            ref = await self.task(target)
+            self._refs[target] = ref
+        return ref
+
+    async def task(self, name: str) -> TaskRef:
+        """The task registered under ``name``."""
+        if not isinstance(name, str) or not name:
+            raise InvalidArgument(f"a task is named by a non-empty string, not {name!r}")
+        response = await self.connection.call(
+            self._functions.ListTasks,
+            function_pb2.ListTasksRequest(prefix=name, limit=1, include_details=True),
+        )
+        for info in response.tasks:
+            if info.task_name == name:
+                return task_ref(info)
+        raise NotFound(f"no task named {name!r}; register one with client.function(...)")
+
+    async def delete_task(self, target: Target, *, force: bool, cleanup: bool) -> int:
+        ref = await self.resolve(target)
+        response = await self.connection.call(
+            self._functions.DeleteTask,
+            function_pb2.DeleteTaskRequest(task_id=ref.task_id, force=force, cleanup_executions=cleanup),
+        )
+        self._refs.pop(ref.name, None)
+        return int(response.cleaned_executions)
+
+    # -- invocations -----------------------------------------------------------------------------
+
+    async def invoke(
+        self, target: Target, args: Sequence[object], kwargs: Mapping[str, object], options: CallOptions
+    ) -> object:
+        request = await self._request(target, args, kwargs, options, function_pb2.EXECUTION_MODE_SYNC)
+        try:
+            response = await self.connection.call(self._functions.InvokeFunction, request)
+        except NotFound:
+            self._forget(target)
+            raise
+        return await self._outcome(response.execution_id, response.result, target)
+
+    async def submit(
+        self, target: Target, args: Sequence[object], kwargs: Mapping[str, object], options: CallOptions
+    ) -> tuple[str, TaskRef]:
+        request = await self._request(target, args, kwargs, options, function_pb2.EXECUTION_MODE_ASYNC)
+        response = await self.connection.call(self._functions.InvokeFunction, request)
+        return response.execution_id, await self.resolve(target)
+
+    async def stream(
+        self, target: Target, args: Sequence[object], kwargs: Mapping[str, object], options: CallOptions
+    ) -> AsyncGenerator[object, None]:
+        request = await self._request(target, args, kwargs, options, function_pb2.EXECUTION_MODE_STREAM)
+        async for message in self.connection.stream(self._functions.StreamFunction, request):
+            if not message.is_final:
+                yield _decode(message.chunk_data)
+                continue
+            if message.status != _COMPLETED:
+                raise error_for_execution(
+                    execution_id=message.execution_id,
+                    status=status_name(message.status) or "failed",
+                    error_code=message.metadata.get("error_code", ""),
+                    error_message=message.error_message,
+                    logs=await self._logs(message.execution_id, target),
+                )
+            return
+
+    async def map(
+        self,
+        target: Target,
+        calls: Sequence[tuple[Sequence[object], Mapping[str, object]]],
+        options: CallOptions,
+        on_done: Callable[[int], object],
+    ) -> list[object]:
+        """Run every call, at most :data:`MAP_CONCURRENCY` at a time; results in call order.
+
+        The first failure cancels the calls still running and is raised.
+        """
+        await self.resolve(target)  # register once, before the calls race to do it
+        results: list[object] = [None] * len(calls)
+        indexes = iter(range(len(calls)))
+
+        async def work() -> None:
+            for index in indexes:
+                args, kwargs = calls[index]
+                results[index] = await self.invoke(target, args, kwargs, options)
+                on_done(1)
+
+        workers = [asyncio.ensure_future(work()) for _ in range(min(MAP_CONCURRENCY, len(calls)))]
+        try:
+            await asyncio.gather(*workers)
+        except BaseException:
+            for worker in workers:
+                worker.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            raise
+        return results
+
+    async def _request(
+        self,
+        target: Target,
+        args: Sequence[object],
+        kwargs: Mapping[str, object],
+        options: CallOptions,
+        mode: int,
+    ) -> function_pb2.InvokeFunctionRequest:
+        ref = await self.resolve(target)
+        parameters = [
+            function_pb2.FunctionParameter(value=_encode(v, f"argument {i}")) for i, v in enumerate(args)
+        ]
+        parameters += [
+            function_pb2.FunctionParameter(name=name, value=_encode(v, f"argument {name!r}"))
+            for name, v in kwargs.items()
+        ]
+        context = function_pb2.ExecutionContext(
+            environment=dict(options.environment),
+            headers={"accept": PYTHON_ACCEPT},
+            timeout_ms=0 if options.timeout is None else max(1, round(options.timeout * 1000)),
+            max_retries=options.retries or 0,
+        )
+        metadata = dict(options.metadata)
+        cell = _provenance.current_cell()
+        if cell is not None:
+            metadata.setdefault(_provenance.CELL_KEY, str(cell))
+        return function_pb2.InvokeFunctionRequest(
+            invocation_type=function_pb2.INVOCATION_TYPE_EXISTING_TASK,
+            task_id=ref.task_id,
+            function_name=ref.function_name,
+            parameters=parameters,
+            execution_mode=mode,  # type: ignore[arg-type]
+            context=context,
+            invocation_metadata=metadata,
+        )
+
+    def _forget(self, target: Target) -> None:
+        """A task deleted behind our back: look it up (or register it) afresh next time."""
+        name = target if isinstance(target, str) else target.name
+        self._refs.pop(name, None)
+
+    async def _outcome(
+        self, execution_id: str, result: function_pb2.ExecutionResult, target: Target | None = None
+    ) -> object:
+        if result.status == _COMPLETED:
+            return _decode(result.result)
+        raise error_for_execution(
+            execution_id=execution_id,
+            status=status_name(result.status) or "failed",
+            error_code=result.error_code,
+            error_message=result.error_message,
+            logs=await self._logs(execution_id, target),
+        )
+
+    # -- executions ------------------------------------------------------------------------------
+
+    async def status(self, execution_id: str, *, result: bool = False, logs: bool = False) -> Any:
+        response = await self.connection.call(
+            self._functions.GetExecutionStatus,
+            function_pb2.GetExecutionStatusRequest(
+                execution_id=execution_id, include_result=result, include_logs=logs
+            ),
+        )
+        if not response.found:
+            raise NotFound(f"execution {execution_id!r} not found")
+        return response
+
+    async def state(self, execution_id: str) -> ExecutionState:
+        return ExecutionState.from_result((await self.status(execution_id)).result)
+
+    async def wait(self, execution_id: str, timeout: float | None = None) -> ExecutionState:
+        """Poll until the execution is terminal; ``TimeoutError`` after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = _POLL_FIRST_S
+        while True:
+            response = await self.status(execution_id, result=True)
+            state = ExecutionState.from_result(response.result)
+            if state.status in TERMINAL:
+                state.raw_result = response.result
+                return state
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"execution {execution_id} is still {state.status} after {timeout} s")
+                delay = min(delay, left)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _POLL_MAX_S)
+
+    async def result(
+        self, execution_id: str, timeout: float | None = None, target: Target | None = None
+    ) -> object:
+        state = await self.wait(execution_id, timeout)
+        assert state.raw_result is not None
+        return await self._outcome(execution_id, state.raw_result, target)
+
+    async def cancel(self, execution_id: str, reason: str = "cancelled from the SDK") -> bool:
+        response = await self.connection.call(
+            self._functions.CancelExecution,
+            function_pb2.CancelExecutionRequest(execution_id=execution_id, reason=reason),
+            timeout=_CANCEL_TIMEOUT_S,
+        )
+        return bool(response.success)
+
+    async def cancel_quietly(self, execution_id: str, reason: str) -> None:
+        """Cancel on the way out of an interrupted wait, where a failure has nobody to tell."""
+        with contextlib.suppress(SpearError):
+            await self.cancel(execution_id, reason)
+
+    async def _logs(self, execution_id: str, target: Target | None = None) -> tuple[str, ...]:
+        try:
+            response = await self.status(execution_id, logs=True)
+        except SpearError:
+            return ()
+        if isinstance(target, PickledFunction) and target.source_file:
+            return tuple(_localize(line, target.source_file) for line in response.logs)
+        return tuple(response.logs)
+
+    async def logs(self, execution_id: str) -> list[str]:
+        return list((await self.status(execution_id, logs=True)).logs)
+
+    # -- listings and figures ----------------------------------------------------------------------
+
+    async def list_executions(self, task: Target | None, status: str | None, limit: int | None) -> list[Any]:
+        request = function_pb2.ListExecutionsRequest()
+        if task is not None:
+            request.task_id = (await self.resolve(task)).task_id
+        if status is not None:
+            request.status_filter = status_code(status)  # type: ignore[assignment]
+        return await self._paginate(self._functions.ListExecutions, request, "executions", limit)
+
+    async def list_tasks(self, prefix: str | None, limit: int | None) -> list[Any]:
+        request = function_pb2.ListTasksRequest(prefix=prefix or "", include_details=True)
+        return await self._paginate(self._functions.ListTasks, request, "tasks", limit)
+
+    async def list_objects(self, prefix: str | None, limit: int | None) -> list[Any]:
+        request = object_pb2.ListObjectsRequest(prefix=prefix or "")
+        return await self._paginate(self._objects.ListObjects, request, "objects", limit)
+
+    async def _paginate(self, method: Any, request: Any, field: str, limit: int | None) -> list[Any]:
+        """Follow ``next_start_after`` to the end, or until ``limit`` rows."""
+        if limit is not None and limit < 0:
+            raise InvalidArgument(f"limit must not be negative, not {limit}")
+        rows: list[Any] = []
+        while limit is None or len(rows) < limit:
+            request.limit = PAGE_LIMIT if limit is None else min(PAGE_LIMIT, limit - len(rows))
+            page = await self.connection.call(method, request)
+            rows.extend(getattr(page, field))
+            if not page.has_more:
+                break
+            request.start_after = page.next_start_after
+        return rows
+
+    async def stats(self, time_range_hours: int) -> Stats:
+        if time_range_hours < 0:
+            raise InvalidArgument(f"time_range_hours must not be negative, not {time_range_hours}")
+        response = await self.connection.call(
+            self._functions.GetStats,
+            function_pb2.GetStatsRequest(
+                include_task_stats=True, include_execution_stats=True, time_range_hours=time_range_hours
+            ),
+        )
+        return Stats(response)
+
+    async def health(self, timeout: float | None = None) -> Health:
+        response = await self.connection.call(
+            self._functions.GetHealth, function_pb2.GetHealthRequest(include_details=True), timeout=timeout
+        )
+        return Health(response)
+
+
+def task_ref(info: function_pb2.TaskInfo) -> TaskRef:
+    spec = info.artifact_spec
+    checksum = spec.checksum.removeprefix("sha256:")
+    try:
+        version = int(info.metadata.get("version", "1"))
+    except ValueError:
+        version = 1
+    return TaskRef(
+        task_id=info.task_id,
+        name=info.task_name,
+        version=version,
+        artifact_type=spec.artifact_type,
+        function_name="",
+        checksum=checksum,
+    )
+
+
+_DYNAMIC_FRAME = re.compile(r'^  File "<dynamic-code>", line (\d+), in ')
+
+
+def _localize(line: str, source_file: str) -> str:
+    """A frame of shipped code as a local frame: its file (cloudpickle drops it) and its source line."""
+    match = _DYNAMIC_FRAME.match(line)
+    if match is None:
+        return line
+    source = linecache.getline(source_file, int(match.group(1))).strip()
+    frame = line.replace("<dynamic-code>", source_file, 1)
+    return f"{frame}\n    {source}" if source else frame
+
+
+def _encode(value: object, what: str) -> any_pb2.Any:
+    try:
+        return codec.encode(value)
+    except codec.CodecError as exc:
+        raise InvalidArgument(f"{what} cannot be sent: {exc}") from None
+
+
+def _decode(message: any_pb2.Any) -> object:
+    try:
+        return codec.decode(message)
+    except codec.CodecError as exc:
+        raise InvalidArgument(f"the result cannot be read here: {exc}") from None

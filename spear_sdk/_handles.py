@@ -1,0 +1,239 @@
+"""What the sync and async function and execution handles share: naming, shipping, options and reprs."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import pickle
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import cloudpickle
+
+from . import _repr
+from ._connection import Connection, TlsOption
+from ._core import Core, PickledFunction, Target
+from ._runtime import Runtime, get_runtime
+from .models import CallOptions, TaskRef
+from .wire import function_pb2
+from .wire.errors import InvalidArgument
+
+CALL_OPTIONS = frozenset({"timeout", "retries", "metadata", "environment"})
+#: Task options that travel in the artifact's metadata and apply to every run of the task.
+TASK_OPTIONS = frozenset({"memory_limit_mb"})
+
+H = TypeVar("H", bound="FunctionBase")
+
+
+def split_options(defaults: Mapping[str, Any]) -> tuple[CallOptions, dict[str, str]]:
+    """``function(..., **defaults)``: call options, and task options as artifact metadata."""
+    unknown = set(defaults) - CALL_OPTIONS - TASK_OPTIONS
+    if unknown:
+        raise TypeError(
+            f"unknown option {sorted(unknown)[0]!r}; options are "
+            f"{', '.join(sorted(CALL_OPTIONS | TASK_OPTIONS))}"
+        )
+    call = CallOptions().merged(**{k: v for k, v in defaults.items() if k in CALL_OPTIONS})
+    task = {k: str(v) for k, v in defaults.items() if k in TASK_OPTIONS and v is not None}
+    return call, task
+
+
+def pickled_function(
+    fn: Callable[..., Any], name: str | None, artifact_metadata: Mapping[str, str]
+) -> PickledFunction:
+    """Serialize a notebook function (closures, lambdas, inner imports) with cloudpickle."""
+    if not callable(fn):
+        raise TypeError(f"client.function needs a callable, not {type(fn).__name__}")
+    try:
+        payload = cloudpickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:  # cloudpickle raises many types for what it cannot serialize
+        raise InvalidArgument(
+            f"cannot ship {_label(fn)} to the server: {type(exc).__name__}: {exc}"
+        ) from None
+    default = _label(fn)
+    if default == "<lambda>":
+        # A lambda has no name of its own; its code names it, so that two lambdas never share a task.
+        default = f"lambda-{hashlib.sha256(payload).hexdigest()[:8]}"
+    return PickledFunction(
+        name=name or default,
+        payload=payload,
+        description=(inspect.getdoc(fn) or "").strip().split("\n", 1)[0],
+        artifact_metadata=dict(artifact_metadata),
+        source_file=getattr(getattr(fn, "__code__", None), "co_filename", ""),
+    )
+
+
+def module_spec(target: str, artifact_metadata: Mapping[str, str]) -> tuple[str, function_pb2.ArtifactSpec]:
+    """``"pkg.mod:fn"``: a function the server imports."""
+    module, sep, attr = target.partition(":")
+    if not (module and sep and attr):
+        raise InvalidArgument(f"register_module takes 'package.module:function', not {target!r}")
+    spec = function_pb2.ArtifactSpec(
+        artifact_type="python", location=target, metadata=dict(artifact_metadata)
+    )
+    return attr.rsplit(".", 1)[-1], spec
+
+
+def process_spec(
+    command: str, args: Sequence[str], artifact_metadata: Mapping[str, str]
+) -> tuple[str, function_pb2.ArtifactSpec]:
+    """An executable that gets the call as JSON on stdin and answers with JSON lines on stdout."""
+    if not command:
+        raise InvalidArgument("register_process needs the command to run")
+    metadata = {**artifact_metadata, "args": json.dumps([str(a) for a in args])}
+    spec = function_pb2.ArtifactSpec(artifact_type="process", location=command, metadata=metadata)
+    return os.path.basename(command), spec
+
+
+def _label(fn: Callable[..., Any]) -> str:
+    inner = getattr(fn, "func", fn)  # functools.partial
+    return str(getattr(inner, "__name__", type(inner).__name__))
+
+
+class FunctionBase:
+    """A registered task as a callable; ``options(...)`` gives a configured copy."""
+
+    def __init__(
+        self,
+        core: Core,
+        runtime: Runtime,
+        target: Target,
+        options: CallOptions,
+        fn: Callable[..., Any] | None = None,
+        ref: TaskRef | None = None,
+    ) -> None:
+        self._core = core
+        self._ref = target if isinstance(target, TaskRef) else ref
+        self._runtime = runtime
+        self._target = target
+        self._fn = fn
+        self.call_options = options
+        if fn is not None:
+            self.__doc__ = fn.__doc__
+            self.__wrapped__ = fn
+
+    @property
+    def name(self) -> str:
+        return self._target if isinstance(self._target, str) else self._target.name
+
+    @property
+    def ref(self) -> TaskRef | None:
+        """The registration of this handle's code (``None`` before the first one)."""
+        if self._ref is None:
+            ref = self._core.registered(self.name)
+            if isinstance(self._target, PickledFunction) and ref is not None:
+                self._ref = ref if ref.checksum == self._target.checksum else None
+        return self._ref
+
+    @property
+    def task_id(self) -> str | None:
+        ref = self.ref
+        return ref.task_id if ref else None
+
+    @property
+    def version(self) -> int | None:
+        ref = self.ref
+        return ref.version if ref else None
+
+    def options(self: H, **changes: Any) -> H:
+        """A handle that calls with these options: ``timeout`` (server-side limit, seconds), ``retries``
+        (reruns after a lost worker), ``metadata`` and ``environment`` (merged with the current ones)."""
+        options = self.call_options.merged(**changes)
+        return type(self)(self._core, self._runtime, self._target, options, self._fn, self._ref)
+
+    def _signature(self) -> str:
+        try:
+            return str(inspect.signature(self._fn)) if self._fn is not None else "(...)"
+        except (TypeError, ValueError):
+            return "(...)"
+
+    def _kind(self) -> str:
+        if isinstance(self._target, PickledFunction):
+            return "pickle"
+        ref = self.ref
+        return ref.artifact_type if ref else "task"
+
+    def __repr__(self) -> str:
+        version = self.version
+        registered = f"version {version}" if version is not None else "not registered yet"
+        return f"<{type(self).__name__} {self.name}{self._signature()}: {self._kind()} task, {registered}>"
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        options = {k: v for k, v in vars(self.call_options).items() if v not in (None, {})}
+        return _repr.bundle(
+            self,
+            "function.html",
+            name=self.name,
+            signature=self._signature(),
+            artifact_type=self._kind(),
+            version=self.version if self.version is not None else "(not registered yet)",
+            task_id=self.task_id or "",
+            options=", ".join(f"{k}={v!r}" for k, v in options.items()) or "defaults",
+        )
+
+
+class ExecutionBase:
+    """One submitted execution, named by ``execution_id``."""
+
+    def __init__(
+        self, core: Core, runtime: Runtime, execution_id: str, name: str, target: Target | None = None
+    ) -> None:
+        self._core = core
+        self._target = target
+        self._runtime = runtime
+        self.execution_id = execution_id
+        self.name = name
+        self._last_status = "pending"
+
+    def _cancel_on_interrupt(self) -> Any:
+        return self._core.cancel_quietly(self.execution_id, "interrupted while waiting for the result")
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}: {self._last_status}>"
+
+    def _bundle(self, error: str = "") -> dict[str, str]:
+        return _repr.bundle(
+            self,
+            "execution.html",
+            name=self.name,
+            execution_id=self.execution_id,
+            status=self._last_status,
+            error=error,
+        )
+
+
+TaskLike = str | FunctionBase | TaskRef
+
+
+class ClientBase:
+    """The connection and the reprs that ``Client`` and ``AsyncClient`` share."""
+
+    def __init__(self, address: str, *, token: str | None = None, tls: TlsOption = None) -> None:
+        self._connection = Connection(address, token=token, tls=tls)
+        self._core = Core(self._connection)
+        self._runtime: Runtime = get_runtime()
+        self._has_token = bool(token)
+        self._runtime.on_shutdown(self._connection.close)
+
+    @property
+    def address(self) -> str:
+        return self._connection.address
+
+    @staticmethod
+    def _target(task: TaskLike) -> Target:
+        return task._target if isinstance(task, FunctionBase) else task
+
+    def __repr__(self) -> str:
+        tls = "on" if self._connection.secure else "off"
+        return f"<{type(self).__name__} tls={tls} token={'on' if self._has_token else 'off'}>"
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        return _repr.bundle(
+            self,
+            "client.html",
+            address=self.address,
+            tls="on" if self._connection.secure else "off",
+            token="on" if self._has_token else "off",
+        )

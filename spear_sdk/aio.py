@@ -1,0 +1,227 @@
+"""The async API: ``AsyncClient`` has the sync client's method names, awaited. It works from any event
+loop (a notebook's, ``asyncio.run``'s, several threads' at once): each call hops onto the runtime loop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+from ._handles import (
+    ClientBase,
+    ExecutionBase,
+    FunctionBase,
+    TaskLike,
+    module_spec,
+    pickled_function,
+    process_spec,
+    split_options,
+)
+from .client import _END, _next, _progress_bar
+from .models import CallOptions, ExecutionState, Health, Stats, TaskRef
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class AsyncFunction(FunctionBase):
+    """``await f(x)``, ``await f.submit(x)``, ``async for v in f.stream(x)``, ``await f.map(xs)``.
+
+    A notebook function is registered on its first call (or ``await f.register()``).
+    """
+
+    async def register(self) -> TaskRef:
+        self._ref = await self._runtime.hop(self._core.resolve(self._target))
+        return self._ref
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._runtime.hop(self._core.invoke(self._target, args, kwargs, self.call_options))
+
+    async def submit(self, *args: Any, **kwargs: Any) -> AsyncExecution:
+        coro = self._core.submit(self._target, args, kwargs, self.call_options)
+        execution_id, _ = await self._runtime.hop(coro)
+        return AsyncExecution(self._core, self._runtime, execution_id, self.name, self._target)
+
+    async def stream(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        chunks = self._core.stream(self._target, args, kwargs, self.call_options)
+        try:
+            while (chunk := await self._runtime.hop(_next(chunks))) is not _END:
+                yield chunk
+        finally:
+            await self._runtime.hop(chunks.aclose())
+
+    async def map(self, *iterables: Iterable[Any], progress: bool = True) -> list[Any]:
+        calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
+            (args, {}) for args in zip(*iterables, strict=False)
+        ]
+        loop = asyncio.get_running_loop()
+        with _progress_bar(len(calls), self.name, progress) as bar:
+            # The bar belongs to this loop's thread; the runtime loop only schedules its updates.
+            return await self._runtime.hop(
+                self._core.map(
+                    self._target, calls, self.call_options, lambda n: loop.call_soon_threadsafe(bar.update, n)
+                )
+            )
+
+
+class AsyncExecution(ExecutionBase):
+    """A submitted execution; ``await execution`` is ``await execution.result()``."""
+
+    async def result(self, timeout: float | None = None) -> Any:
+        try:
+            value = await self._runtime.hop(self._core.result(self.execution_id, timeout, self._target))
+        except TimeoutError:
+            raise
+        except Exception as exc:
+            self._last_status = getattr(exc, "status", self._last_status)
+            raise
+        self._last_status = "completed"
+        return value
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self.result().__await__()
+
+    async def info(self) -> ExecutionState:
+        state = await self._runtime.hop(self._core.state(self.execution_id))
+        self._last_status = state.status
+        return state
+
+    async def status(self) -> str:
+        return (await self.info()).status
+
+    async def done(self) -> bool:
+        return await self.status() in ("completed", "failed", "cancelled", "timeout")
+
+    async def cancel(self) -> bool:
+        cancelled = await self._runtime.hop(self._core.cancel(self.execution_id))
+        if cancelled:
+            self._last_status = "cancelled"
+        return cancelled
+
+    async def logs(self) -> list[str]:
+        return await self._runtime.hop(self._core.logs(self.execution_id))
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        return self._bundle()
+
+
+class AsyncClient(ClientBase):
+    """The async twin of :class:`spear_sdk.Client`: same methods, awaited."""
+
+    @overload
+    def function(self, fn: F, *, name: str | None = None, **defaults: Any) -> AsyncFunction: ...
+    @overload
+    def function(
+        self, fn: None = None, *, name: str | None = None, **defaults: Any
+    ) -> Callable[[F], AsyncFunction]: ...
+
+    def function(
+        self, fn: F | None = None, *, name: str | None = None, **defaults: Any
+    ) -> AsyncFunction | Callable[[F], AsyncFunction]:
+        """Like :meth:`Client.function`; the task is registered on the first call."""
+        if fn is None:
+            return lambda f: self.function(f, name=name, **defaults)
+        options, task_options = split_options(defaults)
+        return AsyncFunction(self._core, self._runtime, pickled_function(fn, name, task_options), options, fn)
+
+    async def register_module(
+        self, target: str, *, name: str | None = None, description: str = "", **defaults: Any
+    ) -> AsyncFunction:
+        options, task_options = split_options(defaults)
+        default_name, spec = module_spec(target, task_options)
+        ref = await self._runtime.hop(
+            self._core.register(name or default_name, spec, description=description)
+        )
+        return AsyncFunction(self._core, self._runtime, ref, options)
+
+    async def register_process(
+        self,
+        command: str,
+        args: Sequence[str] = (),
+        *,
+        name: str | None = None,
+        description: str = "",
+        **defaults: Any,
+    ) -> AsyncFunction:
+        options, task_options = split_options(defaults)
+        default_name, spec = process_spec(command, args, task_options)
+        ref = await self._runtime.hop(
+            self._core.register(name or default_name, spec, description=description)
+        )
+        return AsyncFunction(self._core, self._runtime, ref, options)
+
+    async def task(self, name: str) -> AsyncFunction:
+        ref = await self._runtime.hop(self._core.task(name))
+        return AsyncFunction(self._core, self._runtime, ref, CallOptions())
+
+    def _handle(self, task: TaskLike) -> AsyncFunction:
+        if isinstance(task, AsyncFunction):
+            return task
+        return AsyncFunction(self._core, self._runtime, self._target(task), CallOptions())
+
+    async def invoke(self, task: TaskLike, *args: Any, **kwargs: Any) -> Any:
+        return await self._handle(task)(*args, **kwargs)
+
+    async def submit(self, task: TaskLike, *args: Any, **kwargs: Any) -> AsyncExecution:
+        return await self._handle(task).submit(*args, **kwargs)
+
+    def stream(self, task: TaskLike, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        return self._handle(task).stream(*args, **kwargs)
+
+    async def map(self, task: TaskLike, *iterables: Iterable[Any], progress: bool = True) -> list[Any]:
+        return await self._handle(task).map(*iterables, progress=progress)
+
+    async def execution(self, execution_id: str) -> AsyncExecution:
+        state = await self._runtime.hop(self._core.state(execution_id))
+        execution = AsyncExecution(self._core, self._runtime, execution_id, "")
+        execution._last_status = state.status
+        return execution
+
+    async def delete_task(
+        self, task: TaskLike, *, force: bool = False, cleanup_executions: bool = False
+    ) -> int:
+        target = self._target(task)
+        return await self._runtime.hop(
+            self._core.delete_task(target, force=force, cleanup=cleanup_executions)
+        )
+
+    async def executions(
+        self,
+        task: TaskLike | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+    ) -> pd.DataFrame:
+        from . import frames
+
+        target = None if task is None else self._target(task)
+        return frames.executions_frame(
+            await self._runtime.hop(self._core.list_executions(target, status, limit))
+        )
+
+    async def tasks(self, prefix: str | None = None, limit: int | None = None) -> pd.DataFrame:
+        from . import frames
+
+        return frames.tasks_frame(await self._runtime.hop(self._core.list_tasks(prefix, limit)))
+
+    async def objects(self, prefix: str | None = None, limit: int | None = None) -> pd.DataFrame:
+        from . import frames
+
+        return frames.objects_frame(await self._runtime.hop(self._core.list_objects(prefix, limit)))
+
+    async def stats(self, time_range_hours: int = 0) -> Stats:
+        return await self._runtime.hop(self._core.stats(time_range_hours))
+
+    async def health(self) -> Health:
+        return await self._runtime.hop(self._core.health())
+
+    async def close(self) -> None:
+        self._runtime.forget(self._connection.close)
+        await self._runtime.hop(self._connection.close())
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,118 @@
+"""``start_lab()``: a spearlet inside this interpreter (a notebook kernel), on the SDK's runtime loop.
+
+Safe to re-run: the same options return the running lab, changed options replace it, and it shuts down at
+interpreter exit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from typing import TYPE_CHECKING, Any
+
+from . import _repr
+from ._runtime import Runtime, get_runtime
+from .client import Client
+
+if TYPE_CHECKING:
+    from spearlet.app import SpearletServer
+    from spearlet.config import Config
+
+#: What a lab uses unless told otherwise: any free port, and nothing kept after the kernel ends.
+LAB_DEFAULTS: dict[str, Any] = {"port": 0, "store": "memory://"}
+#: At interpreter exit running work gets this long (at most) before it is cancelled.
+EXIT_GRACE_S = 1.0
+
+
+class Lab:
+    """A running in-process spearlet: ``.client`` talks to it, ``.address`` reaches it, ``.stop()``
+    ends it."""
+
+    def __init__(self, server: SpearletServer, config: Config, runtime: Runtime) -> None:
+        self._server = server
+        self._runtime = runtime
+        self.config = config
+        self.address = server.address
+        tls = config.tls_cert if config.tls_cert else None
+        self.client = Client(self.address, token=config.token, tls=tls)
+        self._stopped = False
+        runtime.on_shutdown(self._stop_at_exit)
+
+    @property
+    def running(self) -> bool:
+        return not self._stopped
+
+    def stop(self, grace_s: float | None = None) -> None:
+        """Shut the server down: running work gets ``grace_s`` (default: the configured grace) to finish."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._runtime.forget(self._stop_at_exit)
+        self.client.close()
+        self._runtime.run(self._server.stop(grace_s))
+
+    async def _stop_at_exit(self) -> None:
+        self._stopped = True
+        await self._server.stop(min(EXIT_GRACE_S, self.config.shutdown_grace_s))
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<Lab {state}: store={self.config.store} executor={self.config.executor}>"
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        return _repr.bundle(
+            self,
+            "lab.html",
+            state="running" if self.running else "stopped",
+            address=self.address,
+            store=self.config.store,
+            executor=self.config.executor,
+            max_concurrent=self.config.max_concurrent,
+        )
+
+
+_lock = threading.Lock()
+_current: Lab | None = None
+
+
+def start_lab(**options: Any) -> Lab:
+    """Start (or return the running) in-process spearlet and a client for it.
+
+    ``options`` are those of ``spearlet serve`` (``store``, ``executor``, ``max_concurrent``,
+    ``max_queued``, ``default_timeout_ms``, ``token``, ``tls_cert``/``tls_key``, ...); a lab defaults to
+    ``port=0`` and ``store="memory://"``.
+    """
+    global _current
+    config = lab_config(options)
+    runtime = get_runtime()
+    with _lock:
+        if _current is not None and _current.running:
+            if _current.config == config:
+                return _current
+            _current.stop()
+        _current = Lab(runtime.run(_start_server(config)), config, runtime)
+        return _current
+
+
+def lab_config(options: dict[str, Any]) -> Config:
+    from spearlet.config import Config
+
+    names = {f.name for f in dataclasses.fields(Config)}
+    unknown = sorted(set(options) - names)
+    if unknown:
+        raise TypeError(
+            f"start_lab() got an unknown option {unknown[0]!r}; options are {', '.join(sorted(names))}"
+        )
+    return Config(**{**LAB_DEFAULTS, **options})
+
+
+async def _start_server(config: Config) -> SpearletServer:
+    from spearlet.app import SpearletServer
+
+    server = SpearletServer(config)
+    try:
+        await server.start()
+    except BaseException:
+        await server.stop(0)
+        raise
+    return server
