@@ -1,4 +1,5 @@
-"""What the sync and async function and execution handles share: naming, shipping, options and reprs."""
+"""What the sync and async surfaces share: function and execution handles (naming, shipping, options,
+reprs), the clients' connection, and the stream and progress helpers."""
 
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ CALL_OPTIONS = frozenset({"timeout", "retries", "metadata", "environment"})
 TASK_OPTIONS = frozenset({"memory_limit_mb"})
 
 H = TypeVar("H", bound="FunctionBase")
+#: What :func:`next_chunk` returns after the last chunk of a stream.
+END = object()
 
 
 def split_options(defaults: Mapping[str, Any]) -> tuple[CallOptions, dict[str, str]]:
@@ -237,3 +240,17 @@ class ClientBase:
             tls="on" if self._connection.secure else "off",
             token="on" if self._has_token else "off",
         )
+
+
+async def next_chunk(chunks: Any) -> Any:
+    """The next chunk, or ``END``: a coroutine cannot hand ``StopAsyncIteration`` across threads."""
+    try:
+        return await chunks.__anext__()
+    except StopAsyncIteration:
+        return END
+
+
+def progress_bar(total: int, name: str, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=name, disable=not enabled, unit="call")

@@ -8,16 +8,18 @@ from collections.abc import AsyncIterator, Callable, Generator, Iterable, Sequen
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ._handles import (
+    END,
     ClientBase,
     ExecutionBase,
     FunctionBase,
     TaskLike,
     module_spec,
+    next_chunk,
     pickled_function,
     process_spec,
+    progress_bar,
     split_options,
 )
-from .client import _END, _next, _progress_bar
 from .models import CallOptions, ExecutionState, Health, Stats, TaskRef
 
 if TYPE_CHECKING:
@@ -47,7 +49,7 @@ class AsyncFunction(FunctionBase):
     async def stream(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
         chunks = self._core.stream(self._target, args, kwargs, self.call_options)
         try:
-            while (chunk := await self._runtime.hop(_next(chunks))) is not _END:
+            while (chunk := await self._runtime.hop(next_chunk(chunks))) is not END:
                 yield chunk
         finally:
             await self._runtime.hop(chunks.aclose())
@@ -57,7 +59,7 @@ class AsyncFunction(FunctionBase):
             (args, {}) for args in zip(*iterables, strict=False)
         ]
         loop = asyncio.get_running_loop()
-        with _progress_bar(len(calls), self.name, progress) as bar:
+        with progress_bar(len(calls), self.name, progress) as bar:
             # The bar belongs to this loop's thread; the runtime loop only schedules its updates.
             return await self._runtime.hop(
                 self._core.map(

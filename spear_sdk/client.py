@@ -10,13 +10,16 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, overload
 
 from ._handles import (
+    END,
     ClientBase,
     ExecutionBase,
     FunctionBase,
     TaskLike,
     module_spec,
+    next_chunk,
     pickled_function,
     process_spec,
+    progress_bar,
     split_options,
 )
 from ._runtime import result_of
@@ -26,7 +29,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
 F = TypeVar("F", bound=Callable[..., Any])
-_END = object()
 _WAIT_POLL_S = 0.05
 
 ReturnWhen = Literal["ALL_COMPLETED", "FIRST_COMPLETED", "FIRST_EXCEPTION"]
@@ -50,7 +52,7 @@ class Function(FunctionBase):
         """The values the function yields, as they arrive; leaving the loop early cancels the execution."""
         chunks = self._core.stream(self._target, args, kwargs, self.call_options)
         try:
-            while (chunk := self._runtime.run(_next(chunks))) is not _END:
+            while (chunk := self._runtime.run(next_chunk(chunks))) is not END:
                 yield chunk
         finally:
             self._runtime.submit(chunks.aclose())
@@ -68,7 +70,7 @@ class Function(FunctionBase):
         self._runtime.check_blocking_allowed()
         future = self._runtime.submit(self._core.map(self._target, calls, self.call_options, done.put))
         future.add_done_callback(lambda _: done.put(None))
-        with _progress_bar(len(calls), self.name, progress) as bar:
+        with progress_bar(len(calls), self.name, progress) as bar:
             try:
                 while (count := done.get()) is not None:
                     bar.update(count)
@@ -277,20 +279,6 @@ class Client(ClientBase):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-async def _next(chunks: Any) -> Any:
-    """The next chunk, or ``_END``: a coroutine cannot hand ``StopAsyncIteration`` across threads."""
-    try:
-        return await chunks.__anext__()
-    except StopAsyncIteration:
-        return _END
-
-
-def _progress_bar(total: int, name: str, enabled: bool) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=name, disable=not enabled, unit="call")
 
 
 def wait(
