@@ -79,10 +79,6 @@ def execution_result(record: StoredExecution, *, include_value: bool = True) -> 
     )
 
 
-def execution_info(record: StoredExecution) -> fpb.ExecutionInfo:
-    return record.info()
-
-
 def task_info(task: StoredTask, figures: TaskFigures, *, details: bool = True) -> fpb.TaskInfo:
     info = fpb.TaskInfo(
         task_id=task.task_id,

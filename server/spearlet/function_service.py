@@ -181,7 +181,7 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
         if request.include_executions:
             count = page_size(request.execution_limit or DEFAULT_TASK_EXECUTIONS)
             newest = await self.engine.executions.newest(task.task_id, count)
-            executions = [convert.execution_info(r) for r in self.engine.current(newest)]
+            executions = [r.info() for r in self.engine.current(newest)]
             # As many of the newest as one response can carry beside the task.
             room = self.engine.config.message_limit - info.ByteSize()
             executions = executions[: fitting((e.ByteSize() for e in executions), room)]

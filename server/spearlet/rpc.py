@@ -244,6 +244,7 @@ def require(value: str, field: str) -> None:
 
 
 __all__ = [
+    "Encoded",
     "MalformedRequest",
     "check_enum",
     "fitting",
