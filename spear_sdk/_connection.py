@@ -13,11 +13,10 @@ from typing import Any
 import grpc
 
 from .wire import function_pb2_grpc, object_pb2_grpc
-from .wire.errors import ResourceExhausted, SpearError, Unavailable, error_for_status
+from .wire.errors import RETRY_AFTER_MS, ResourceExhausted, SpearError, Unavailable, error_for_status
 
 #: Large enough for the server's default 64 MiB object limit plus framing (SPEC §3 ObjectService).
 MESSAGE_LIMIT = 68 << 20
-RETRY_AFTER_KEY = "retry-after-ms"
 
 TlsOption = bool | str | bytes | grpc.ChannelCredentials | None
 
@@ -97,7 +96,7 @@ class Connection:
 def _retry_after(metadata: Any) -> float | None:
     """Seconds the server suggests waiting before trying again, when it said so."""
     for key, value in metadata or ():
-        if key == RETRY_AFTER_KEY:
+        if key == RETRY_AFTER_MS:
             try:
                 return int(value) / 1000
             except ValueError:

@@ -14,9 +14,9 @@ from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 from google.protobuf.message import DecodeError, Message
 
-from spear_sdk.wire.errors import InvalidArgument, SpearError
+from spear_sdk.wire.errors import RETRY_AFTER_MS, InvalidArgument, SpearError
 
-from .engine.scheduler import RETRY_AFTER_MS, Overloaded
+from .engine.scheduler import Overloaded
 from .store import StoreError
 
 log = logging.getLogger(__name__)

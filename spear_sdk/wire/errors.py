@@ -10,6 +10,9 @@ from typing import Any, ClassVar
 
 import grpc
 
+#: Trailing metadata of a RESOURCE_EXHAUSTED answer to a full queue: milliseconds to wait before retrying.
+RETRY_AFTER_MS = "retry-after-ms"
+
 
 class SpearError(Exception):
     """Base of every error Spear Lab raises for a failed call."""

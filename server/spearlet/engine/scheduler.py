@@ -6,10 +6,8 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 
-from spear_sdk.wire.errors import ResourceExhausted
+from spear_sdk.wire.errors import RETRY_AFTER_MS, ResourceExhausted
 
-#: Trailing metadata of a RESOURCE_EXHAUSTED answer to a full queue: milliseconds to wait before retrying.
-RETRY_AFTER_MS = "retry-after-ms"
 #: The hint's bounds, and what it says before any run time is known.
 MIN_RETRY_AFTER_MS = 10
 MAX_RETRY_AFTER_MS = 30_000
