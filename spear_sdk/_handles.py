@@ -8,7 +8,7 @@ import inspect
 import json
 import os
 import pickle
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
 import cloudpickle
@@ -223,6 +223,19 @@ class ClientBase:
     @property
     def address(self) -> str:
         return self._connection.address
+
+    def _registration(
+        self,
+        spec_for: Callable[[Mapping[str, str]], tuple[str, function_pb2.ArtifactSpec]],
+        name: str | None,
+        description: str,
+        defaults: Mapping[str, Any],
+    ) -> tuple[CallOptions, Coroutine[Any, Any, TaskRef]]:
+        """``register_module`` / ``register_process``: the handle's options, and the registration to await
+        (``spec_for`` builds the artifact, and its default task name, from the task options)."""
+        options, task_options = split_options(defaults)
+        default_name, spec = spec_for(task_options)
+        return options, self._core.register(name or default_name, spec, description=description)
 
     @staticmethod
     def _target(task: TaskLike) -> Target:

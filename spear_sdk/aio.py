@@ -131,12 +131,10 @@ class AsyncClient(ClientBase):
     async def register_module(
         self, target: str, *, name: str | None = None, description: str = "", **defaults: Any
     ) -> AsyncFunction:
-        options, task_options = split_options(defaults)
-        default_name, spec = module_spec(target, task_options)
-        ref = await self._runtime.hop(
-            self._core.register(name or default_name, spec, description=description)
+        options, registering = self._registration(
+            lambda meta: module_spec(target, meta), name, description, defaults
         )
-        return AsyncFunction(self._core, self._runtime, ref, options)
+        return AsyncFunction(self._core, self._runtime, await self._runtime.hop(registering), options)
 
     async def register_process(
         self,
@@ -147,12 +145,10 @@ class AsyncClient(ClientBase):
         description: str = "",
         **defaults: Any,
     ) -> AsyncFunction:
-        options, task_options = split_options(defaults)
-        default_name, spec = process_spec(command, args, task_options)
-        ref = await self._runtime.hop(
-            self._core.register(name or default_name, spec, description=description)
+        options, registering = self._registration(
+            lambda meta: process_spec(command, args, meta), name, description, defaults
         )
-        return AsyncFunction(self._core, self._runtime, ref, options)
+        return AsyncFunction(self._core, self._runtime, await self._runtime.hop(registering), options)
 
     async def task(self, name: str) -> AsyncFunction:
         ref = await self._runtime.hop(self._core.task(name))

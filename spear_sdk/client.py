@@ -176,10 +176,10 @@ class Client(ClientBase):
         self, target: str, *, name: str | None = None, description: str = "", **defaults: Any
     ) -> Function:
         """Register ``"package.module:function"``, imported by the server."""
-        options, task_options = split_options(defaults)
-        default_name, spec = module_spec(target, task_options)
-        ref = self._runtime.run(self._core.register(name or default_name, spec, description=description))
-        return Function(self._core, self._runtime, ref, options)
+        options, registering = self._registration(
+            lambda meta: module_spec(target, meta), name, description, defaults
+        )
+        return Function(self._core, self._runtime, self._runtime.run(registering), options)
 
     def register_process(
         self,
@@ -191,10 +191,10 @@ class Client(ClientBase):
         **defaults: Any,
     ) -> Function:
         """Register an executable: it reads the call as JSON on stdin and writes JSON lines on stdout."""
-        options, task_options = split_options(defaults)
-        default_name, spec = process_spec(command, args, task_options)
-        ref = self._runtime.run(self._core.register(name or default_name, spec, description=description))
-        return Function(self._core, self._runtime, ref, options)
+        options, registering = self._registration(
+            lambda meta: process_spec(command, args, meta), name, description, defaults
+        )
+        return Function(self._core, self._runtime, self._runtime.run(registering), options)
 
     def task(self, name: str) -> Function:
         """A handle for a task registered earlier (by anyone) under ``name``."""
