@@ -12,9 +12,9 @@ import hashlib
 import linecache
 import re
 import time
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf import any_pb2
 
@@ -23,13 +23,20 @@ from ._connection import Connection
 from ._status import TERMINAL, status_code, status_name
 from .models import CallOptions, ExecutionState, Health, Stats, TaskRef
 from .wire import codec, function_pb2, object_pb2
-from .wire.errors import InvalidArgument, NotFound, SpearError, error_for_execution
+from .wire.errors import InvalidArgument, NotFound, SpearError, Unimplemented, error_for_execution
+
+if TYPE_CHECKING:
+    from .frames import ExecutionColumns
 
 #: Asks the server for exact Python results (tuples stay tuples), see the README's "values" section.
 PYTHON_ACCEPT = "application/x-python-pickle"
 FUNCTION_OBJECT_PREFIX = "spear/functions/"
 PAGE_LIMIT = 1000
 MAP_CONCURRENCY = 64
+#: How ``map`` cuts its calls into InvokeBatch requests, and how many it keeps in flight.
+BATCH_CALLS = 5000
+BATCH_BYTES = 4 << 20
+BATCH_CONCURRENCY = 2
 _POLL_FIRST_S, _POLL_MAX_S = 0.002, 0.1
 _COMPLETED = function_pb2.EXECUTION_STATUS_COMPLETED
 _CANCEL_TIMEOUT_S = 5.0
@@ -194,11 +201,57 @@ class Core:
         options: CallOptions,
         on_done: Callable[[int], object],
     ) -> list[object]:
-        """Run every call, at most :data:`MAP_CONCURRENCY` at a time; results in call order.
+        """Run every call; results in call order. The first failure cancels the calls still running and is
+        raised.
 
-        The first failure cancels the calls still running and is raised.
+        The calls go in ``InvokeBatch`` requests of at most :data:`BATCH_CALLS` calls and
+        :data:`BATCH_BYTES` of arguments, :data:`BATCH_CONCURRENCY` at a time; a server without that
+        extension gets one invocation per call, :data:`MAP_CONCURRENCY` at a time.
         """
-        await self.resolve(target)  # register once, before the calls race to do it
+        if not calls:
+            return []
+        template = await self._request(target, (), {}, options, function_pb2.EXECUTION_MODE_SYNC)
+        batches = _batches([_parameters(args, kwargs) for args, kwargs in calls])
+        results: list[object] = [None] * len(calls)
+        pending = iter(batches)
+
+        async def work() -> None:
+            for start, batch in pending:
+                await self._run_batch(target, template, batch, start, results, on_done)
+
+        try:
+            await _all(work() for _ in range(min(BATCH_CONCURRENCY, len(batches))))
+        except Unimplemented:
+            return await self._map_one_by_one(target, calls, options, on_done)
+        except NotFound:
+            self._forget(target)
+            raise
+        return results
+
+    async def _run_batch(
+        self,
+        target: Target,
+        template: function_pb2.InvokeFunctionRequest,
+        batch: list[function_pb2.BatchCall],
+        start: int,
+        results: list[object],
+        on_done: Callable[[int], object],
+    ) -> None:
+        request = function_pb2.InvokeBatchRequest(template=template, calls=batch)
+        async for message in self.connection.stream(self._functions.InvokeBatch, request):
+            for item in message.results:
+                if item.result.status != _COMPLETED:
+                    await self._outcome(item.execution_id, item.result, target)  # raises its error
+                results[start + item.index] = _decode(item.result.result)
+            on_done(len(message.results))
+
+    async def _map_one_by_one(
+        self,
+        target: Target,
+        calls: Sequence[tuple[Sequence[object], Mapping[str, object]]],
+        options: CallOptions,
+        on_done: Callable[[int], object],
+    ) -> list[object]:
         results: list[object] = [None] * len(calls)
         indexes = iter(range(len(calls)))
 
@@ -208,14 +261,7 @@ class Core:
                 results[index] = await self.invoke(target, args, kwargs, options)
                 on_done(1)
 
-        workers = [asyncio.ensure_future(work()) for _ in range(min(MAP_CONCURRENCY, len(calls)))]
-        try:
-            await asyncio.gather(*workers)
-        except BaseException:
-            for worker in workers:
-                worker.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
-            raise
+        await _all(work() for _ in range(min(MAP_CONCURRENCY, len(calls))))
         return results
 
     async def _request(
@@ -227,13 +273,7 @@ class Core:
         mode: int,
     ) -> function_pb2.InvokeFunctionRequest:
         ref = await self.resolve(target)
-        parameters = [
-            function_pb2.FunctionParameter(value=_encode(v, f"argument {i}")) for i, v in enumerate(args)
-        ]
-        parameters += [
-            function_pb2.FunctionParameter(name=name, value=_encode(v, f"argument {name!r}"))
-            for name, v in kwargs.items()
-        ]
+        parameters = _parameters(args, kwargs)
         context = function_pb2.ExecutionContext(
             environment=dict(options.environment),
             headers={"accept": PYTHON_ACCEPT},
@@ -340,35 +380,63 @@ class Core:
 
     # -- listings and figures ----------------------------------------------------------------------
 
-    async def list_executions(self, task: Target | None, status: str | None, limit: int | None) -> list[Any]:
+    async def list_executions(
+        self, task: Target | None, status: str | None, limit: int | None
+    ) -> ExecutionColumns:
         request = function_pb2.ListExecutionsRequest()
         if task is not None:
             request.task_id = (await self.resolve(task)).task_id
         if status is not None:
             request.status_filter = status_code(status)  # type: ignore[assignment]
-        return await self._paginate(self._functions.ListExecutions, request, "executions", limit)
+        from .frames import ExecutionColumns  # pandas loads on the first listing, not at import
+
+        columns = ExecutionColumns()
+        await self._paginate(self._functions.ListExecutions, request, "executions", limit, columns.add)
+        return columns
 
     async def list_tasks(self, prefix: str | None, limit: int | None) -> list[Any]:
         request = function_pb2.ListTasksRequest(prefix=prefix or "", include_details=True)
-        return await self._paginate(self._functions.ListTasks, request, "tasks", limit)
+        rows: list[Any] = []
+        await self._paginate(self._functions.ListTasks, request, "tasks", limit, rows.extend)
+        return rows
 
     async def list_objects(self, prefix: str | None, limit: int | None) -> list[Any]:
         request = object_pb2.ListObjectsRequest(prefix=prefix or "")
-        return await self._paginate(self._objects.ListObjects, request, "objects", limit)
+        rows: list[Any] = []
+        await self._paginate(self._objects.ListObjects, request, "objects", limit, rows.extend)
+        return rows
 
-    async def _paginate(self, method: Any, request: Any, field: str, limit: int | None) -> list[Any]:
-        """Follow ``next_start_after`` to the end, or until ``limit`` rows."""
+    async def _paginate(
+        self, method: Any, request: Any, field: str, limit: int | None, consume: Callable[[Any], object]
+    ) -> None:
+        """Follow ``next_start_after`` to the end, or until ``limit`` rows, handing each page's rows to
+        ``consume`` while the next page is on its way."""
         if limit is not None and limit < 0:
             raise InvalidArgument(f"limit must not be negative, not {limit}")
-        rows: list[Any] = []
-        while limit is None or len(rows) < limit:
-            request.limit = PAGE_LIMIT if limit is None else min(PAGE_LIMIT, limit - len(rows))
-            page = await self.connection.call(method, request)
-            rows.extend(getattr(page, field))
-            if not page.has_more:
-                break
-            request.start_after = page.next_start_after
-        return rows
+        wanted = limit
+
+        def ask(start_after: str) -> asyncio.Future[Any]:
+            page_request = type(request)()
+            page_request.CopyFrom(request)
+            page_request.start_after = start_after
+            page_request.limit = PAGE_LIMIT if wanted is None else min(PAGE_LIMIT, wanted)
+            return asyncio.ensure_future(self.connection.call(method, page_request))
+
+        if wanted == 0:
+            return
+        pending: asyncio.Future[Any] | None = ask(request.start_after)
+        try:
+            while pending is not None:
+                page = await pending
+                rows = getattr(page, field)
+                if wanted is not None:
+                    wanted -= len(rows)
+                more = page.has_more and (wanted is None or wanted > 0)
+                pending = ask(page.next_start_after) if more else None
+                consume(rows)
+        finally:
+            if pending is not None:
+                pending.cancel()
 
     async def stats(self, time_range_hours: int) -> Stats:
         if time_range_hours < 0:
@@ -423,6 +491,48 @@ def _encode(value: object, what: str) -> any_pb2.Any:
         return codec.encode(value)
     except codec.CodecError as exc:
         raise InvalidArgument(f"{what} cannot be sent: {exc}") from None
+
+
+def _parameters(args: Sequence[object], kwargs: Mapping[str, object]) -> list[function_pb2.FunctionParameter]:
+    parameters = [
+        function_pb2.FunctionParameter(value=_encode(v, f"argument {i}")) for i, v in enumerate(args)
+    ]
+    parameters += [
+        function_pb2.FunctionParameter(name=name, value=_encode(v, f"argument {name!r}"))
+        for name, v in kwargs.items()
+    ]
+    return parameters
+
+
+def _batches(
+    calls: list[list[function_pb2.FunctionParameter]],
+) -> list[tuple[int, list[function_pb2.BatchCall]]]:
+    """``calls`` cut into requests of at most BATCH_CALLS calls and about BATCH_BYTES, with their offsets."""
+    batches: list[tuple[int, list[function_pb2.BatchCall]]] = []
+    current: list[function_pb2.BatchCall] = []
+    size = 0
+    for index, parameters in enumerate(calls):
+        call = function_pb2.BatchCall(parameters=parameters)
+        call_size = call.ByteSize()
+        if current and (len(current) >= BATCH_CALLS or size + call_size > BATCH_BYTES):
+            batches.append((index - len(current), current))
+            current, size = [], 0
+        current.append(call)
+        size += call_size
+    batches.append((len(calls) - len(current), current))
+    return batches
+
+
+async def _all(coroutines: Iterable[Coroutine[Any, Any, None]]) -> None:
+    """Run them together; the first failure cancels the rest and is raised."""
+    tasks = [asyncio.ensure_future(c) for c in coroutines]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 def _decode(message: any_pb2.Any) -> object:

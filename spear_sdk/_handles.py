@@ -1,5 +1,5 @@
 """What the sync and async surfaces share: function and execution handles (naming, shipping, options,
-reprs), the clients' connection, and the stream and progress helpers."""
+reprs), the clients' connection and live views, and the stream helper."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import inspect
 import json
 import os
 import pickle
-from collections.abc import Callable, Coroutine, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import cloudpickle
 
@@ -20,6 +20,10 @@ from ._runtime import Runtime, get_runtime
 from .models import CallOptions, TaskRef
 from .wire import function_pb2
 from .wire.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from .widgets.panel import Panel
+    from .widgets.watch import Watch
 
 CALL_OPTIONS = frozenset({"timeout", "retries", "metadata", "environment"})
 #: Task options that travel in the artifact's metadata and apply to every run of the task.
@@ -219,6 +223,8 @@ class ClientBase:
         self._runtime: Runtime = get_runtime()
         self._has_token = bool(token)
         self._runtime.on_shutdown(self._connection.close)
+        #: What stops this client's live views when it closes.
+        self._view_stoppers: list[Callable[[], None]] = []
 
     @property
     def address(self) -> str:
@@ -236,6 +242,30 @@ class ClientBase:
         options, task_options = split_options(defaults)
         default_name, spec = spec_for(task_options)
         return options, self._core.register(name or default_name, spec, description=description)
+
+    def panel(self, interval: float = 1.0) -> Panel:
+        """A live monitoring panel (an ipywidget): health, running / pending / completed / failed counts,
+        throughput and latency over time, success rate by function and the latest executions.
+
+        It refreshes every ``interval`` seconds on the event loop running here (a notebook's) until it is
+        closed or this client closes; without a running loop, ``refresh()`` updates it. Needs the ``lab``
+        extra (ipywidgets).
+        """
+        from .widgets.panel import Panel
+
+        return Panel(self._core, self._runtime, interval, self._view_stoppers)
+
+    def watch(self, executions: Iterable[ExecutionBase], interval: float = 1.0) -> Watch:
+        """A live table of these executions (status, duration, result or error) that stops refreshing once
+        all of them have finished, or when closed."""
+        from .widgets.watch import Watch
+
+        chosen = [(e.execution_id, e.name) for e in dict.fromkeys(executions)]
+        return Watch(self._core, self._runtime, chosen, interval, self._view_stoppers)
+
+    def _stop_views(self) -> None:
+        for stop in list(self._view_stoppers):
+            stop()
 
     @staticmethod
     def _target(task: TaskLike) -> Target:
@@ -261,9 +291,3 @@ async def next_chunk(chunks: Any) -> Any:
         return await chunks.__anext__()
     except StopAsyncIteration:
         return END
-
-
-def progress_bar(total: int, name: str, enabled: bool) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=name, disable=not enabled, unit="call")

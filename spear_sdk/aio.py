@@ -3,7 +3,6 @@ loop (a notebook's, ``asyncio.run``'s, several threads' at once): each call hops
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -17,10 +16,10 @@ from ._handles import (
     next_chunk,
     pickled_function,
     process_spec,
-    progress_bar,
     split_options,
 )
 from .models import CallOptions, ExecutionState, Health, Stats, TaskRef
+from .widgets.progress import ProgressModel, follow_async, view
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -58,14 +57,11 @@ class AsyncFunction(FunctionBase):
         calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
             (args, {}) for args in zip(*iterables, strict=False)
         ]
-        loop = asyncio.get_running_loop()
-        with progress_bar(len(calls), self.name, progress) as bar:
-            # The bar belongs to this loop's thread; the runtime loop only schedules its updates.
-            return await self._runtime.hop(
-                self._core.map(
-                    self._target, calls, self.call_options, lambda n: loop.call_soon_threadsafe(bar.update, n)
-                )
-            )
+        # The runtime loop only counts; the bar is drawn on this loop's thread.
+        model = ProgressModel(self.name, len(calls))
+        shown = view(model, progress)
+        work = self._runtime.hop(self._core.map(self._target, calls, self.call_options, model.add))
+        return await follow_async(work, model, shown)
 
 
 class AsyncExecution(ExecutionBase):
@@ -191,12 +187,8 @@ class AsyncClient(ClientBase):
         status: str | None = None,
         limit: int | None = None,
     ) -> pd.DataFrame:
-        from . import frames
-
         target = None if task is None else self._target(task)
-        return frames.executions_frame(
-            await self._runtime.hop(self._core.list_executions(target, status, limit))
-        )
+        return (await self._runtime.hop(self._core.list_executions(target, status, limit))).frame()
 
     async def tasks(self, prefix: str | None = None, limit: int | None = None) -> pd.DataFrame:
         from . import frames
@@ -215,6 +207,7 @@ class AsyncClient(ClientBase):
         return await self._runtime.hop(self._core.health())
 
     async def close(self) -> None:
+        self._stop_views()
         self._runtime.forget(self._connection.close)
         await self._runtime.hop(self._connection.close())
 

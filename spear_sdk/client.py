@@ -4,7 +4,6 @@ work runs on the runtime loop, so it behaves the same in a script, a thread or a
 from __future__ import annotations
 
 import asyncio
-import queue
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, overload
@@ -19,11 +18,10 @@ from ._handles import (
     next_chunk,
     pickled_function,
     process_spec,
-    progress_bar,
     split_options,
 )
-from ._runtime import result_of
 from .models import CallOptions, ExecutionState, Health, Stats
+from .widgets.progress import ProgressModel, follow, view
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -60,24 +58,17 @@ class Function(FunctionBase):
     def map(self, *iterables: Iterable[Any], progress: bool = True) -> list[Any]:
         """``[f(*args) for args in zip(*iterables, strict=False)]``, run concurrently; results in order.
 
-        ``progress`` shows a ``tqdm`` bar (a widget in a notebook). The first failure cancels the calls
-        still running and is raised.
+        ``progress`` shows a progress bar (a widget in a notebook, drawn by this thread; text elsewhere).
+        The first failure cancels the calls still running and is raised.
         """
         calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
             (args, {}) for args in zip(*iterables, strict=False)
         ]
-        done: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+        model = ProgressModel(self.name, len(calls))
         self._runtime.check_blocking_allowed()
-        future = self._runtime.submit(self._core.map(self._target, calls, self.call_options, done.put))
-        future.add_done_callback(lambda _: done.put(None))
-        with progress_bar(len(calls), self.name, progress) as bar:
-            try:
-                while (count := done.get()) is not None:
-                    bar.update(count)
-                return result_of(future)
-            except KeyboardInterrupt:
-                future.cancel()
-                raise
+        shown = view(model, progress)
+        future = self._runtime.submit(self._core.map(self._target, calls, self.call_options, model.add))
+        return follow(future, model, shown)
 
 
 class Execution(ExecutionBase):
@@ -240,10 +231,9 @@ class Client(ClientBase):
         limit: int | None = None,
     ) -> pd.DataFrame:
         """Executions in creation order (``frames.EXECUTION_SCHEMA``), all of them or the first ``limit``."""
-        from . import frames
 
         target = None if task is None else self._target(task)
-        return frames.executions_frame(self._runtime.run(self._core.list_executions(target, status, limit)))
+        return self._runtime.run(self._core.list_executions(target, status, limit)).frame()
 
     def tasks(self, prefix: str | None = None, limit: int | None = None) -> pd.DataFrame:
         """Tasks in name order (``frames.TASK_SCHEMA``)."""
@@ -271,6 +261,7 @@ class Client(ClientBase):
     # -- lifetime --------------------------------------------------------------------------------
 
     def close(self) -> None:
+        self._stop_views()
         self._runtime.forget(self._connection.close)
         self._runtime.run(self._connection.close())
 

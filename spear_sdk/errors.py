@@ -24,6 +24,7 @@ from .wire.errors import (
     SpearError,
     Unauthenticated,
     Unavailable,
+    Unimplemented,
     WorkerCrashed,
 )
 
@@ -45,5 +46,6 @@ __all__ = [
     "SpearError",
     "Unauthenticated",
     "Unavailable",
+    "Unimplemented",
     "WorkerCrashed",
 ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -35,6 +35,7 @@ __all__ = [
     "STATUS_NAMES",
     "TASK_SCHEMA",
     "VERSION_KEY",
+    "ExecutionColumns",
     "counts_frame",
     "executions_frame",
     "objects_frame",
@@ -164,61 +165,99 @@ def executions_frame(infos: Iterable[function_pb2.ExecutionInfo]) -> pd.DataFram
     ``duration`` is execution_time_ms, known once ``completed_at`` is; ``queue_time`` is started_at -
     created_at; ``cell`` is metadata["spear.cell"] (the IPython execution count that launched the run).
     """
-    (
-        execution_id, task_name, function_name, status, mode,
-        created_s, created_ns, started_s, started_ns, completed_s, completed_ns,
-        time_ms, attempt, error_code, error_message, memory, instance_id, task_id, metadata,
-    ) = _lists(19)  # fmt: skip
-    for info in infos:
-        execution_id.append(info.execution_id)
-        task_name.append(info.task_name)
-        function_name.append(info.function_name)
-        status.append(info.status)
-        mode.append(info.execution_mode)
-        ts = info.created_at
-        created_s.append(ts.seconds)
-        created_ns.append(ts.nanos)
-        ts = info.started_at
-        started_s.append(ts.seconds)
-        started_ns.append(ts.nanos)
-        ts = info.completed_at
-        completed_s.append(ts.seconds)
-        completed_ns.append(ts.nanos)
-        time_ms.append(info.execution_time_ms)
-        attempt.append(info.attempt)
-        error_code.append(info.error_code)
-        error_message.append(info.error_message)
-        memory.append(info.memory_used_bytes)
-        instance_id.append(info.instance_id)
-        task_id.append(info.task_id)
-        metadata.append(_dict(info.metadata))
-    created = _epoch_ns(created_s, created_ns)
-    started = _epoch_ns(started_s, started_ns)
-    completed = _epoch_ns(completed_s, completed_ns)
-    # A duration is known once the execution completed; execution_time_ms is 0 until then.
-    duration = np.where(completed != _NAT, np.asarray(time_ms, np.int64) * 1_000_000, _NAT)
-    queue_time = np.where((created != _NAT) & (started != _NAT), started - created, _NAT)
-    return _frame(
-        EXECUTION_SCHEMA,
-        execution_id=_strings(execution_id),
-        task_name=_strings(task_name),
-        function_name=_strings(function_name),
-        status=_enum(status, STATUS_DTYPE),
-        mode=_enum(mode, MODE_DTYPE),
-        created_at=_utc(created),
-        started_at=_utc(started),
-        completed_at=_utc(completed),
-        duration=duration.view(_DURATION),
-        queue_time=queue_time.view(_DURATION),
-        attempt=_ints(attempt),
-        error_code=_strings(error_code),
-        error_message=_strings(error_message),
-        memory_used_bytes=_ints(memory),
-        instance_id=_strings(instance_id),
-        cell=_parse_ints([d.get(CELL_KEY) for d in metadata]),
-        task_id=_strings(task_id),
-        metadata=_objects(metadata),
-    )
+    columns = ExecutionColumns()
+    columns.add(infos)
+    return columns.frame()
+
+
+class _ExecutionLists(NamedTuple):
+    execution_id: list[str]
+    task_name: list[str]
+    function_name: list[str]
+    status: list[int]
+    mode: list[int]
+    created_s: list[int]
+    created_ns: list[int]
+    started_s: list[int]
+    started_ns: list[int]
+    completed_s: list[int]
+    completed_ns: list[int]
+    time_ms: list[int]
+    attempt: list[int]
+    error_code: list[str]
+    error_message: list[str]
+    memory: list[int]
+    instance_id: list[str]
+    task_id: list[str]
+    metadata: list[dict[str, str]]
+
+
+class ExecutionColumns:
+    """:func:`executions_frame` a page at a time: a listing fills the columns of one page while the next
+    one is on its way."""
+
+    def __init__(self) -> None:
+        self._lists = _ExecutionLists(*_lists(len(_ExecutionLists._fields)))
+
+    def add(self, infos: Iterable[function_pb2.ExecutionInfo]) -> None:
+        (
+            execution_id, task_name, function_name, status, mode,
+            created_s, created_ns, started_s, started_ns, completed_s, completed_ns,
+            time_ms, attempt, error_code, error_message, memory, instance_id, task_id, metadata,
+        ) = self._lists  # fmt: skip
+        for info in infos:
+            execution_id.append(info.execution_id)
+            task_name.append(info.task_name)
+            function_name.append(info.function_name)
+            status.append(info.status)
+            mode.append(info.execution_mode)
+            ts = info.created_at
+            created_s.append(ts.seconds)
+            created_ns.append(ts.nanos)
+            ts = info.started_at
+            started_s.append(ts.seconds)
+            started_ns.append(ts.nanos)
+            ts = info.completed_at
+            completed_s.append(ts.seconds)
+            completed_ns.append(ts.nanos)
+            time_ms.append(info.execution_time_ms)
+            attempt.append(info.attempt)
+            error_code.append(info.error_code)
+            error_message.append(info.error_message)
+            memory.append(info.memory_used_bytes)
+            instance_id.append(info.instance_id)
+            task_id.append(info.task_id)
+            metadata.append(_dict(info.metadata))
+
+    def frame(self) -> pd.DataFrame:
+        c = self._lists
+        created = _epoch_ns(c.created_s, c.created_ns)
+        started = _epoch_ns(c.started_s, c.started_ns)
+        completed = _epoch_ns(c.completed_s, c.completed_ns)
+        # A duration is known once the execution completed; execution_time_ms is 0 until then.
+        duration = np.where(completed != _NAT, np.asarray(c.time_ms, np.int64) * 1_000_000, _NAT)
+        queue_time = np.where((created != _NAT) & (started != _NAT), started - created, _NAT)
+        return _frame(
+            EXECUTION_SCHEMA,
+            execution_id=_strings(c.execution_id),
+            task_name=_strings(c.task_name),
+            function_name=_strings(c.function_name),
+            status=_enum(c.status, STATUS_DTYPE),
+            mode=_enum(c.mode, MODE_DTYPE),
+            created_at=_utc(created),
+            started_at=_utc(started),
+            completed_at=_utc(completed),
+            duration=duration.view(_DURATION),
+            queue_time=queue_time.view(_DURATION),
+            attempt=_ints(c.attempt),
+            error_code=_strings(c.error_code),
+            error_message=_strings(c.error_message),
+            memory_used_bytes=_ints(c.memory),
+            instance_id=_strings(c.instance_id),
+            cell=_parse_ints([d.get(CELL_KEY) for d in c.metadata]),
+            task_id=_strings(c.task_id),
+            metadata=_objects(c.metadata),
+        )
 
 
 def tasks_frame(infos: Iterable[function_pb2.TaskInfo]) -> pd.DataFrame:

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from spearlet.app import SpearletServer
     from spearlet.config import Config
 
+    from .widgets.panel import Panel
+
 #: What a lab uses unless told otherwise: any free port, and nothing kept after the kernel ends.
 LAB_DEFAULTS: dict[str, Any] = {"port": 0, "store": "memory://"}
 #: At interpreter exit running work gets this long (at most) before it is cancelled.
@@ -50,6 +52,10 @@ class Lab:
         self._runtime.forget(self._stop_at_exit)
         self.client.close()
         self._runtime.run(self._server.stop(grace_s))
+
+    def panel(self, interval: float = 1.0) -> Panel:
+        """A live monitoring panel of this lab (see :meth:`Client.panel`); it stops when the lab stops."""
+        return self.client.panel(interval)
 
     async def _stop_at_exit(self) -> None:
         self._stopped = True

@@ -12,6 +12,7 @@ from ._status import status_name
 
 if TYPE_CHECKING:
     import pandas as pd
+    from matplotlib.axes import Axes
 
     from .wire import function_pb2
 
@@ -156,6 +157,12 @@ class Stats:
         from . import frames
 
         return frames.tasks_frame(self.response.task_stats.most_active_tasks)
+
+    def plot(self, ax: Axes | None = None) -> Axes:
+        """Executions by status as a bar chart (matplotlib, from the ``lab`` extra); returns the Axes."""
+        from . import plots
+
+        return plots.stats_counts(self, ax)
 
     def _summary(self) -> str:
         return (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import os
 from collections.abc import Mapping
@@ -53,7 +54,7 @@ class Config:
     def message_limit(self) -> int:
         return self.max_message_bytes or self.max_object_bytes + 4 * MIB
 
-    @property
+    @functools.cached_property  # asked on every invocation; the answer never changes
     def allows_pickle(self) -> bool:
         """Pickled code runs only on a loopback-bound server or behind a token (SPEC §5)."""
         return bool(self.token) or is_loopback(self.host)

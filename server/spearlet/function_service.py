@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-from google.protobuf import any_pb2
 
 from spear_sdk.wire import function_pb2 as fpb
 from spear_sdk.wire import function_pb2_grpc
-from spear_sdk.wire.errors import InvalidArgument
+from spear_sdk.wire.errors import InvalidArgument, Unavailable
 
 from . import convert
 from .engine import lifecycle as lc
@@ -21,13 +20,15 @@ from .engine.core import Engine
 from .engine.ids import id_floor
 from .engine.live import log_lines
 from .health import HealthMonitor, ResourceMeter
-from .pages import execution_page
+from .pages import chunk_message, execution_page
 from .rpc import Encoded, check_enum, fitting, page_size, paginate, require, server_stream, unary
 from .stats import ExecutionFigures
-from .store.records import StoredTask
+from .store.records import StoredExecution, StoredTask
 
 Context = grpc.aio.ServicerContext[Any, Any]
 MOST_ACTIVE = 5
+# Room kept in a batch's response for its framing beside the results.
+_GROUP_FRAMING = 1024
 DEFAULT_TASK_EXECUTIONS = 10
 
 
@@ -58,7 +59,7 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
             message = "completed" if success else f"{lc.status_name(record.status)}: {record.error_message}"
             estimate = 0
         else:
-            record = live.record
+            record = await self.engine.accepted(live)
             success, message = True, "accepted"
             estimate = self.engine.stats.estimate_ms(record.task_name, record.function_name)
         return fpb.InvokeFunctionResponse(
@@ -75,23 +76,27 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
     @server_stream
     async def StreamFunction(
         self, request: fpb.InvokeFunctionRequest, context: Context
-    ) -> AsyncIterator[fpb.StreamExecutionResult]:
+    ) -> AsyncIterator[fpb.StreamExecutionResult | Encoded]:
         _check_invocation_enums(request)
         live = await self.engine.submit(convert.invocation(request, stream=True))
         chunks = live.chunks
         assert chunks is not None
         execution_id = live.execution_id
+        head = fpb.StreamExecutionResult(
+            execution_id=execution_id, status=fpb.EXECUTION_STATUS_RUNNING
+        ).SerializeToString()
         try:
+            reported = False
             while (data := await chunks.get()) is not None:
-                yield fpb.StreamExecutionResult(
-                    execution_id=execution_id,
-                    status=fpb.EXECUTION_STATUS_RUNNING,
-                    chunk_data=any_pb2.Any.FromString(data),
-                )
+                if not reported:  # a chunk reports the execution RUNNING: so it must be stored
+                    self.engine.executions.hurry()
+                    await live.stored
+                    reported = True
+                yield chunk_message(head, data)
         finally:
             if not live.done.is_set():  # the client went away mid-stream
                 self.engine.cancel_soon(execution_id, "the caller dropped the stream")
-        record = live.record
+        record = await self.engine.wait(live)
         yield fpb.StreamExecutionResult(
             execution_id=execution_id,
             status=record.status,  # type: ignore[arg-type]
@@ -105,6 +110,55 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
                 "attempts": str(record.attempt),
             },
         )
+
+    @server_stream
+    async def InvokeBatch(
+        self, request: fpb.InvokeBatchRequest, context: Context
+    ) -> AsyncIterator[fpb.InvokeBatchResponse]:
+        template = request.template
+        _check_invocation_enums(template)
+        if template.execution_mode not in (fpb.EXECUTION_MODE_UNKNOWN, fpb.EXECUTION_MODE_SYNC):
+            raise InvalidArgument("a batch runs its calls as SYNC invocations: leave execution_mode unset")
+        if template.parameters:
+            raise InvalidArgument("a batch's template takes no parameters: give them in calls")
+        finished: deque[tuple[int, StoredExecution]] = deque()
+        arrived = asyncio.Event()
+
+        def on_result(index: int, record: StoredExecution) -> None:
+            finished.append((index, record))
+            arrived.set()
+
+        batch = await self.engine.start_batch(
+            convert.invocation(template, stream=False),
+            [[(p.name, p.value) for p in call.parameters] for call in request.calls],
+            on_result,
+        )
+        ended = asyncio.ensure_future(batch.wait())
+        room = self.engine.config.message_limit - _GROUP_FRAMING
+        try:
+            remaining = len(request.calls)
+            while remaining:
+                if not finished:
+                    if ended.done():
+                        raise batch.error or Unavailable("the batch ended before all its calls did")
+                    arrived.clear()
+                    await asyncio.wait(
+                        (ended, asyncio.ensure_future(arrived.wait())), return_when="FIRST_COMPLETED"
+                    )
+                    continue
+                group, size = [], 0
+                while finished and size < room:
+                    index, record = finished.popleft()
+                    item = fpb.BatchCallResult(
+                        index=index, execution_id=record.execution_id, result=convert.execution_result(record)
+                    )
+                    size += item.ByteSize() + 6
+                    group.append(item)
+                remaining -= len(group)
+                yield fpb.InvokeBatchResponse(results=group)
+        finally:
+            self.engine.end_batch(batch)
+            ended.cancel()
 
     @unary
     async def GetExecutionStatus(
@@ -180,6 +234,7 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
         executions = []
         if request.include_executions:
             count = page_size(request.execution_limit or DEFAULT_TASK_EXECUTIONS)
+            await self.engine.executions.flush()  # report only what is stored
             newest = await self.engine.executions.newest(task.task_id, count)
             executions = [r.info() for r in self.engine.current(newest)]
             # As many of the newest as one response can carry beside the task.
@@ -204,6 +259,7 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
     async def ListExecutions(self, request: fpb.ListExecutionsRequest, context: Context) -> Encoded:
         size = page_size(request.limit)
         check_enum(fpb.ExecutionStatus, request.status_filter, "status_filter")
+        await self.engine.executions.flush()  # report only what is stored
         rows = await self.engine.executions.info_page(
             task_id=request.task_id,
             status=request.status_filter,
@@ -267,6 +323,7 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
         figures = engine.stats.figures
         if request.time_range_hours > 0:
             since = id_floor(time.time() - request.time_range_hours * 3600)
+            await engine.executions.flush()
             figures = ExecutionFigures.of([r async for r in engine.executions.iterate(start_after=since)])
         if request.include_task_stats:
             response.task_stats.CopyFrom(_task_stats(tasks, figures, engine.active_counts()[2]))

@@ -1,7 +1,10 @@
-"""``ListExecutions`` pages built from stored bytes: each execution record starts with its serialized
-``ExecutionInfo`` (see ``store.records``), and a repeated message field on the wire is just those bytes,
-each behind a tag and a length, so a page of 1 000 rows costs a concatenation instead of parsing and
-re-serializing every message (SPEC P6)."""
+"""Responses built from bytes already at hand, without parsing and re-serializing messages.
+
+``ListExecutions`` pages: each execution record starts with its serialized ``ExecutionInfo`` (see
+``store.records``), and a repeated message field on the wire is just those bytes, each behind a tag and a
+length, so a page of 1 000 rows costs a concatenation (SPEC P6). Stream chunks: a worker sends each value
+as a serialized ``Any``, which goes into its ``StreamExecutionResult`` the same way (SPEC P5).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +16,8 @@ from .rpc import Encoded
 _EXECUTIONS = b"\x0a"
 _HAS_MORE = b"\x10"
 _NEXT_START_AFTER = b"\x1a"
+# StreamExecutionResult.chunk_data.
+_CHUNK_DATA = b"\x1a"
 
 
 def execution_page(infos: Sequence[bytes], has_more: bool, next_start_after: str) -> Encoded:
@@ -26,6 +31,13 @@ def execution_page(infos: Sequence[bytes], has_more: bool, next_start_after: str
         text = next_start_after.encode()
         parts += (_NEXT_START_AFTER, varint(len(text)), text)
     return Encoded(b"".join(parts))
+
+
+def chunk_message(head: bytes, data: bytes) -> Encoded:
+    """A StreamExecutionResult: ``head`` (its other fields, serialized once per stream) with ``data`` (a
+    serialized Any) as ``chunk_data``."""
+    size = len(data)
+    return Encoded(b"".join((head, _CHUNK_DATA, _SMALL[size] if size < len(_SMALL) else varint(size), data)))
 
 
 def varint(value: int) -> bytes:

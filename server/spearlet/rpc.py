@@ -234,8 +234,14 @@ def fitting(sizes: Iterable[int], limit: int) -> int:
 
 
 def check_enum(enum: EnumTypeWrapper, value: int, field: str) -> None:
-    if value not in enum.values():
+    if value not in _enum_values(enum):
         raise InvalidArgument(f"{field} {value} is not a valid {enum.DESCRIPTOR.name}")
+
+
+@functools.cache
+def _enum_values(enum: EnumTypeWrapper) -> frozenset[int]:
+    # EnumTypeWrapper.values() builds a new list on every call, and invocations check two enums each.
+    return frozenset(enum.values())
 
 
 def require(value: str, field: str) -> None:

@@ -73,6 +73,12 @@ class Internal(SpearError):
     code = grpc.StatusCode.INTERNAL
 
 
+class Unimplemented(SpearError):
+    """The server does not offer this call (an older or another implementation of the protocol)."""
+
+    code = grpc.StatusCode.UNIMPLEMENTED
+
+
 _BY_CODE: dict[grpc.StatusCode, type[SpearError]] = {
     cls.code: cls
     for cls in (
@@ -87,6 +93,7 @@ _BY_CODE: dict[grpc.StatusCode, type[SpearError]] = {
         DeadlineExceeded,
         Cancelled,
         Internal,
+        Unimplemented,
     )
 }
 

@@ -6,6 +6,7 @@ Every transition is written to the store before anything reports it (SPEC §3).
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import logging
 import time
@@ -30,9 +31,10 @@ from ..stats import StatsTracker
 from ..store import KvStore
 from ..store.records import StoredArtifact, StoredExecution, StoredTask
 from . import lifecycle as lc
+from .batch import Batch, OnResult
 from .executions import ExecutionStore
 from .executors import Artifact, Executor, Job, Outcome, SubprocessRunner, create_executor
-from .executors.base import ARTIFACT_LOAD_FAILED, COMPLETED
+from .executors.base import ARTIFACT_LOAD_FAILED, COMPLETED, job_for_call
 from .ids import new_id
 from .live import LiveExecution
 from .scheduler import Scheduler
@@ -90,6 +92,7 @@ class Engine:
         )
         self.subprocesses = SubprocessRunner()
         self.live: dict[str, LiveExecution] = {}
+        self.batches: set[Batch] = set()
         self.started_at = time.time()
         self._accepting = False
 
@@ -117,14 +120,18 @@ class Engine:
     async def close(self, grace_s: float) -> None:
         """Refuse new work, let running work finish for ``grace_s``, cancel the rest, stop the workers."""
         self._accepting = False
-        running = [live.task for live in self.live.values() if live.task is not None]
+        for batch in list(self.batches):
+            batch.drop("server shutting down")
+        running = [asyncio.ensure_future(live.done.wait()) for live in self.live.values()]
         if running and grace_s > 0:
             await asyncio.wait(running, timeout=grace_s)
         for live in list(self.live.values()):
             live.request_cancel("server shutting down")
-        remaining = [live.task for live in self.live.values() if live.task is not None]
-        if remaining:
-            await asyncio.wait(remaining)
+        if running:
+            await asyncio.wait(running)
+        for batch in list(self.batches):
+            await batch.wait()
+        await self.executions.flush()
         await self.executor.close()
         await self.subprocesses.close()
 
@@ -175,28 +182,62 @@ class Engine:
         ):
             raise AlreadyExists(f"execution {inv.execution_id!r} already exists")
         self.scheduler.admit(lambda: self._mean_run_ms(task.name, inv.function_name))
-        record = StoredExecution(
-            execution_id=execution_id,
-            task_id=task.task_id,
-            task_name=task.name,
-            function_name=inv.function_name,
-            mode=inv.mode,
-            status=lc.PENDING,
-            created_at=time.time(),
-            metadata=_execution_metadata(inv),
-        )
+        record = _new_record(task, inv, execution_id)
         live = LiveExecution(record, stream=inv.stream, log_limit_bytes=self.config.log_limit_bytes)
         live.stops_work = self._runner_for(task.artifact.artifact_type).stops_work
         self.live[execution_id] = live
-        try:
-            await self.executions.create(record)
-        except BaseException:
-            self.scheduler.withdraw()
-            del self.live[execution_id]
-            raise
+        job = job_for_call(self._job(task, inv), execution_id, args, kwargs)
+        timeout_ms = inv.timeout_ms or self.config.default_timeout_ms
+        live.task = asyncio.create_task(self._run(live, task, job, timeout_ms, inv.max_retries))
+        # Queued after the run's first step: when a slot is free, PENDING and RUNNING go to the store in
+        # one write, made while the worker runs. Nothing reports either before it is stored.
+        live.created = live.stored = self.executions.create(record)
         self.stats.created(record)
-        job = Job(
-            execution_id=execution_id,
+        return live
+
+    async def start_batch(
+        self, inv: Invocation, calls: Sequence[Iterable[tuple[str, any_pb2.Any]]], on_result: OnResult
+    ) -> Batch:
+        """Admit many calls of ``inv``'s function (``inv.params`` unused) and start running them; each
+        call's terminal record goes to ``on_result`` once stored. See :mod:`.batch`."""
+        if not self._accepting:
+            raise Unavailable("the server is shutting down")
+        if inv.execution_id:
+            raise InvalidArgument("a batch's calls get their own execution ids; leave execution_id empty")
+        if inv.force_new_instance:
+            raise InvalidArgument("force_new_instance is not supported in a batch; invoke such calls alone")
+        _validate(inv)
+        encoded = [self._encode_params(params) for params in calls]
+        task = await self._resolve_task(inv)
+        job = replace(self._job(task, inv), announce_start=True)  # its calls wait in chunks
+        if task.artifact.artifact_type == "pickle":
+            loaded = await self._load_pickle(task)
+            if isinstance(loaded, str):
+                raise FailedPrecondition(loaded)
+            job = replace(job, artifact=replace(job.artifact, payload=loaded[0], cache_key=loaded[1]))
+        batch = Batch(
+            self,
+            lambda: _new_record(task, inv, new_id()),
+            job,
+            self._runner_for(task.artifact.artifact_type),
+            encoded,
+            timeout_ms=inv.timeout_ms or self.config.default_timeout_ms,
+            max_retries=inv.max_retries,
+            on_result=on_result,
+        )
+        batch.start()
+        self.batches.add(batch)
+        return batch
+
+    def end_batch(self, batch: Batch) -> None:
+        """The batch's caller is done with it (all reported, or gone: then the rest is cancelled)."""
+        batch.drop("the caller dropped the batch")
+        self.batches.discard(batch)
+
+    def _job(self, task: StoredTask, inv: Invocation) -> Job:
+        """What a worker needs to run one of ``inv``'s calls, but for its id and arguments."""
+        return Job(
+            execution_id="",
             artifact=Artifact(
                 type=task.artifact.artifact_type,
                 location=task.artifact.location,
@@ -204,8 +245,6 @@ class Engine:
                 metadata=task.artifact.metadata,
                 cache_key=f"{task.task_id}:{task.version}",
             ),
-            args=args,
-            kwargs=kwargs,
             stream=inv.stream,
             environment=inv.environment,
             exact_results=PYTHON_ACCEPT in inv.headers.get("accept", ""),
@@ -214,13 +253,21 @@ class Engine:
             fresh_instance=inv.force_new_instance,
             memory_limit_mb=memory_limit_mb(task.artifact),
         )
-        timeout_ms = inv.timeout_ms or self.config.default_timeout_ms
-        live.task = asyncio.create_task(self._run(live, task, job, timeout_ms, inv.max_retries))
-        return live
 
     async def wait(self, live: LiveExecution) -> StoredExecution:
+        """The terminal record, once stored (a failed store write raises its :class:`StoreError`)."""
         await live.done.wait()
+        if live.store_error is not None:
+            raise live.store_error
         return live.record
+
+    async def accepted(self, live: LiveExecution) -> StoredExecution:
+        """The new record as admitted (PENDING), once stored: what an ASYNC invocation reports. Call it
+        right after :meth:`submit`; by the time it returns the run may have moved on."""
+        admitted = copy.copy(live.record)
+        self.executions.hurry()
+        await live.created
+        return admitted
 
     def cancel_soon(self, execution_id: str, reason: str) -> None:
         """Cancel from a place that cannot wait (a handler whose client went away)."""
@@ -257,7 +304,10 @@ class Engine:
         if not execution_id:
             raise InvalidArgument("execution_id is required")
         live = self.live.get(execution_id)
-        return live.record if live is not None else await self.executions.get(execution_id)
+        if live is None:
+            return await self.executions.get(execution_id)
+        await self.executions.flush()  # report only what is stored
+        return live.record
 
     def current(self, records: list[StoredExecution]) -> list[StoredExecution]:
         """Stored records with the live ones swapped in (they know their worker before the store does)."""
@@ -372,6 +422,7 @@ class Engine:
     ) -> None:
         record = live.record
         runner = self._runner_for(task.artifact.artifact_type)
+        loop = asyncio.get_running_loop()
         first_start = time.time()
         record.queue_time_ms = (first_start - record.created_at) * 1000
         record.started_at = first_start
@@ -379,22 +430,29 @@ class Engine:
         while True:
             attempt += 1
             record.attempt = attempt
-            await self._transition(live, lc.RUNNING)
+            self._transition(live, lc.RUNNING)
             if attempt == 1 and task.artifact.artifact_type == "pickle":
                 loaded = await self._load_pickle(task)
                 if isinstance(loaded, str):
                     await self._finish(live, lc.FAILED, ARTIFACT_LOAD_FAILED, loaded)
                     return
                 job = replace(job, artifact=replace(job.artifact, payload=loaded[0], cache_key=loaded[1]))
+            # A timer, not asyncio.wait_for: that runs the attempt in a task of its own, two more turns
+            # of the loop on every call.
+            deadline = loop.call_later(timeout_ms / 1000, live.time_out) if timeout_ms > 0 else None
             try:
-                running = runner.run(job, live)
-                outcome = await (asyncio.wait_for(running, timeout_ms / 1000) if timeout_ms > 0 else running)
-            except asyncio.TimeoutError:
-                await self._finish(live, lc.TIMEOUT, lc.TIMEOUT_CODE, f"timed out after {timeout_ms} ms")
-                return
+                outcome = await runner.run(job, live)
             except asyncio.CancelledError:
-                await self._finish(live, lc.CANCELLED, lc.CANCELLED_CODE, live.cancel_reason or "cancelled")
+                if live.timed_out:
+                    await self._finish(live, lc.TIMEOUT, lc.TIMEOUT_CODE, f"timed out after {timeout_ms} ms")
+                else:
+                    await self._finish(
+                        live, lc.CANCELLED, lc.CANCELLED_CODE, live.cancel_reason or "cancelled"
+                    )
                 return
+            finally:
+                if deadline is not None:
+                    deadline.cancel()
             if outcome.worker_lost and attempt <= max_retries:
                 live.log(f"[attempt {attempt} lost: {outcome.error_message}; retrying]\n")
                 continue
@@ -412,17 +470,22 @@ class Engine:
             return f"checksum mismatch for object {key!r}: expected {task.artifact.checksum}, got {digest}"
         return obj.value, digest
 
-    async def _transition(self, live: LiveExecution, status: int, logs: str | None = None) -> None:
-        """Move to ``status``: check the edge, store the record (and ``logs``), then update the figures."""
+    def _transition(self, live: LiveExecution, status: int, logs: str | None = None) -> None:
+        """Move to ``status``: check the edge, queue the record (and ``logs``) for the store, update the
+        figures. ``live.stored`` says when it is stored."""
         record = live.record
         old = record.status
         lc.check_transition(old, status)
         record.status = status
-        await self.executions.save(record, logs=logs)
+        live.stored = self.executions.save(record, logs=logs, urgent=status in lc.TERMINAL)
         if old != status:
             self.stats.transitioned(old, record)
 
     async def _finish_outcome(self, live: LiveExecution, outcome: Outcome) -> None:
+        self._end_outcome(live, outcome)
+        await self._settle(live)
+
+    def _end_outcome(self, live: LiveExecution, outcome: Outcome) -> None:
         record = live.record
         record.result = outcome.result
         record.memory_used_bytes = outcome.memory_used_bytes
@@ -430,15 +493,38 @@ class Engine:
         if outcome.instance_id:
             record.instance_id = outcome.instance_id
         status = lc.COMPLETED if outcome.status == COMPLETED else lc.FAILED
-        await self._finish(live, status, outcome.error_code, outcome.error_message)
+        self._end(live, status, outcome.error_code, outcome.error_message)
 
     async def _finish(self, live: LiveExecution, status: int, error_code: str, message: str) -> None:
+        self._end(live, status, error_code, message)
+        await self._settle(live)
+
+    def _end(self, live: LiveExecution, status: int, error_code: str, message: str) -> None:
+        """Queue the terminal record; :meth:`_settle` reports it once stored."""
         record = live.record
         record.error_code = error_code
         record.error_message = message
         record.completed_at = time.time()
         record.execution_time_ms = _elapsed_ms(record.started_at, record.completed_at)
-        await self._transition(live, status, logs=live.logs.text())
+        self._transition(live, status, logs=live.logs.text())
+
+    async def _settle(self, live: LiveExecution) -> None:
+        try:
+            await live.created  # (its task index entry)
+            await live.stored  # reported to nobody until stored
+        except Exception as exc:
+            self._drop(live, exc)
+            return
+        self._release(live)
+
+    def _release(self, live: LiveExecution) -> None:
+        """The terminal record is stored: wake the execution's waiters."""
+        self.live.pop(live.execution_id, None)
+        live.finish()
+
+    def _drop(self, live: LiveExecution, exc: BaseException) -> None:
+        """End an execution whose record could not be stored: its waiters get the store's error."""
+        live.store_error = exc
         self.live.pop(live.execution_id, None)
         live.finish()
 
@@ -470,6 +556,20 @@ def _validate(inv: Invocation) -> None:
 
 def _elapsed_ms(started: float | None, ended: float) -> int:
     return max(0, round((ended - started) * 1000)) if started else 0
+
+
+def _new_record(task: StoredTask, inv: Invocation, execution_id: str) -> StoredExecution:
+    """The PENDING record of one call of ``inv``."""
+    return StoredExecution(
+        execution_id=execution_id,
+        task_id=task.task_id,
+        task_name=task.name,
+        function_name=inv.function_name,
+        mode=inv.mode,
+        status=lc.PENDING,
+        created_at=time.time(),
+        metadata=_execution_metadata(inv),
+    )
 
 
 def _execution_metadata(inv: Invocation) -> dict[str, str]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from spear_sdk.wire import function_pb2
 
 from ..store import KvStore
+from ..store.group_commit import GroupCommit
 from ..store.records import (
     EXECUTION,
     StoredExecution,
@@ -23,6 +25,7 @@ _SCAN_BATCH = 1000
 class ExecutionStore:
     def __init__(self, store: KvStore) -> None:
         self._store = store
+        self._writes = GroupCommit(store)
 
     async def exists(self, execution_id: str) -> bool:
         return await self._store.get(execution_key(execution_id)) is not None
@@ -31,25 +34,34 @@ class ExecutionStore:
         data = await self._store.get(execution_key(execution_id))
         return StoredExecution.decode(data) if data is not None else None
 
-    async def create(self, record: StoredExecution) -> None:
-        await self._store.batch(
+    def create(self, record: StoredExecution) -> asyncio.Future[None]:
+        """Queue the new record and its task index entry; the future resolves once they are stored.
+
+        Nobody waits for a new record as such: it is held back a moment (``group_commit.LAZY_S``) in case
+        the execution's next states can go in the same write."""
+        return self._writes.put(
             {
-                execution_key(record.execution_id): record.encode(),
+                execution_key(record.execution_id): record,
                 task_execution_key(record.task_id, record.execution_id): b"",
-            }
+            },
+            urgent=False,
         )
 
-    async def save(self, record: StoredExecution, logs: str | None = None) -> None:
-        """Write the record (and, at the end of a run, any captured output) in one atomic step."""
-        if not logs:
-            await self._store.put(execution_key(record.execution_id), record.encode())
-        else:
-            await self._store.batch(
-                {
-                    execution_key(record.execution_id): record.encode(),
-                    log_key(record.execution_id): logs.encode(),
-                }
-            )
+    def save(self, record: StoredExecution, logs: str | None = None, *, urgent: bool) -> asyncio.Future[None]:
+        """Queue the record (and, at the end of a run, any captured output) to be stored in one atomic
+        step; the future resolves once it is. ``urgent``: someone waits for it (see ``GroupCommit.put``)."""
+        puts: dict[str, StoredExecution | bytes] = {execution_key(record.execution_id): record}
+        if logs:
+            puts[log_key(record.execution_id)] = logs.encode()
+        return self._writes.put(puts, urgent=urgent)
+
+    def hurry(self) -> None:
+        """Write the queued records now rather than within ``group_commit.LAZY_S``."""
+        self._writes.hurry()
+
+    async def flush(self) -> None:
+        """Return once every queued write is stored."""
+        await self._writes.flush()
 
     async def save_many(self, records: list[StoredExecution]) -> None:
         await self._store.batch({execution_key(r.execution_id): r.encode() for r in records})
@@ -98,6 +110,7 @@ class ExecutionStore:
 
     async def delete_for_task(self, task_id: str) -> list[StoredExecution]:
         """Delete a task's records, index entries and logs; return the records deleted."""
+        await self.flush()  # a queued write must not bring a deleted record back
         prefix = task_execution_prefix(task_id)
         index = await self._store.scan(prefix)
         records = [r for r in [await self.get(key[len(prefix) :]) for key, _ in index] if r is not None]

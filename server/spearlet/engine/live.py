@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from ..store.records import StoredExecution
 from .chunks import ChunkBuffer
@@ -36,10 +37,20 @@ class LiveExecution:
         self.done = asyncio.Event()
         self.chunks: ChunkBuffer | None = ChunkBuffer() if stream else None
         self.logs = LogBuffer(log_limit_bytes)
+        #: What runs it: its own task, or else a batch that stops it through ``on_cancel``.
         self.task: asyncio.Task[None] | None = None
+        self.on_cancel: Callable[[], None] | None = None
         self.cancel_reason: str | None = None
+        self.timed_out = False
         #: Whether cancelling really stops the work (False: a thread that can only be abandoned).
         self.stops_work = True
+        #: Resolves once the record's latest state is stored (see ``store.group_commit``).
+        self.stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.stored.set_result(None)
+        #: Resolves once the first record (and its task index entry) is stored.
+        self.created = self.stored
+        #: Why the record could not be stored, if it could not.
+        self.store_error: BaseException | None = None
 
     @property
     def execution_id(self) -> str:
@@ -47,8 +58,24 @@ class LiveExecution:
 
     def request_cancel(self, reason: str) -> None:
         """Stop the run (once); the engine records CANCELLED and then sets ``done``."""
-        if self.cancel_reason is None and self.task is not None and not self.done.is_set():
+        if self.cancel_reason is not None or self.timed_out or self.done.is_set():
+            return
+        if self.task is not None:
             self.cancel_reason = reason or "cancelled"
+            self.task.cancel()
+        elif self.on_cancel is not None:
+            self.cancel_reason = reason or "cancelled"
+            self.on_cancel()
+
+    def time_out(self) -> None:
+        """The attempt's deadline passed: stop the run (once); the engine records TIMEOUT."""
+        if (
+            self.cancel_reason is None
+            and not self.timed_out
+            and self.task is not None
+            and not self.done.is_set()
+        ):
+            self.timed_out = True
             self.task.cancel()
 
     def finish(self) -> None:

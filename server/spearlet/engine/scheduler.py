@@ -82,6 +82,12 @@ class Scheduler:
                 self.pending -= 1
             raise
 
+    async def slot(self) -> None:
+        """Wait for a running slot without taking a queue place first: a batch's lanes wait here, at
+        most one per slot (see :mod:`.batch`)."""
+        self.pending += 1
+        await self.acquire()
+
     def release(self) -> None:
         """Free a slot, handing it straight to the oldest waiter."""
         while self._waiters:

@@ -54,6 +54,13 @@ class KvStore(abc.ABC):
     async def batch(self, puts: Mapping[str, bytes] | None = None, deletes: Iterable[str] = ()) -> None:
         """Apply every put and delete atomically: all of them or none."""
 
+    #: Whether :meth:`batch_now` works: the backend's batch never waits for anything but its own I/O.
+    synchronous_batch = False
+
+    def batch_now(self, puts: Mapping[str, bytes] | None = None, deletes: Iterable[str] = ()) -> None:
+        """:meth:`batch` without a coroutine, for callers on the event loop that cannot await."""
+        raise NotImplementedError(f"{type(self).__name__} has no synchronous batch")
+
     @abc.abstractmethod
     async def ping(self) -> None:
         """Raise :class:`StoreError` unless the store answers."""

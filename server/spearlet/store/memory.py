@@ -161,7 +161,12 @@ class MemoryStore(KvStore):
         data = self._data
         return [(k, data[k]) for k in selected]
 
+    synchronous_batch = True
+
     async def batch(self, puts: Mapping[str, bytes] | None = None, deletes: Iterable[str] = ()) -> None:
+        self.batch_now(puts, deletes)
+
+    def batch_now(self, puts: Mapping[str, bytes] | None = None, deletes: Iterable[str] = ()) -> None:
         self._check_open()
         put_items, delete_keys = check_batch(puts, deletes)
         # Validation above raised before any change; nothing below can fail, so the batch is all-or-nothing.

@@ -193,7 +193,12 @@ class SqliteStore(KvStore):
             raise self._error(f"scan {prefix!r}", e) from e
         return rows
 
+    synchronous_batch = True
+
     async def batch(self, puts: Mapping[str, bytes] | None = None, deletes: Iterable[str] = ()) -> None:
+        self.batch_now(puts, deletes)
+
+    def batch_now(self, puts: Mapping[str, bytes] | None = None, deletes: Iterable[str] = ()) -> None:
         conn = self._open_conn()
         put_items, delete_keys = check_batch(puts, deletes)
         if not put_items and not delete_keys:

@@ -594,3 +594,33 @@ class RegisterTaskResponse(_message.Message):
     created: bool
     updated: bool
     def __init__(self, success: _Optional[bool] = ..., message: _Optional[str] = ..., task: _Optional[_Union[TaskInfo, _Mapping]] = ..., created: _Optional[bool] = ..., updated: _Optional[bool] = ...) -> None: ...
+
+class BatchCall(_message.Message):
+    __slots__ = ("parameters",)
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    parameters: _containers.RepeatedCompositeFieldContainer[FunctionParameter]
+    def __init__(self, parameters: _Optional[_Iterable[_Union[FunctionParameter, _Mapping]]] = ...) -> None: ...
+
+class InvokeBatchRequest(_message.Message):
+    __slots__ = ("template", "calls")
+    TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    template: InvokeFunctionRequest
+    calls: _containers.RepeatedCompositeFieldContainer[BatchCall]
+    def __init__(self, template: _Optional[_Union[InvokeFunctionRequest, _Mapping]] = ..., calls: _Optional[_Iterable[_Union[BatchCall, _Mapping]]] = ...) -> None: ...
+
+class BatchCallResult(_message.Message):
+    __slots__ = ("index", "execution_id", "result")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    execution_id: str
+    result: ExecutionResult
+    def __init__(self, index: _Optional[int] = ..., execution_id: _Optional[str] = ..., result: _Optional[_Union[ExecutionResult, _Mapping]] = ...) -> None: ...
+
+class InvokeBatchResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[BatchCallResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[BatchCallResult, _Mapping]]] = ...) -> None: ...

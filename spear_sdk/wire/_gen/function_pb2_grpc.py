@@ -90,6 +90,11 @@ class FunctionServiceStub:
                 request_serializer=spearlet_dot_function__pb2.RegisterTaskRequest.SerializeToString,
                 response_deserializer=spearlet_dot_function__pb2.RegisterTaskResponse.FromString,
                 _registered_method=True)
+        self.InvokeBatch = channel.unary_stream(
+                '/spearlet.FunctionService/InvokeBatch',
+                request_serializer=spearlet_dot_function__pb2.InvokeBatchRequest.SerializeToString,
+                response_deserializer=spearlet_dot_function__pb2.InvokeBatchResponse.FromString,
+                _registered_method=True)
 
 
 class FunctionServiceServicer:
@@ -162,6 +167,13 @@ class FunctionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def InvokeBatch(self, request, context):
+        """extension
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FunctionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -219,6 +231,11 @@ def add_FunctionServiceServicer_to_server(servicer, server):
                     servicer.RegisterTask,
                     request_deserializer=spearlet_dot_function__pb2.RegisterTaskRequest.FromString,
                     response_serializer=spearlet_dot_function__pb2.RegisterTaskResponse.SerializeToString,
+            ),
+            'InvokeBatch': grpc.unary_stream_rpc_method_handler(
+                    servicer.InvokeBatch,
+                    request_deserializer=spearlet_dot_function__pb2.InvokeBatchRequest.FromString,
+                    response_serializer=spearlet_dot_function__pb2.InvokeBatchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -518,6 +535,33 @@ class FunctionService:
             '/spearlet.FunctionService/RegisterTask',
             spearlet_dot_function__pb2.RegisterTaskRequest.SerializeToString,
             spearlet_dot_function__pb2.RegisterTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InvokeBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/spearlet.FunctionService/InvokeBatch',
+            spearlet_dot_function__pb2.InvokeBatchRequest.SerializeToString,
+            spearlet_dot_function__pb2.InvokeBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

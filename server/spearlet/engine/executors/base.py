@@ -9,7 +9,9 @@ workers decode arguments and encode results with :mod:`spear_sdk.wire.codec`.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+import asyncio
+import copy
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -26,6 +28,9 @@ RESULT_NOT_SERIALIZABLE = "RESULT_NOT_SERIALIZABLE"
 PROCESS_EXIT = "PROCESS_EXIT"
 PROCESS_OUTPUT_INVALID = "PROCESS_OUTPUT_INVALID"
 OUT_OF_MEMORY = "OUT_OF_MEMORY"
+# Outcomes of a chunk's jobs that are the engine's to resolve: stopped on request, or never started.
+STOPPED = "STOPPED"
+NOT_STARTED = "NOT_STARTED"
 
 DEFAULT_LOG_LIMIT = 1 << 20
 
@@ -64,6 +69,17 @@ class Job:
     fresh_instance: bool = False
     #: MiB of address space the call may add to its worker process (0: no limit); see :mod:`.call`.
     memory_limit_mb: int = 0
+    #: Have the worker say when it starts the job: it may wait behind others (a chunk's pipeline).
+    #: A job sent alone starts on arrival, and the message would cost the server a wake-up.
+    announce_start: bool = False
+
+
+def job_for_call(template: Job, execution_id: str, args: Sequence[bytes], kwargs: Mapping[str, bytes]) -> Job:
+    """``template`` with one call's id and arguments: a batch makes one per call, and this costs a
+    fraction of ``dataclasses.replace``."""
+    job = copy.copy(template)
+    job.__dict__.update(execution_id=execution_id, args=args, kwargs=kwargs)
+    return job
 
 
 @dataclass(frozen=True)
@@ -82,6 +98,15 @@ class Outcome:
     def worker_lost(self) -> bool:
         """The run was lost to a system failure and may be retried."""
         return self.error_code == WORKER_CRASHED
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Jobs queued on one worker (see ``ProcessExecutor.start_chunk``): an outcome each, in order."""
+
+    outcomes: list[asyncio.Future[Outcome]]
+    #: Kill the worker: the running job ends STOPPED, the rest NOT_STARTED.
+    stop: Callable[[], None]
 
 
 class Sink(Protocol):

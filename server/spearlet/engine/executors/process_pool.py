@@ -26,13 +26,17 @@ import socket
 import subprocess
 import sys
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import cast
 
 from spearlet.engine.executors.base import (
     DEFAULT_LOG_LIMIT,
     FAILED,
+    NOT_STARTED,
+    STOPPED,
     WORKER_CRASHED,
+    Chunk,
     Executor,
     Job,
     Outcome,
@@ -83,6 +87,12 @@ def _wire_job(job: Job) -> Job:
     )
 
 
+def _resolved(loop: asyncio.AbstractEventLoop, outcome: Outcome) -> asyncio.Future[Outcome]:
+    fut: asyncio.Future[Outcome] = loop.create_future()
+    fut.set_result(outcome)
+    return fut
+
+
 def describe_exit(pid: int, returncode: int) -> str:
     if returncode < 0:
         try:
@@ -108,9 +118,9 @@ class _Worker:
     __slots__ = (
         "buf",
         "dead",
+        "entries",
         "exited",
         "fresh",
-        "fut",
         "instance_id",
         "killed",
         "paused",
@@ -118,7 +128,6 @@ class _Worker:
         "pidfd",
         "proc",
         "ready",
-        "sink",
         "sock",
     )
 
@@ -142,8 +151,8 @@ class _Worker:
         self.ready: asyncio.Future[bool] = loop.create_future()
         #: Resolved with the return code once the worker is reaped.
         self.exited: asyncio.Future[int] = loop.create_future()
-        self.fut: asyncio.Future[Outcome] | None = None
-        self.sink: Sink | None = None
+        #: The jobs sent to it, oldest (running) first, each with its outcome and sink.
+        self.entries: deque[tuple[asyncio.Future[Outcome], Sink]] = deque()
 
 
 class ProcessExecutor(Executor):
@@ -249,42 +258,74 @@ class ProcessExecutor(Executor):
             raise
 
     async def _run_on(self, worker: _Worker, job: Job, sink: Sink) -> Outcome:
-        assert self._loop is not None
-        fut: asyncio.Future[Outcome] = self._loop.create_future()
-        worker.fut = fut
-        worker.sink = sink
+        (fut,) = await self._send(worker, [job], [sink])
+        if not job.announce_start:  # it starts on arrival
+            sink.started(worker.instance_id)
         try:
-            try:
-                data = _frame(pickle.dumps(_wire_job(job), _PICKLE))
-            except Exception as exc:  # only a job the engine built badly
-                worker.fut = worker.sink = None
-                self._release(worker)
-                raise RuntimeError(f"cannot send the job to a worker: {exc}") from exc
-            sock = worker.sock
-            if sock is None:  # died after it was handed to us
-                if worker.exited.done():
-                    self._fail_job(worker, self._died(worker))
-            else:
-                try:
-                    sent = sock.send(data)
-                except (BlockingIOError, InterruptedError):
-                    sent = 0
-                except OSError:
-                    sent = -1
-                    self._on_eof(worker)  # dead: its exit fails the job
-                if 0 <= sent < len(data):
-                    await self._loop.sock_sendall(sock, data[sent:])
             return await fut
         except asyncio.CancelledError:
             if not fut.done() or fut.cancelled():
                 # Still running: stop the work for real before the cancellation goes on.
-                worker.fut = worker.sink = None
-                self._kill(worker)
+                self._stop(worker)
                 await self._reap(worker)
             raise
-        except OSError:  # the send failed half-way: the worker is gone
-            self._on_eof(worker)
-            return await fut
+
+    async def _send(
+        self, worker: _Worker, jobs: Sequence[Job], sinks: Sequence[Sink]
+    ) -> list[asyncio.Future[Outcome]]:
+        """Queue ``jobs`` on ``worker`` in one write; it runs them in order."""
+        assert self._loop is not None
+        try:
+            data = b"".join(_frame(pickle.dumps(_wire_job(job), _PICKLE)) for job in jobs)
+        except Exception as exc:  # only a job the engine built badly
+            if not worker.entries:
+                self._release(worker)
+            raise RuntimeError(f"cannot send the job to a worker: {exc}") from exc
+        futures = [self._loop.create_future() for _ in jobs]
+        worker.entries.extend(zip(futures, sinks, strict=True))
+        sock = worker.sock
+        if sock is None:  # died after it was handed to us
+            if worker.exited.done():
+                self._fail_job(worker, self._died(worker))
+            return futures
+        try:
+            sent = sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self._on_eof(worker)  # dead: its exit fails the jobs
+            return futures
+        if sent < len(data):
+            try:
+                await self._loop.sock_sendall(sock, data[sent:])
+            except OSError:  # the send failed half-way: the worker is gone
+                self._on_eof(worker)
+        return futures
+
+    async def start_chunk(self, jobs: Sequence[Job], sinks: Sequence[Sink]) -> Chunk:
+        """Send ``jobs`` to one warm worker as a pipeline: it runs them one after another, with no round
+        trip between them. :meth:`Chunk.stop` kills the worker; jobs it had not started come back
+        :data:`NOT_STARTED`."""
+        if self._loop is None or self._closed:
+            raise RuntimeError("the process executor is not running (call start() first)")
+        jobs = [
+            replace(job, log_limit_bytes=self._log_cap) if job.log_limit_bytes > self._log_cap else job
+            for job in jobs
+        ]
+        worker = self._idle.pop() if self._idle else await self._acquire()
+        if worker is None:
+            failed = Outcome(FAILED, error_code=WORKER_CRASHED, error_message=self._unavailable())
+            return Chunk([_resolved(self._loop, failed) for _ in jobs], lambda: None)
+        return Chunk(await self._send(worker, jobs, sinks), lambda: self._stop(worker))
+
+    def _stop(self, worker: _Worker) -> None:
+        """Kill the worker now: its running job ends STOPPED, the ones queued behind it NOT_STARTED."""
+        entries, worker.entries = worker.entries, deque()
+        for index, (fut, _) in enumerate(entries):
+            if not fut.done():
+                code = STOPPED if index == 0 else NOT_STARTED
+                fut.set_result(Outcome(FAILED, error_code=code, instance_id=worker.instance_id))
+        self._kill(worker)
 
     async def _run_fresh(self, job: Job, sink: Sink) -> Outcome:
         """Run in a worker started for this job alone, and retire it afterwards."""
@@ -304,14 +345,21 @@ class ProcessExecutor(Executor):
             await self._reap(worker)
 
     def _fail_job(self, worker: _Worker, message: str) -> None:
-        fut = worker.fut
-        worker.fut = worker.sink = None
-        if fut is not None and not fut.done():
-            fut.set_result(
-                Outcome(
-                    FAILED, error_code=WORKER_CRASHED, error_message=message, instance_id=worker.instance_id
+        """The worker died: its running job failed with it, the ones queued behind it never started."""
+        entries, worker.entries = worker.entries, deque()
+        for index, (fut, _) in enumerate(entries):
+            if not fut.done():
+                outcome = (
+                    Outcome(
+                        FAILED,
+                        error_code=WORKER_CRASHED,
+                        error_message=message,
+                        instance_id=worker.instance_id,
+                    )
+                    if index == 0
+                    else Outcome(FAILED, error_code=NOT_STARTED, instance_id=worker.instance_id)
                 )
-            )
+                fut.set_result(outcome)
 
     def _died(self, worker: _Worker) -> str:
         status = describe_exit(worker.pid, worker.exited.result()) if worker.exited.done() else "it exited"
@@ -501,13 +549,14 @@ class ProcessExecutor(Executor):
             return
         kind = message[0]
         if kind == "result":
-            fut = worker.fut
-            worker.fut = worker.sink = None
+            if not worker.entries:
+                return
+            fut, _ = worker.entries.popleft()
             _, status, result, code, text, memory, cpu = cast(_ResultMessage, message)
             outcome = Outcome(status, result, code, text, memory, cpu, worker.instance_id)
-            if not worker.fresh:
+            if not worker.entries and not worker.fresh:
                 self._release(worker)
-            if fut is not None and not fut.done():
+            if not fut.done():
                 fut.set_result(outcome)
         elif kind == "ready":
             self._failures = 0
@@ -516,7 +565,8 @@ class ProcessExecutor(Executor):
                 self._release(worker)
             if self._changed is not None:
                 self._changed.set()
-        elif (sink := worker.sink) is not None:
+        elif worker.entries:
+            sink = worker.entries[0][1]
             try:
                 if kind == "log":
                     sink.log(message[1])  # type: ignore[arg-type]

@@ -11,7 +11,7 @@ server → worker
 
 worker → server
     ``("ready", pid)``                  after ``init``: jobs are welcome
-    ``("started",)``                    a job arrived
+    ``("started",)``                    a job with ``announce_start`` is starting
     ``("log", text)``                   captured stdout/stderr, coalesced (see :mod:`.call`)
     ``("chunk", any_bytes)``            one streamed value
     ``("result", status, result, error_code, error_message, memory_used_bytes, cpu_time_ms)``
@@ -109,7 +109,8 @@ def serve(conn: Connection[bytes, bytes]) -> None:
             job = pickle.loads(conn.recv_bytes())
         except (EOFError, OSError):
             return
-        send(started)
+        if job.announce_start:
+            send(started)
         outcome = call.run_job(
             job,
             instance_id=instance_id,

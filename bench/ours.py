@@ -1,0 +1,188 @@
+"""Our side of the figures, through public interfaces only: the generated stubs of ``spear_sdk.wire``
+against a ``spearlet serve`` child, and the SDK's public API (``connect``, ``function``, ``map``,
+``executions``)."""
+
+from __future__ import annotations
+
+import asyncio
+import operator
+import time
+
+import grpc
+
+import spear_sdk
+from spear_sdk.wire import codec
+from spear_sdk.wire import function_pb2 as fpb
+from spear_sdk.wire import function_pb2_grpc as fgrpc
+
+from . import workloads
+from .measure import inflight_rate, latencies_ms
+
+TRIVIAL = fpb.ArtifactSpec(artifact_type="python", location="operator:neg")
+COUNTER = fpb.ArtifactSpec(artifact_type="python", location=f"{workloads.MODULE}:count")
+TERMINAL = {
+    fpb.EXECUTION_STATUS_COMPLETED,
+    fpb.EXECUTION_STATUS_FAILED,
+    fpb.EXECUTION_STATUS_CANCELLED,
+    fpb.EXECUTION_STATUS_TIMEOUT,
+}
+_POLL_S = 0.002
+_PAGE = 1000
+
+
+class Spear:
+    """A raw-stub client of a spearlet: the same grpc.aio client code the baselines use."""
+
+    def __init__(self, address: str) -> None:
+        self._channel = grpc.aio.insecure_channel(address)
+        self.stub = fgrpc.FunctionServiceStub(self._channel)
+        self._invoke: fpb.InvokeFunctionRequest | None = None
+        self._stream_task = ""
+
+    async def setup(self) -> None:
+        trivial = await self.stub.RegisterTask(
+            fpb.RegisterTaskRequest(task_name="bench-neg", artifact_spec=TRIVIAL)
+        )
+        counter = await self.stub.RegisterTask(
+            fpb.RegisterTaskRequest(task_name="bench-count", artifact_spec=COUNTER)
+        )
+        self._invoke = fpb.InvokeFunctionRequest(
+            task_id=trivial.task.task_id,
+            parameters=[fpb.FunctionParameter(value=codec.encode(3))],
+            execution_mode=fpb.EXECUTION_MODE_SYNC,
+        )
+        self._stream_task = counter.task.task_id
+
+    @property
+    def invoke_request(self) -> fpb.InvokeFunctionRequest:
+        assert self._invoke is not None, "setup() first"
+        return self._invoke
+
+    async def _invoke_sync(self) -> None:
+        response = await self.stub.InvokeFunction(self.invoke_request)
+        assert response.success, response.message
+
+    async def invoke_samples(self, count: int) -> list[float]:
+        """P1/P2: sync invokes of ``operator.neg`` one after another (ms each)."""
+        return await latencies_ms(self._invoke_sync, count)
+
+    async def sync_inflight_rate(self, count: int, inflight: int) -> float:
+        """Sync-mode invokes with ``inflight`` outstanding: each call's answer is its result."""
+        return await inflight_rate(self._invoke_sync, count, inflight)
+
+    async def async_rate(self, count: int, inflight: int) -> float:
+        """P3: ASYNC-mode invokes, ``inflight`` outstanding, until ``count`` executions have *completed*.
+
+        Completion is read from the server: the last execution's status, then health details until
+        nothing is running or pending.
+        """
+        request = fpb.InvokeFunctionRequest()
+        request.CopyFrom(self.invoke_request)
+        request.execution_mode = fpb.EXECUTION_MODE_ASYNC
+        last: list[str] = [""]
+
+        async def submit() -> None:
+            response = await self.stub.InvokeFunction(request)
+            assert response.success, response.message
+            last[0] = response.execution_id
+
+        for _ in range(min(inflight, 50)):
+            await submit()
+        await self._drain(last[0])
+        start = time.perf_counter()
+        await inflight_rate(submit, count, inflight, warmup=0)
+        await self._drain(last[0])
+        return count / (time.perf_counter() - start)
+
+    async def _drain(self, execution_id: str) -> None:
+        status = fpb.GetExecutionStatusRequest(execution_id=execution_id)
+        while True:
+            if (await self.stub.GetExecutionStatus(status)).result.status in TERMINAL:
+                break
+            await asyncio.sleep(_POLL_S)
+        health = fpb.GetHealthRequest(include_details=True)
+        while True:
+            details = (await self.stub.GetHealth(health)).details
+            if details.running_executions == 0 and details.pending_executions == 0:
+                return
+            await asyncio.sleep(_POLL_S)
+
+    async def stream_rate(self, count: int) -> float:
+        """P5: chunks per second of one StreamFunction call of a generator yielding ``count`` ints, start of
+        call to final message (after a short unrecorded stream)."""
+        async for _ in self.stub.StreamFunction(self._stream_request(10)):
+            pass
+        request = self._stream_request(count)
+        start = time.perf_counter()
+        chunks = 0
+        async for message in self.stub.StreamFunction(request):
+            if message.is_final:
+                assert message.status == fpb.EXECUTION_STATUS_COMPLETED, message.error_message
+                break
+            chunks += 1
+        elapsed = time.perf_counter() - start
+        assert chunks == count, (chunks, count)
+        return count / elapsed
+
+    def _stream_request(self, count: int) -> fpb.InvokeFunctionRequest:
+        return fpb.InvokeFunctionRequest(
+            task_id=self._stream_task,
+            parameters=[fpb.FunctionParameter(value=codec.encode(count))],
+            execution_mode=fpb.EXECUTION_MODE_STREAM,
+        )
+
+    async def sample_chunk(self) -> bytes:
+        """The bytes of a real stream chunk message (the value 1000): the bare stream sends exactly these."""
+        async for message in self.stub.StreamFunction(self._stream_request(1001)):
+            if not message.is_final and codec.decode(message.chunk_data) == 1000:
+                chunk: bytes = message.SerializeToString()
+                return chunk
+        raise AssertionError("the stream sent no such chunk")
+
+    async def total_executions(self) -> int:
+        stats = await self.stub.GetStats(fpb.GetStatsRequest())
+        return int(stats.service_stats.total_executions)
+
+    async def all_infos(self, limit: int) -> list[fpb.ExecutionInfo]:
+        """The first ``limit`` ExecutionInfos the server lists, page by page (the DataFrame floor's input)."""
+        infos: list[fpb.ExecutionInfo] = []
+        after = ""
+        while len(infos) < limit:
+            request = fpb.ListExecutionsRequest(limit=min(_PAGE, limit - len(infos)), start_after=after)
+            page = await self.stub.ListExecutions(request)
+            infos.extend(page.executions)
+            if not page.has_more:
+                break
+            after = page.next_start_after
+        return infos
+
+    async def close(self) -> None:
+        await self._channel.close(None)
+
+
+class Sdk:
+    """The notebook SDK connected to the same server: what a data scientist's calls cost."""
+
+    def __init__(self, address: str) -> None:
+        self.client = spear_sdk.connect(address)
+        self.negate = self.client.function(operator.neg, name="bench-sdk-neg")
+        self.negate(1)
+
+    def map_rate(self, count: int) -> float:
+        """P4: ``f.map(range(count))`` calls per second, results checked."""
+        start = time.perf_counter()
+        results = self.negate.map(range(count), progress=False)
+        elapsed = time.perf_counter() - start
+        assert results == [-x for x in range(count)]
+        return count / elapsed
+
+    def executions_seconds(self, rows: int) -> float:
+        """P6: seconds for ``client.executions(limit=rows)`` to return that many as a typed DataFrame."""
+        start = time.perf_counter()
+        frame = self.client.executions(limit=rows)
+        elapsed = time.perf_counter() - start
+        assert len(frame) == rows, (len(frame), rows)
+        return elapsed
+
+    def close(self) -> None:
+        self.client.close()

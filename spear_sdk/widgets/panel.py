@@ -1,0 +1,50 @@
+"""``client.panel()``: a live monitoring panel of a spearlet (health, counters, throughput and latency,
+success rate by function, the most recent executions)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from .._core import Core
+from .._runtime import Runtime
+from . import snapshot
+from .live import LiveView
+from .monitor import Monitor, PanelState
+
+#: How often a panel refreshes unless told otherwise, in seconds.
+DEFAULT_INTERVAL_S = 1.0
+
+
+class Panel(LiveView[PanelState]):
+    """A live view of a spearlet, refreshed every ``interval`` seconds until closed or the client closes.
+
+    The DOM has stable classes for tests and styling: the root is ``spear-panel``, the counters are
+    ``spear-counter-running``, ``-pending``, ``-completed`` and ``-failed`` (their text is the number).
+    ``state`` is the latest :class:`~spear_sdk.widgets.monitor.PanelState` shown. Without a running event
+    loop (a plain script) it does not refresh by itself: call ``refresh()``.
+
+    Counters and health come from the server's stats. Throughput, latency, success rates and the recent
+    executions come from reading the executions in creation order, from the oldest, at most a few thousand
+    a refresh: on a server with a long history they catch up over the first refreshes.
+    """
+
+    css_class = "spear-panel"
+
+    def __init__(
+        self, core: Core, runtime: Runtime, interval: float, stoppers: list[Callable[[], None]]
+    ) -> None:
+        self._monitor = Monitor(core)
+        super().__init__(runtime, interval, stoppers)
+
+    def _fetch(self) -> Coroutine[Any, Any, PanelState]:
+        return self._monitor.fetch()
+
+    def _sections(self, state: PanelState, note: str) -> dict[str, str]:
+        return snapshot.panel_sections(state, note)
+
+    def _static(self, sections: dict[str, str]) -> str:
+        return snapshot.panel_html(sections)
+
+    def __repr__(self) -> str:
+        return f"<Panel: spearlet monitor, refreshed every {self.interval:g} s>"
