@@ -195,10 +195,6 @@ async def test_panel_stops_when_closed_and_when_its_client_closes(
 
     control.close()
     assert not control.running
-    closed = (
-        {m.data.get("comm_id") for m in traffic.messages if m.msg_type == "comm_close"} if False else None
-    )
-    del closed
     assert sum(m.msg_type == "comm_close" for m in traffic.messages) >= len(control.children) + 1
     assert traffic.threads() == {threading.get_ident()}
 
