@@ -153,6 +153,7 @@ class Batch:
         record = self._new_record()
         live = LiveExecution(record, stream=False, log_limit_bytes=self._job.log_limit_bytes)
         live.stops_work = self._runner.stops_work
+        live.waited = True  # the batch's caller gets every end as it comes
         live.on_cancel = self._canceller(call)
         engine.live[record.execution_id] = live
         live.created = live.stored = engine.executions.create(record)

@@ -158,7 +158,7 @@ class Engine:
         for live in active:
             live.request_cancel("task deleted")
         for live in active:
-            await live.done.wait()
+            await self._ended(live)
         cleaned: list[StoredExecution] = []
         if cleanup:
             cleaned = await self.executions.delete_for_task(task_id)
@@ -185,6 +185,7 @@ class Engine:
         record = _new_record(task, inv, execution_id)
         live = LiveExecution(record, stream=inv.stream, log_limit_bytes=self.config.log_limit_bytes)
         live.stops_work = self._runner_for(task.artifact.artifact_type).stops_work
+        live.waited = inv.stream  # its reader waits for the end (a SYNC caller says so in wait())
         self.live[execution_id] = live
         job = job_for_call(self._job(task, inv), execution_id, args, kwargs)
         timeout_ms = inv.timeout_ms or self.config.default_timeout_ms
@@ -256,10 +257,17 @@ class Engine:
 
     async def wait(self, live: LiveExecution) -> StoredExecution:
         """The terminal record, once stored (a failed store write raises its :class:`StoreError`)."""
-        await live.done.wait()
+        await self._ended(live)
         if live.store_error is not None:
             raise live.store_error
         return live.record
+
+    async def _ended(self, live: LiveExecution) -> None:
+        """Wait for the execution's end to be stored, and have it stored at once rather than lazily."""
+        live.waited = True
+        if live.record.status in lc.TERMINAL:  # already queued, perhaps held back
+            self.executions.hurry()
+        await live.done.wait()
 
     async def accepted(self, live: LiveExecution) -> StoredExecution:
         """The new record as admitted (PENDING), once stored: what an ASYNC invocation reports. Call it
@@ -288,7 +296,7 @@ class Engine:
             )
         was_running = live.record.status == lc.RUNNING
         live.request_cancel(reason)
-        await live.done.wait()
+        await self._ended(live)
         record = live.record
         if record.status != lc.CANCELLED:
             return CancelResult(
@@ -477,7 +485,9 @@ class Engine:
         old = record.status
         lc.check_transition(old, status)
         record.status = status
-        live.stored = self.executions.save(record, logs=logs, urgent=status in lc.TERMINAL)
+        # An end someone waits for is written at once; one nobody waits for (an ASYNC invocation's) may
+        # be held back like any state, as whoever asks for it later flushes first.
+        live.stored = self.executions.save(record, logs=logs, urgent=live.waited and status in lc.TERMINAL)
         if old != status:
             self.stats.transitioned(old, record)
 

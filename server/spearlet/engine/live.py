@@ -42,6 +42,8 @@ class LiveExecution:
         self.on_cancel: Callable[[], None] | None = None
         self.cancel_reason: str | None = None
         self.timed_out = False
+        #: Someone waits for its end (a SYNC caller, a stream, a batch, a cancel): store the end at once.
+        self.waited = False
         #: Whether cancelling really stops the work (False: a thread that can only be abandoned).
         self.stops_work = True
         #: Resolves once the record's latest state is stored (see ``store.group_commit``).
