@@ -190,6 +190,7 @@ class Core:
                     status=status_name(message.status) or "failed",
                     error_code=message.metadata.get("error_code", ""),
                     error_message=message.error_message,
+                    remote_error=message.remote_error if message.HasField("remote_error") else None,
                     logs=await self._logs(message.execution_id, target),
                 )
             return
@@ -309,6 +310,7 @@ class Core:
             status=status_name(result.status) or "failed",
             error_code=result.error_code,
             error_message=result.error_message,
+            remote_error=result.remote_error if result.HasField("remote_error") else None,
             logs=await self._logs(execution_id, target),
         )
 

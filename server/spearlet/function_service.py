@@ -102,6 +102,7 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
             status=record.status,  # type: ignore[arg-type]
             is_final=True,
             error_message=record.error_message,
+            remote_error=record.remote_error(),
             metadata={
                 "error_code": record.error_code,
                 "task_id": record.task_id,

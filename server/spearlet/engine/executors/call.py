@@ -246,13 +246,16 @@ def _restore_environment(saved: Mapping[str, str | None]) -> None:
 
 
 class _Failure(Exception):
-    """Ends a job with ``FAILED``; ``details`` goes to the logs."""
+    """Ends a job with ``FAILED``; ``details`` goes to the logs. ``raised``: what the user's code raised."""
 
-    def __init__(self, code: str, message: str, details: str = "") -> None:
+    def __init__(
+        self, code: str, message: str, details: str = "", raised: BaseException | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.details = details
+        self.raised = raised
 
 
 _Loaded = tuple[Callable[..., Any], "inspect.Signature | None", str]
@@ -378,14 +381,18 @@ def run_job(
     started = clock()
     result: bytes | None = None
     code = message = ""
+    remote: tuple[str, str, str] = ("", "", "")
     # A thread shares the server's address space: the engine never gives a thread host a limit.
     limit_mb = job.memory_limit_mb if process_wide else 0
     try:
         result = _execute(job, capture, emit_chunk, limit_mb)
     except _Failure as failure:
         code, message = failure.code, failure.message
-        if failure.details:
-            capture.write_unbounded(failure.details[-_TRACEBACK_LIMIT:])
+        details = failure.details[-_TRACEBACK_LIMIT:]
+        if details:
+            capture.write_unbounded(details)
+        if failure.raised is not None:
+            remote = (type(failure.raised).__name__, str(failure.raised), details)
     finally:
         cpu_ms = (clock() - started) * 1000.0
         if saved_env is not None:
@@ -403,6 +410,9 @@ def run_job(
         memory_used_bytes=peak_memory() if peak_memory is not None else 0,
         cpu_time_ms=cpu_ms,
         instance_id=instance_id,
+        remote_type=remote[0],
+        remote_message=remote[1],
+        remote_traceback=remote[2],
     )
 
 
@@ -504,10 +514,11 @@ def _run_coroutine(coroutine: Any) -> object:
 def _user_failure(exc: BaseException, limit_mb: int) -> _Failure:
     if isinstance(exc, MemoryError):
         return _out_of_memory(exc, limit_mb)
-    return _Failure(EXCEPTION, _describe(exc), _format_exception(exc))
+    return _Failure(EXCEPTION, _describe(exc), _format_exception(exc), raised=exc)
 
 
 def _out_of_memory(exc: MemoryError, limit_mb: int) -> _Failure:
+    """(``raised`` is set: the MemoryError came from the user's code or what it returned.)"""
     if limit_mb:
         message = (
             f"out of memory: the call needed more than its limit of {limit_mb} MiB "
@@ -515,7 +526,7 @@ def _out_of_memory(exc: MemoryError, limit_mb: int) -> _Failure:
         )
     else:
         message = f"out of memory: {_describe(exc)}"
-    return _Failure(OUT_OF_MEMORY, message, _format_exception(exc))
+    return _Failure(OUT_OF_MEMORY, message, _format_exception(exc), raised=exc)
 
 
 def _describe(exc: BaseException) -> str:

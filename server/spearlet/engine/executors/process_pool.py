@@ -1,9 +1,9 @@
 """A warm pool of spawned worker processes, each read directly by the event loop.
 
-Design (DESIGN.md, "Rules that the anchors taught"): workers are spawned with ``subprocess.Popen`` (never
+Workers are spawned with ``subprocess.Popen`` (never
 forked, never ``multiprocessing``'s spawn, which re-imports ``__main__``), each in its own session so that
 its whole process group can be killed. Each worker has a socket of a ``socketpair``; the loop reads it with
-``add_reader`` and parses the frames itself (:mod:`.worker` documents the protocol), so a call costs two
+``add_reader`` and splits the frames itself (:mod:`.messages` defines them), so a call costs two
 socket messages and no thread hop. A worker's exit is watched with a pidfd on the loop too, which is also
 where it is reaped.
 
@@ -28,7 +28,6 @@ import sys
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import cast
 
 from spearlet.engine.executors.base import (
     DEFAULT_LOG_LIMIT,
@@ -36,12 +35,13 @@ from spearlet.engine.executors.base import (
     NOT_STARTED,
     STOPPED,
     WORKER_CRASHED,
-    Chunk,
     Executor,
     Job,
     Outcome,
+    Pipeline,
     Sink,
 )
+from spearlet.engine.executors.messages import Chunk, Init, Log, Ready, Result, Started, WorkerMessage
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,6 @@ _READ_SIZE = 1 << 16
 _BIG_READ_MAX = 1 << 23
 _FRAME_LIMIT = 0x7FFFFFFF
 _PICKLE = pickle.HIGHEST_PROTOCOL
-# ("result", status, result, error_code, error_message, memory_used_bytes, cpu_time_ms): see .worker
-_ResultMessage = tuple[str, str, "bytes | None", str, str, int, float]
 
 
 def _frame(payload: bytes) -> bytes:
@@ -91,6 +89,21 @@ def _resolved(loop: asyncio.AbstractEventLoop, outcome: Outcome) -> asyncio.Futu
     fut: asyncio.Future[Outcome] = loop.create_future()
     fut.set_result(outcome)
     return fut
+
+
+def _outcome(message: Result, instance_id: str) -> Outcome:
+    return Outcome(
+        message.status,
+        message.result,
+        message.error_code,
+        message.error_message,
+        message.memory_used_bytes,
+        message.cpu_time_ms,
+        instance_id,
+        message.remote_type,
+        message.remote_message,
+        message.remote_traceback,
+    )
 
 
 def describe_exit(pid: int, returncode: int) -> str:
@@ -302,9 +315,9 @@ class ProcessExecutor(Executor):
                 self._on_eof(worker)
         return futures
 
-    async def start_chunk(self, jobs: Sequence[Job], sinks: Sequence[Sink]) -> Chunk:
+    async def start_pipeline(self, jobs: Sequence[Job], sinks: Sequence[Sink]) -> Pipeline:
         """Send ``jobs`` to one warm worker as a pipeline: it runs them one after another, with no round
-        trip between them. :meth:`Chunk.stop` kills the worker; jobs it had not started come back
+        trip between them. :meth:`Pipeline.stop` kills the worker; jobs it had not started come back
         :data:`NOT_STARTED`."""
         if self._loop is None or self._closed:
             raise RuntimeError("the process executor is not running (call start() first)")
@@ -315,8 +328,8 @@ class ProcessExecutor(Executor):
         worker = self._idle.pop() if self._idle else await self._acquire()
         if worker is None:
             failed = Outcome(FAILED, error_code=WORKER_CRASHED, error_message=self._unavailable())
-            return Chunk([_resolved(self._loop, failed) for _ in jobs], lambda: None)
-        return Chunk(await self._send(worker, jobs, sinks), lambda: self._stop(worker))
+            return Pipeline([_resolved(self._loop, failed) for _ in jobs], lambda: None)
+        return Pipeline(await self._send(worker, jobs, sinks), lambda: self._stop(worker))
 
     def _stop(self, worker: _Worker) -> None:
         """Kill the worker now: its running job ends STOPPED, the ones queued behind it NOT_STARTED."""
@@ -391,7 +404,7 @@ class ProcessExecutor(Executor):
         finally:
             theirs.close()
         # Small, and the socket buffer is empty: this does not wait for the worker.
-        ours.sendall(_frame(pickle.dumps(("init", list(sys.path), os.getpid()), _PICKLE)))
+        ours.sendall(_frame(pickle.dumps(Init(list(sys.path), os.getpid()), _PICKLE)))
         ours.setblocking(False)
         worker = _Worker(proc, ours, fresh, loop)
         self._workers.add(worker)
@@ -544,21 +557,19 @@ class ProcessExecutor(Executor):
         for message in messages:
             self._dispatch(worker, message)
 
-    def _dispatch(self, worker: _Worker, message: tuple[object, ...]) -> None:
+    def _dispatch(self, worker: _Worker, message: WorkerMessage) -> None:
         if worker.killed:
             return
-        kind = message[0]
-        if kind == "result":
+        if type(message) is Result:
             if not worker.entries:
                 return
             fut, _ = worker.entries.popleft()
-            _, status, result, code, text, memory, cpu = cast(_ResultMessage, message)
-            outcome = Outcome(status, result, code, text, memory, cpu, worker.instance_id)
+            outcome = _outcome(message, worker.instance_id)
             if not worker.entries and not worker.fresh:
                 self._release(worker)
             if not fut.done():
                 fut.set_result(outcome)
-        elif kind == "ready":
+        elif type(message) is Ready:
             self._failures = 0
             worker.ready.set_result(True)
             if not worker.fresh:
@@ -568,12 +579,12 @@ class ProcessExecutor(Executor):
         elif worker.entries:
             sink = worker.entries[0][1]
             try:
-                if kind == "log":
-                    sink.log(message[1])  # type: ignore[arg-type]
-                elif kind == "chunk":
-                    if not sink.chunk(message[1]):  # type: ignore[arg-type]
+                if type(message) is Log:
+                    sink.log(message.text)
+                elif type(message) is Chunk:
+                    if not sink.chunk(message.data):
                         self._pause(worker, sink)
-                elif kind == "started":
+                elif type(message) is Started:
                     sink.started(worker.instance_id)
             except Exception:  # the engine's bug must not take the pool's reader down
                 log.exception("the sink of a job in %s failed", worker.instance_id)
