@@ -275,7 +275,7 @@ async def test_what_the_function_raised_travels_as_fields(shared: Harness) -> No
     remote = response.result.remote_error
     assert (remote.type, remote.message) == ("ValueError", "bad: input")
     assert remote.traceback.startswith("Traceback (most recent call last):")
-    assert 'raise ValueError(message)' in remote.traceback and "in fail" in remote.traceback
+    assert "raise ValueError(message)" in remote.traceback and "in fail" in remote.traceback
     stored = await shared.status(response.execution_id)
     assert stored.result.remote_error == remote
     page = await shared.fn.ListExecutions(fpb.ListExecutionsRequest(task_id=task_id))

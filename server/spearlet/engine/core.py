@@ -29,7 +29,7 @@ from spear_sdk.wire.errors import (
 
 from ..config import Config
 from ..objects import ObjectRepository
-from ..stats import StatsTracker
+from ..stats import ExecutionFigures, StatsTracker
 from ..store import KvStore
 from ..store.records import StoredArtifact, StoredExecution, StoredTask
 from . import lifecycle as lc
@@ -37,7 +37,7 @@ from .batch import Batch, OnResult
 from .executions import ExecutionStore
 from .executors import Artifact, Executor, Job, SubprocessRunner, create_executor
 from .executors.base import ARTIFACT_LOAD_FAILED, job_for_call
-from .ids import new_id
+from .ids import id_floor, new_id
 from .ledger import Ledger
 from .live import LiveExecution
 from .scheduler import Scheduler
@@ -315,16 +315,51 @@ class Engine:
         await self.executions.flush()  # its latest state may still be on its way to the store
         return live.record
 
-    def current(self, records: list[StoredExecution]) -> list[StoredExecution]:
+    async def stored(self, live: LiveExecution) -> None:
+        """Return once the execution's latest state is stored (having it written now)."""
+        self.executions.hurry()
+        await live.stored
+
+    async def newest_executions(self, task_id: str, count: int) -> list[StoredExecution]:
+        """A task's ``count`` newest executions, newest first."""
+        return self._current(await self.executions.newest(task_id, count))
+
+    async def execution_infos(
+        self, *, task_id: str, status: int, start_after: str, count: int
+    ) -> list[tuple[str, bytes]]:
+        """A page of ``(execution_id, serialized ExecutionInfo)`` in id order, of one task and/or status."""
+        rows = await self.executions.info_page(
+            task_id=task_id, status=status, start_after=start_after, count=count
+        )
+        return self._current_infos(rows)
+
+    async def figures_since(self, since: float) -> ExecutionFigures:
+        """The figures of the executions created since the Unix time ``since``."""
+        return ExecutionFigures.of([r async for r in self.executions.iterate(start_after=id_floor(since))])
+
+    async def tasks_page(self, prefix: str, start_after: str, count: int | None) -> list[StoredTask]:
+        return await self.tasks.page(prefix, start_after, count)
+
+    async def get_task(self, task_id: str) -> StoredTask | None:
+        return await self.tasks.get(task_id)
+
+    async def all_tasks(self) -> list[StoredTask]:
+        return await self.tasks.all()
+
+    def worker_pids(self) -> list[int]:
+        """The pids of the worker processes, for memory and CPU figures."""
+        return self.executor.worker_pids()
+
+    def _current(self, records: list[StoredExecution]) -> list[StoredExecution]:
         """Stored records with the live ones swapped in (they know their worker before the store does)."""
         return [live.record if (live := self.live.get(r.execution_id)) else r for r in records]
 
-    def current_infos(self, rows: Sequence[tuple[str, bytes]]) -> list[bytes]:
-        """:meth:`current` for ``(execution_id, serialized ExecutionInfo)`` rows."""
+    def _current_infos(self, rows: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+        """:meth:`_current` for ``(execution_id, serialized ExecutionInfo)`` rows."""
         live = self.live
         return [
-            info if (found := live.get(execution_id)) is None else found.record.info().SerializeToString()
-            for execution_id, info in rows
+            row if (found := live.get(row[0])) is None else (row[0], found.record.info().SerializeToString())
+            for row in rows
         ]
 
     async def logs(self, execution_id: str) -> str:
