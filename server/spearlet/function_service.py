@@ -17,7 +17,7 @@ from spear_sdk.wire.errors import InvalidArgument, Unavailable
 from . import convert
 from .engine import lifecycle as lc
 from .engine.core import Engine
-from .engine.live import log_lines
+from .engine.logs import log_lines
 from .health import HealthMonitor, ResourceMeter
 from .pages import chunk_message, execution_page
 from .rpc import Encoded, check_enum, fitting, page_size, paginate, require, server_stream, unary

@@ -38,7 +38,7 @@ from spearlet.engine.executors.base import (
     Outcome,
     Sink,
 )
-from spearlet.engine.executors.call import LogLimiter
+from spearlet.engine.logs import LogLimiter
 
 #: Longest stdout line (one JSON value) accepted.
 LINE_LIMIT = 256 << 20
