@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import os
 import pickle
@@ -127,21 +128,35 @@ def _has_exited(pid: int, proc: subprocess.Popen[bytes]) -> bool:
         return True
 
 
+class WorkerState(enum.Enum):
+    """Where a worker process is in its life; it only moves down this list."""
+
+    #: Spawned; its "ready" has not come yet.
+    STARTING = "starting"
+    #: Takes jobs (idle or busy: its ``entries`` say which).
+    READY = "ready"
+    #: Its socket closed or its exit was seen: it takes no more jobs, and its exit brings a replacement.
+    DEAD = "dead"
+    #: Killed on purpose: whatever it still sends is ignored.
+    KILLED = "killed"
+
+
 class _Worker:
+    """The pool's handle on one worker process. Its state changes only through the methods below."""
+
     __slots__ = (
         "buf",
-        "dead",
         "entries",
         "exited",
         "fresh",
         "instance_id",
-        "killed",
         "paused",
         "pid",
         "pidfd",
         "proc",
         "ready",
         "sock",
+        "state",
     )
 
     def __init__(
@@ -152,11 +167,9 @@ class _Worker:
         self.instance_id = f"worker-{proc.pid}"
         self.sock: socket.socket | None = sock
         self.buf = bytearray()
+        #: Started for one job (``Job.fresh_instance``), never parked in the pool.
         self.fresh = fresh
-        #: Its socket closed or its exit was seen: it takes no more jobs.
-        self.dead = False
-        #: Killed on purpose: whatever it still sends is ignored.
-        self.killed = False
+        self.state = WorkerState.STARTING
         #: Its socket is not being read until its sink is writable again.
         self.paused = False
         self.pidfd: int | None = None
@@ -166,6 +179,32 @@ class _Worker:
         self.exited: asyncio.Future[int] = loop.create_future()
         #: The jobs sent to it, oldest (running) first, each with its outcome and sink.
         self.entries: deque[tuple[asyncio.Future[Outcome], Sink]] = deque()
+
+    @property
+    def dead(self) -> bool:
+        return self.state in (WorkerState.DEAD, WorkerState.KILLED)
+
+    @property
+    def killed(self) -> bool:
+        return self.state is WorkerState.KILLED
+
+    def became_ready(self) -> None:
+        """Its "ready" arrived (perhaps read only after its exit: then it stays dead)."""
+        if self.state is WorkerState.STARTING:
+            self.state = WorkerState.READY
+        self.ready.set_result(True)
+
+    def lost(self) -> None:
+        """Its socket closed or its exit was seen."""
+        if not self.dead:
+            self.state = WorkerState.DEAD
+
+    def mark_killed(self) -> bool:
+        """About to be killed on purpose; False if it already was."""
+        if self.killed:
+            return False
+        self.state = WorkerState.KILLED
+        return True
 
 
 class ProcessExecutor(Executor):
@@ -468,9 +507,8 @@ class ProcessExecutor(Executor):
 
     def _kill(self, worker: _Worker) -> None:
         """SIGKILL the worker's process group (reaping happens in :meth:`_on_exit`)."""
-        if worker.killed:
+        if not worker.mark_killed():
             return
-        worker.killed = True
         self._drop_socket(worker)
         self._kill_group(worker)
 
@@ -493,7 +531,7 @@ class ProcessExecutor(Executor):
                 await asyncio.wait((worker.exited,), timeout=remaining)
 
     def _drop_socket(self, worker: _Worker) -> None:
-        worker.dead = True
+        worker.lost()
         sock = worker.sock
         if sock is not None:
             worker.sock = None
@@ -571,7 +609,7 @@ class ProcessExecutor(Executor):
                 fut.set_result(outcome)
         elif type(message) is Ready:
             self._failures = 0
-            worker.ready.set_result(True)
+            worker.became_ready()
             if not worker.fresh:
                 self._release(worker)
             if self._changed is not None:
@@ -631,7 +669,7 @@ class ProcessExecutor(Executor):
     def _finish_exit(self, worker: _Worker) -> None:
         # A result written just before the exit still counts: read what is left first (but never park
         # this worker again).
-        worker.dead = True
+        worker.lost()
         sock = worker.sock
         while sock is not None and worker.sock is sock:
             try:
