@@ -1,4 +1,4 @@
-"""InvokeFunction and StreamFunction on a real server: every mode, artifact type and failure (SPEC §3)."""
+"""InvokeFunction and StreamFunction on a real server: every mode, artifact type and failure (docs/protocol.md)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Group commit: writes made in one turn of the event loop reach the store in one atomic batch.
 
 Under load many executions change state in the same turn; one commit for all of them costs little more
-than one commit for one (SPEC P8). Each write returns a future that resolves once its batch is stored:
+than one commit for one (P8, docs/performance.md). Each write returns a future that resolves once its batch is stored:
 the engine awaits it before anything reports the change, so nothing unstored is ever reported. A later
 write to a key replaces an earlier one still waiting, so a state nobody could observe costs no row of its
 own. A write nobody waits for (a new record, a record turning RUNNING) may be held back up to

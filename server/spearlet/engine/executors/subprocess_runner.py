@@ -1,4 +1,4 @@
-"""Runs ``process`` artifacts: an executable that speaks JSON lines (SPEC §2).
+"""Runs ``process`` artifacts: an executable that speaks JSON lines (see the README, "What runs").
 
 The executable (``location``: a path or a name on ``PATH``; extra argv in ``metadata["args"]`` as a JSON
 list) gets one JSON object ``{"function", "args", "kwargs"}`` on stdin, which is then closed. Each stdout
