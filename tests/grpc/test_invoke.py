@@ -1,4 +1,5 @@
-"""InvokeFunction and StreamFunction on a real server: every mode, artifact type and failure (docs/protocol.md)."""
+"""InvokeFunction and StreamFunction on a real server: every mode, artifact type and failure
+(docs/protocol.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""ObjectService over real loopback gRPC: every RPC's normal answer and every error status of docs/protocol.md."""
+"""ObjectService over real loopback gRPC: every RPC's normal answer and every error status of
+docs/protocol.md."""
 
 from __future__ import annotations
 
@@ -202,7 +203,8 @@ async def test_value_beyond_grpc_default_message_size_round_trips(make_harness: 
 
 async def test_default_limit_is_met_before_the_transport_limit(make_harness: HarnessFactory) -> None:
     """With the default 64 MiB limit, one byte more is refused by the object store itself (a clear
-    RESOURCE_EXHAUSTED naming the limit), not by gRPC's message size check (docs/protocol.md, "ObjectService")."""
+    RESOURCE_EXHAUSTED naming the limit), not by gRPC's message size check (docs/protocol.md,
+    "ObjectService")."""
     h = await harness(make_harness)
     channel = big_message_channel(h)
     try:

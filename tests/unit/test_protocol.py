@@ -1,4 +1,5 @@
-"""The generated protocol keeps the fixed Spearlet v1 contract (docs/protocol.md) and matches the .proto files."""
+"""The generated protocol keeps the fixed Spearlet v1 contract (docs/protocol.md) and matches the .proto
+files."""
 
 from __future__ import annotations
 
