@@ -29,6 +29,7 @@ import sys
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import cast
 
 from spearlet.engine.executors.base import (
     DEFAULT_LOG_LIMIT,
@@ -42,7 +43,20 @@ from spearlet.engine.executors.base import (
     Pipeline,
     Sink,
 )
-from spearlet.engine.executors.messages import Chunk, Init, Log, Ready, Result, Started, WorkerMessage
+from spearlet.engine.executors.messages import (
+    CHUNK,
+    INIT,
+    LOG,
+    READY,
+    RESULT,
+    STARTED,
+    ChunkMessage,
+    InitMessage,
+    LogMessage,
+    ResultMessage,
+    WorkerMessage,
+    outcome_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -90,21 +104,6 @@ def _resolved(loop: asyncio.AbstractEventLoop, outcome: Outcome) -> asyncio.Futu
     fut: asyncio.Future[Outcome] = loop.create_future()
     fut.set_result(outcome)
     return fut
-
-
-def _outcome(message: Result, instance_id: str) -> Outcome:
-    return Outcome(
-        message.status,
-        message.result,
-        message.error_code,
-        message.error_message,
-        message.memory_used_bytes,
-        message.cpu_time_ms,
-        instance_id,
-        message.remote_type,
-        message.remote_message,
-        message.remote_traceback,
-    )
 
 
 def describe_exit(pid: int, returncode: int) -> str:
@@ -443,7 +442,8 @@ class ProcessExecutor(Executor):
         finally:
             theirs.close()
         # Small, and the socket buffer is empty: this does not wait for the worker.
-        ours.sendall(_frame(pickle.dumps(Init(list(sys.path), os.getpid()), _PICKLE)))
+        init: InitMessage = (INIT, list(sys.path), os.getpid())
+        ours.sendall(_frame(pickle.dumps(init, _PICKLE)))
         ours.setblocking(False)
         worker = _Worker(proc, ours, fresh, loop)
         self._workers.add(worker)
@@ -598,16 +598,17 @@ class ProcessExecutor(Executor):
     def _dispatch(self, worker: _Worker, message: WorkerMessage) -> None:
         if worker.killed:
             return
-        if type(message) is Result:
+        kind = message[0]
+        if kind == RESULT:
             if not worker.entries:
                 return
             fut, _ = worker.entries.popleft()
-            outcome = _outcome(message, worker.instance_id)
+            outcome = outcome_of(cast(ResultMessage, message), worker.instance_id)
             if not worker.entries and not worker.fresh:
                 self._release(worker)
             if not fut.done():
                 fut.set_result(outcome)
-        elif type(message) is Ready:
+        elif kind == READY:
             self._failures = 0
             worker.became_ready()
             if not worker.fresh:
@@ -617,12 +618,12 @@ class ProcessExecutor(Executor):
         elif worker.entries:
             sink = worker.entries[0][1]
             try:
-                if type(message) is Log:
-                    sink.log(message.text)
-                elif type(message) is Chunk:
-                    if not sink.chunk(message.data):
+                if kind == LOG:
+                    sink.log(cast(LogMessage, message)[1])
+                elif kind == CHUNK:
+                    if not sink.chunk(cast(ChunkMessage, message)[1]):
                         self._pause(worker, sink)
-                elif type(message) is Started:
+                elif kind == STARTED:
                     sink.started(worker.instance_id)
             except Exception:  # the engine's bug must not take the pool's reader down
                 log.exception("the sink of a job in %s failed", worker.instance_id)

@@ -19,7 +19,16 @@ import time
 from multiprocessing.connection import Connection
 
 from spearlet.engine.executors import call
-from spearlet.engine.executors.messages import Chunk, Init, Log, Ready, Result, Started, WorkerMessage
+from spearlet.engine.executors.messages import (
+    CHUNK,
+    LOG,
+    READY,
+    STARTED,
+    InitMessage,
+    StartedMessage,
+    WorkerMessage,
+    result_message,
+)
 
 
 class PeakRss:
@@ -75,16 +84,16 @@ def serve(conn: Connection[bytes, bytes]) -> None:
             conn.send_bytes(data)
 
     def emit_log(text: str) -> None:
-        send(Log(text))
+        send((LOG, text))
 
     def emit_chunk(data: bytes) -> None:
-        send(Chunk(data))
+        send((CHUNK, data))
 
     try:
-        init: Init = pickle.loads(conn.recv_bytes())
+        init: InitMessage = pickle.loads(conn.recv_bytes())
     except (EOFError, OSError):
         return
-    sys_path, server_pid = init
+    _, sys_path, server_pid = init
     sys.path[:] = sys_path
     _die_with_parent(server_pid)
     call.install_stream_proxies()
@@ -92,8 +101,8 @@ def serve(conn: Connection[bytes, bytes]) -> None:
     peak.reset()
     pid = os.getpid()
     instance_id = f"worker-{pid}"
-    send(Ready(pid))
-    started = Started()
+    send((READY, pid))
+    started: StartedMessage = (STARTED,)
     while True:
         try:
             job = pickle.loads(conn.recv_bytes())
@@ -110,19 +119,7 @@ def serve(conn: Connection[bytes, bytes]) -> None:
             clock=time.process_time,
             peak_memory=peak.read,
         )
-        send(
-            Result(
-                outcome.status,
-                outcome.result,
-                outcome.error_code,
-                outcome.error_message,
-                outcome.memory_used_bytes,
-                outcome.cpu_time_ms,
-                outcome.remote_type,
-                outcome.remote_message,
-                outcome.remote_traceback,
-            )
-        )
+        send(result_message(outcome))
         peak.reset()  # off the critical path: the server already has the result
 
 
