@@ -4,6 +4,8 @@ The engine owns the lifecycle (records, queueing, deadlines, retries); an execut
 :class:`Job` and reports an :class:`Outcome`. Values cross this boundary as serialized
 ``google.protobuf.Any`` bytes, so the server process never decodes (or unpickles) a user's objects:
 workers decode arguments and encode results with :mod:`spear_sdk.wire.codec`.
+
+docs/design.md ("Executors") describes this interface for whoever writes another executor.
 """
 
 from __future__ import annotations
@@ -134,7 +136,10 @@ class Sink(Protocol):
 
 
 class Executor(abc.ABC):
-    """Runs jobs. ``run`` is cancelled by the engine on timeout or cancel."""
+    """Runs jobs. ``run`` is cancelled by the engine on timeout or cancel.
+
+    An executor may also offer ``async start_pipeline(jobs, sinks) -> Pipeline`` to run a batch's jobs back
+    to back on one worker; without it, the engine runs them one after another through :meth:`run`."""
 
     #: "process" or "thread", shown in health details.
     name: str
