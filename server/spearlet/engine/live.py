@@ -11,7 +11,7 @@ from .logs import LogBuffer
 
 
 class LiveExecution:
-    """Owned by the :class:`.ledger.Ledger` from ``admit`` until ``settle`` (the terminal record is stored)."""
+    """Owned by the :class:`.ledger.Ledger` from ``admit`` until ``settle`` (its end is stored)."""
 
     def __init__(self, record: StoredExecution, *, stream: bool, log_limit_bytes: int) -> None:
         self.record = record
