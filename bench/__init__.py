@@ -1,1 +1,2 @@
-"""The benchmark suite of SPEC §6: ``python -m bench`` measures ours and its baselines side by side."""
+"""The benchmark suite (docs/performance.md): ``python -m bench`` measures ours and its baselines side by
+side."""

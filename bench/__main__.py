@@ -1,4 +1,5 @@
-"""``python -m bench``: the SPEC §6 benchmark suite, ours side by side with baselines in one run.
+"""``python -m bench``: the benchmark suite of docs/performance.md, ours side by side with baselines in one
+run.
 
 Prints a table (metric, ours, baseline, ratio, target, met) and writes every raw sample and figure, the
 machine and the package versions as JSON (``bench/results/latest.json`` unless ``--json`` says

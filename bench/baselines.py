@@ -70,8 +70,9 @@ class Echo:
 
 
 def frame_floor(infos: Sequence[fpb.ExecutionInfo]) -> pd.DataFrame:
-    """The no-RPC floor of SPEC P6: parsed ``ExecutionInfo`` messages → a DataFrame with the columns and
-    dtypes of ``spear_sdk.frames.EXECUTION_SCHEMA``, by one loop of attribute access and typed columns."""
+    """The no-RPC floor of P6 (docs/performance.md): parsed ``ExecutionInfo`` messages → a DataFrame with
+    the columns and dtypes of ``spear_sdk.frames.EXECUTION_SCHEMA``, by one loop of attribute access and
+    typed columns."""
     cols: dict[str, list[Any]] = {name: [] for name in EXECUTION_SCHEMA}
     created_s, created_n, started_s, started_n, completed_s, completed_n, time_ms = ([] for _ in range(7))
     # Bound appends: the tightest plain-Python loop over the messages.

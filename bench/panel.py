@@ -1,4 +1,5 @@
-"""SPEC P9: live panel traffic under load, measured in a child (see :mod:`bench.panel_child`)."""
+"""P9 (docs/performance.md): live panel traffic under load, measured in a child (see
+:mod:`bench.panel_child`)."""
 
 from __future__ import annotations
 

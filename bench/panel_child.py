@@ -1,4 +1,5 @@
-"""SPEC P9 in a fresh interpreter: the comm messages a live lab panel sends while a heavy load runs.
+"""P9 (docs/performance.md) in a fresh interpreter: the comm messages a live lab panel sends while a heavy
+load runs.
 
 ``python -m bench.panel_child SECONDS`` replaces ``comm.create_comm`` (the hook ipykernel fills in a real
 kernel, and through which ipywidgets opens every widget's comm) by a comm that records each message it

@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-#: Metric groups ``--only`` selects from: SPEC §6 P1-P9, server memory, the lab's idle footprint, and the
-#: Dask reference figures.
+#: Metric groups ``--only`` selects from: P1-P9 of docs/performance.md, server memory, the lab's idle
+#: footprint, and the Dask reference figures.
 GROUPS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "MEM", "IDLE", "DASK")
 
 

@@ -1,4 +1,5 @@
-"""SPEC P7 and the idle footprint: fresh child interpreters running :mod:`bench.startup_child`."""
+"""P7 (docs/performance.md) and the idle footprint: fresh child interpreters running
+:mod:`bench.startup_child`."""
 
 from __future__ import annotations
 

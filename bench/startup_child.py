@@ -1,4 +1,5 @@
-"""A fresh interpreter from import to first result (SPEC P7), then optionally idle like a kernel.
+"""A fresh interpreter from import to first result (P7 of docs/performance.md), then optionally idle like a
+kernel.
 
 ``python -m bench.startup_child ours|ray [idle]`` prints the seconds from the first line of this module
 (before ``import spear_sdk`` / ``import ray``) to the first result of a trivial remote call. With

@@ -1,4 +1,5 @@
-"""SPEC P8: what one execution state change costs in the server's store, against raw ``sqlite3``.
+"""P8 (docs/performance.md): what one execution state change costs in the server's store, against raw
+``sqlite3``.
 
 Both sides write the same keys and values: per execution, the engine's three writes (the PENDING record
 with its task index entry in one batch, then RUNNING, then COMPLETED, each a put of the record).

@@ -1,4 +1,4 @@
-"""The rows of the report: SPEC §6 targets (and our own for memory), plus reference rows without targets.
+"""The rows of the report: the targets of docs/performance.md, plus reference rows without targets.
 
 A row compares one of our figures with a baseline measured in the same run. Its target applies to the
 ratio ours / baseline, or (``on="value"``) to our figure itself, the baseline then shown for context.

@@ -190,6 +190,7 @@ class Core:
                     status=status_name(message.status) or "failed",
                     error_code=message.metadata.get("error_code", ""),
                     error_message=message.error_message,
+                    remote_error=_remote_error(message, target),
                     logs=await self._logs(message.execution_id, target),
                 )
             return
@@ -309,6 +310,7 @@ class Core:
             status=status_name(result.status) or "failed",
             error_code=result.error_code,
             error_message=result.error_message,
+            remote_error=_remote_error(result, target),
             logs=await self._logs(execution_id, target),
         )
 
@@ -484,6 +486,20 @@ def _localize(line: str, source_file: str) -> str:
     source = linecache.getline(source_file, int(match.group(1))).strip()
     frame = line.replace("<dynamic-code>", source_file, 1)
     return f"{frame}\n    {source}" if source else frame
+
+
+def _remote_error(
+    message: function_pb2.ExecutionResult | function_pb2.StreamExecutionResult, target: Target | None
+) -> function_pb2.RemoteError | None:
+    """What the function raised, its shipped frames shown as local ones (None: the server did not say)."""
+    if not message.HasField("remote_error"):
+        return None
+    remote = message.remote_error
+    if isinstance(target, PickledFunction) and target.source_file:
+        lines = remote.traceback.split("\n")
+        traceback = "\n".join(_localize(line, target.source_file) for line in lines)
+        remote = function_pb2.RemoteError(type=remote.type, message=remote.message, traceback=traceback)
+    return remote
 
 
 def _encode(value: object, what: str) -> any_pb2.Any:

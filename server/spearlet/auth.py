@@ -1,4 +1,4 @@
-"""Bearer-token authentication for every RPC (SPEC §5)."""
+"""Bearer-token authentication for every RPC (docs/protocol.md, "Extensions")."""
 
 from __future__ import annotations
 

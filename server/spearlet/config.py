@@ -56,7 +56,8 @@ class Config:
 
     @functools.cached_property  # asked on every invocation; the answer never changes
     def allows_pickle(self) -> bool:
-        """Pickled code runs only on a loopback-bound server or behind a token (SPEC §5)."""
+        """Pickled code runs only on a loopback-bound server or behind a token: on any other server
+        anyone who can reach the port could run code as the server's user."""
         return bool(self.token) or is_loopback(self.host)
 
     def replace(self, **changes: Any) -> Config:

@@ -76,6 +76,7 @@ def execution_result(record: StoredExecution, *, include_value: bool = True) -> 
         },
         started_at=timestamp(record.started_at),
         completed_at=timestamp(record.completed_at),
+        remote_error=record.remote_error(),
     )
 
 

@@ -1,4 +1,4 @@
-"""FunctionService: thin handlers that validate, call the engine, and build responses (SPEC §3)."""
+"""FunctionService: thin handlers that validate, call the engine, and build responses (docs/protocol.md)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,7 @@ from spear_sdk.wire.errors import InvalidArgument, Unavailable
 from . import convert
 from .engine import lifecycle as lc
 from .engine.core import Engine
-from .engine.ids import id_floor
-from .engine.live import log_lines
+from .engine.logs import log_lines
 from .health import HealthMonitor, ResourceMeter
 from .pages import chunk_message, execution_page
 from .rpc import Encoded, check_enum, fitting, page_size, paginate, require, server_stream, unary
@@ -33,6 +32,13 @@ DEFAULT_TASK_EXECUTIONS = 10
 
 
 class FunctionService(function_pb2_grpc.FunctionServiceServicer):
+    """The gRPC FunctionService: one method per RPC of docs/protocol.md.
+
+    Each handler checks what the engine cannot (enum values, request shape), calls one or two methods of
+    the :class:`Engine`, and builds the response with :mod:`.convert`; it never touches the store or the
+    executor itself. Errors are raised as :mod:`spear_sdk.wire.errors` exceptions, which the decorators of
+    :mod:`.rpc` turn into gRPC statuses in one place."""
+
     def __init__(self, engine: Engine, monitor: HealthMonitor, meter: ResourceMeter) -> None:
         self.engine = engine
         self.monitor = monitor
@@ -89,8 +95,7 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
             reported = False
             while (data := await chunks.get()) is not None:
                 if not reported:  # a chunk reports the execution RUNNING: so it must be stored
-                    self.engine.executions.hurry()
-                    await live.stored
+                    await self.engine.stored(live)
                     reported = True
                 yield chunk_message(head, data)
         finally:
@@ -102,6 +107,7 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
             status=record.status,  # type: ignore[arg-type]
             is_final=True,
             error_message=record.error_message,
+            remote_error=record.remote_error(),
             metadata={
                 "error_code": record.error_code,
                 "task_id": record.task_id,
@@ -215,7 +221,7 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
     @unary
     async def ListTasks(self, request: fpb.ListTasksRequest, context: Context) -> fpb.ListTasksResponse:
         size = page_size(request.limit)
-        tasks = await self.engine.tasks.page(request.prefix, request.start_after, size + 1)
+        tasks = await self.engine.tasks_page(request.prefix, request.start_after, size + 1)
         page, has_more, next_after = paginate(tasks, size, lambda t: t.name)
         stats = self.engine.stats
         infos = [convert.task_info(t, stats.task(t.task_id), details=request.include_details) for t in page]
@@ -227,16 +233,14 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
     @unary
     async def GetTask(self, request: fpb.GetTaskRequest, context: Context) -> fpb.GetTaskResponse:
         require(request.task_id, "task_id")
-        task = await self.engine.tasks.get(request.task_id)
+        task = await self.engine.get_task(request.task_id)
         if task is None:
             return fpb.GetTaskResponse(found=False, message=f"task {request.task_id!r} not found")
         info = convert.task_info(task, self.engine.stats.task(task.task_id))
         executions = []
         if request.include_executions:
             count = page_size(request.execution_limit or DEFAULT_TASK_EXECUTIONS)
-            await self.engine.executions.flush()  # report only what is stored
-            newest = await self.engine.executions.newest(task.task_id, count)
-            executions = [r.info() for r in self.engine.current(newest)]
+            executions = [r.info() for r in await self.engine.newest_executions(task.task_id, count)]
             # As many of the newest as one response can carry beside the task.
             room = self.engine.config.message_limit - info.ByteSize()
             executions = executions[: fitting((e.ByteSize() for e in executions), room)]
@@ -259,15 +263,14 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
     async def ListExecutions(self, request: fpb.ListExecutionsRequest, context: Context) -> Encoded:
         size = page_size(request.limit)
         check_enum(fpb.ExecutionStatus, request.status_filter, "status_filter")
-        await self.engine.executions.flush()  # report only what is stored
-        rows = await self.engine.executions.info_page(
+        rows = await self.engine.execution_infos(
             task_id=request.task_id,
             status=request.status_filter,
             start_after=request.start_after,
             count=size + 1,
         )
         page, has_more, next_after = paginate(rows, size, lambda row: row[0])
-        infos = self.engine.current_infos(page)
+        infos = [info for _, info in page]
         fit = fitting(map(len, infos), self.engine.config.message_limit)
         if fit < len(infos):
             infos, has_more, next_after = infos[:fit], True, page[fit - 1][0]
@@ -284,13 +287,13 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
         if request.include_details:
             engine = self.engine
             running, pending, active_tasks = engine.active_counts()
-            tasks = await engine.tasks.all()
+            tasks = await engine.all_tasks()
             response.details.CopyFrom(
                 fpb.HealthDetails(
                     active_tasks=len(active_tasks),
                     running_executions=running,
                     pending_executions=pending,
-                    total_memory_used=self.meter.memory_bytes(engine.executor.worker_pids()),
+                    total_memory_used=self.meter.memory_bytes(engine.worker_pids()),
                     total_executions=engine.stats.figures.total,
                     system_info=self.monitor.system_info(),
                     task_count=len(tasks),
@@ -305,8 +308,8 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
         if request.time_range_hours < 0:
             raise InvalidArgument("time_range_hours must not be negative")
         engine = self.engine
-        tasks = await engine.tasks.all()
-        pids = engine.executor.worker_pids()
+        tasks = await engine.all_tasks()
+        pids = engine.worker_pids()
         memory = self.meter.memory_bytes(pids)
         response = fpb.GetStatsResponse(
             service_stats=fpb.ServiceStats(
@@ -322,9 +325,7 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
             return response
         figures = engine.stats.figures
         if request.time_range_hours > 0:
-            since = id_floor(time.time() - request.time_range_hours * 3600)
-            await engine.executions.flush()
-            figures = ExecutionFigures.of([r async for r in engine.executions.iterate(start_after=since)])
+            figures = await engine.figures_since(time.time() - request.time_range_hours * 3600)
         if request.include_task_stats:
             response.task_stats.CopyFrom(_task_stats(tasks, figures, engine.active_counts()[2]))
         if request.include_execution_stats:

@@ -1,4 +1,5 @@
-"""Health of the server from real state (SPEC §3 GetHealth), and the process figures GetStats reports."""
+"""Health of the server from real state (docs/protocol.md, GetHealth), and the process figures GetStats
+reports."""
 
 from __future__ import annotations
 

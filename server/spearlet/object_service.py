@@ -1,4 +1,4 @@
-"""ObjectService: thin handlers over the object repository (SPEC §3 ObjectService)."""
+"""ObjectService: thin handlers over the object repository (docs/protocol.md, "ObjectService")."""
 
 from __future__ import annotations
 

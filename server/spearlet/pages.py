@@ -2,8 +2,8 @@
 
 ``ListExecutions`` pages: each execution record starts with its serialized ``ExecutionInfo`` (see
 ``store.records``), and a repeated message field on the wire is just those bytes, each behind a tag and a
-length, so a page of 1 000 rows costs a concatenation (SPEC P6). Stream chunks: a worker sends each value
-as a serialized ``Any``, which goes into its ``StreamExecutionResult`` the same way (SPEC P5).
+length, so a page of 1 000 rows costs a concatenation (P6, docs/performance.md). Stream chunks: a worker
+sends each value as a serialized ``Any``, which goes into its ``StreamExecutionResult`` the same way (P5).
 """
 
 from __future__ import annotations

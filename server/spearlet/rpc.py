@@ -204,7 +204,7 @@ def server_stream(
 
 
 def page_size(limit: int) -> int:
-    """SPEC §3 pagination: 0 -> 100, above 1000 -> 1000, negative -> INVALID_ARGUMENT."""
+    """Paging (docs/protocol.md): 0 -> 100, above 1000 -> 1000, negative -> INVALID_ARGUMENT."""
     if limit < 0:
         raise InvalidArgument(f"limit must not be negative (got {limit})")
     return min(limit or DEFAULT_PAGE, MAX_PAGE)

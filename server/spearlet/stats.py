@@ -1,4 +1,4 @@
-"""Execution figures: kept current on every transition, rebuilt from the store at start (SPEC §3 GetStats)."""
+"""Execution figures: kept current on every transition, rebuilt from the store at start."""
 
 from __future__ import annotations
 

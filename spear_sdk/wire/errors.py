@@ -10,6 +10,8 @@ from typing import Any, ClassVar
 
 import grpc
 
+from . import function_pb2
+
 #: Trailing metadata of a RESOURCE_EXHAUSTED answer to a full queue: milliseconds to wait before retrying.
 RETRY_AFTER_MS = "retry-after-ms"
 
@@ -170,18 +172,20 @@ class WorkerCrashed(ExecutionError):
     """The worker process running the execution died (a crash, ``os._exit``, a signal)."""
 
 
-_TRACEBACK_START = "Traceback (most recent call last):"
-
-
 def error_for_execution(
     *,
     execution_id: str,
     status: str,
     error_code: str,
     error_message: str,
+    remote_error: function_pb2.RemoteError | None = None,
     logs: tuple[str, ...] = (),
 ) -> ExecutionError:
-    """The exception for an execution that ended ``status`` (lowercase) with the server's error fields."""
+    """The exception for an execution that ended ``status`` (lowercase) with the server's error fields.
+
+    ``remote_error`` is what the function raised, as the server sent it (the ``remote_error`` extension
+    field); a server without that field gives only ``error_message``, ``"Type: message"``, and no traceback.
+    """
     details: dict[str, Any] = {
         "execution_id": execution_id,
         "status": status,
@@ -196,23 +200,16 @@ def error_for_execution(
     if error_code == "WORKER_CRASHED":
         return WorkerCrashed(message, **details)
     if error_code == "EXCEPTION":
-        remote_type, _, remote_message = error_message.partition(": ")
+        if remote_error is not None and remote_error.type:
+            remote = (remote_error.type, remote_error.message, remote_error.traceback)
+        else:
+            remote_type, _, remote_message = error_message.partition(": ")
+            remote = (remote_type, remote_message, "")
         return RemoteFunctionError(
             message,
-            remote_type=remote_type,
-            remote_message=remote_message,
-            remote_traceback=_last_traceback(logs),
+            remote_type=remote[0],
+            remote_message=remote[1],
+            remote_traceback=remote[2],
             **details,
         )
     return ExecutionError(f"{error_code}: {message}" if error_code else message, **details)
-
-
-def _last_traceback(logs: tuple[str, ...]) -> str:
-    """The last traceback the server logged for the execution (earlier attempts may have their own)."""
-    for start in range(len(logs) - 1, -1, -1):
-        if logs[start].startswith(_TRACEBACK_START):
-            end = start + 1
-            while end < len(logs) and not logs[end].startswith("["):
-                end += 1
-            return "\n".join(logs[start:end]) + "\n"
-    return ""

@@ -1,4 +1,4 @@
-"""The concurrency limit and queue, health, and statistics computed from real state (SPEC §3)."""
+"""The concurrency limit and queue, health, and statistics computed from real state (docs/protocol.md)."""
 
 from __future__ import annotations
 

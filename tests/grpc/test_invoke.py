@@ -1,4 +1,5 @@
-"""InvokeFunction and StreamFunction on a real server: every mode, artifact type and failure (SPEC §3)."""
+"""InvokeFunction and StreamFunction on a real server: every mode, artifact type and failure
+(docs/protocol.md)."""
 
 from __future__ import annotations
 
@@ -267,6 +268,28 @@ async def test_raising_function_fails_with_traceback_in_logs(shared: Harness) ->
     text = "\n".join(status.logs)
     assert "about to fail" in text
     assert "Traceback" in text and "ValueError: bad input" in text
+
+
+async def test_what_the_function_raised_travels_as_fields(shared: Harness) -> None:
+    task_id = await shared.register("workloads:fail")
+    response = await shared.invoke(task_id, "bad: input")
+    remote = response.result.remote_error
+    assert (remote.type, remote.message) == ("ValueError", "bad: input")
+    assert remote.traceback.startswith("Traceback (most recent call last):")
+    assert "raise ValueError(message)" in remote.traceback and "in fail" in remote.traceback
+    stored = await shared.status(response.execution_id)
+    assert stored.result.remote_error == remote
+    page = await shared.fn.ListExecutions(fpb.ListExecutionsRequest(task_id=task_id))
+    assert [e.remote_error for e in page.executions if e.execution_id == response.execution_id] == [remote]
+    ok = await shared.invoke(await shared.register("workloads:square"), 3)
+    assert not ok.result.HasField("remote_error")
+
+
+async def test_a_stream_ends_with_what_the_function_raised(shared: Harness) -> None:
+    task_id = await shared.register("workloads:fail_midway")
+    final = (await stream(shared, task_id, 1))[-1]
+    assert final.status == FAILED and final.remote_error.type == "RuntimeError"
+    assert "in fail_midway" in final.remote_error.traceback
 
 
 async def test_bad_arguments_fail_the_execution(shared: Harness) -> None:

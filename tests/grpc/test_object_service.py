@@ -1,4 +1,5 @@
-"""ObjectService over real loopback gRPC: every RPC's normal answer and every error status of SPEC §3."""
+"""ObjectService over real loopback gRPC: every RPC's normal answer and every error status of
+docs/protocol.md."""
 
 from __future__ import annotations
 
@@ -202,7 +203,8 @@ async def test_value_beyond_grpc_default_message_size_round_trips(make_harness: 
 
 async def test_default_limit_is_met_before_the_transport_limit(make_harness: HarnessFactory) -> None:
     """With the default 64 MiB limit, one byte more is refused by the object store itself (a clear
-    RESOURCE_EXHAUSTED naming the limit), not by gRPC's message size check (SPEC §3 ObjectService)."""
+    RESOURCE_EXHAUSTED naming the limit), not by gRPC's message size check (docs/protocol.md,
+    "ObjectService")."""
     h = await harness(make_harness)
     channel = big_message_channel(h)
     try:
@@ -263,7 +265,7 @@ async def test_negative_ref_count_change_is_invalid_argument(make_harness: Harne
 
 async def test_ref_count_beyond_int32_is_refused_and_corrupts_nothing(make_harness: HarnessFactory) -> None:
     """``ref_count`` is an int32 on the wire: a count that would pass 2**31 - 1 must be refused with a
-    clear status, and the object must stay readable (SPEC §3 "Every RPC")."""
+    clear status, and the object must stay readable (bad input never loses or corrupts stored data)."""
     h = await harness(make_harness)
     await put(h, "many", b"v")
     await put(h, "other", b"v")

@@ -1,5 +1,6 @@
 """``spearlet serve`` as a real process: its address line, SPEARLET_* settings, graceful SIGTERM, restart
-over SQLite after SIGKILL (SPEC §3 Restart), and a client generated from the .proto files alone (SPEC §1)."""
+over SQLite after SIGKILL (executions cut off read INTERRUPTED), and a client generated from the .proto files
+alone (docs/protocol.md)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Task CRUD (RegisterTask, GetTask, ListTasks, DeleteTask), task resolution of InvokeFunction, and
-ListExecutions, over real loopback gRPC (SPEC §1 extensions, §3)."""
+ListExecutions, over real loopback gRPC (docs/protocol.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Reliability tests (SPEC §6 R1-R6): the soak switch, Hypothesis settings, and the figures they report.
+"""Reliability tests (R1-R6, see RELIABILITY.md): the soak switch, Hypothesis settings, and the figures they
+report.
 
 Each test records what it measured with the ``figures`` fixture; the figures are printed at the end of
 the run (``pytest tests/reliability``), which is where RELIABILITY.md's numbers come from.

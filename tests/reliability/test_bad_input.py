@@ -1,6 +1,6 @@
 """R4: random and malformed requests to every RPC, the standard health and reflection services included:
 never UNKNOWN or INTERNAL, never a hang, every error says why, the server keeps serving, and what was
-stored before is unchanged after (SPEC §3 "Every RPC", §6).
+stored before is unchanged after (no RPC answers ``UNKNOWN`` or ``INTERNAL``, none loses stored data).
 
 Hypothesis draws the requests (see :mod:`fuzzing`) and runs in a worker thread with a blocking gRPC
 client, while the server under test runs on the test's event loop. The server has small limits (64 KiB

@@ -1,6 +1,6 @@
 """R5: a storm of cancels and timeouts mixed with normal calls. Cancels and timeouts stop their work (the
 process running it has ended) within 100 ms; afterwards no process, asyncio task or thread is left over
-(SPEC §6).
+(R5).
 
 A stop is timed from the moment it was asked for (the cancel sent, the timeout or the caller's deadline
 due) to the moment the process ended, as a pidfd reports it to a thread of the test's own: neither the
@@ -37,7 +37,7 @@ pytestmark = pytest.mark.timeout(3600 if SOAK else 120)
 ASYNC = fpb.EXECUTION_MODE_ASYNC
 RUNNING, COMPLETED = fpb.EXECUTION_STATUS_RUNNING, fpb.EXECUTION_STATUS_COMPLETED
 CANCELLED, TIMEOUT = fpb.EXECUTION_STATUS_CANCELLED, fpb.EXECUTION_STATUS_TIMEOUT
-#: Cancels and timeouts stop work within this (SPEC R5), at the 99th percentile...
+#: Cancels and timeouts stop work within this (R5), at the 99th percentile...
 STOP_WITHIN_MS = 100
 #: ...and every single one within this. On an idle machine every stop takes well under 100 ms; when the
 #: machine is oversubscribed (two test suites at once on two cores) the scheduler alone adds tens of ms.

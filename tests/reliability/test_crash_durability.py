@@ -1,6 +1,6 @@
 """R1: SIGKILL ``spearlet serve`` over SQLite at random points of a load, restart it, and check every time
 that the database passes ``PRAGMA integrity_check``, that everything acknowledged to a client is there,
-that the work cut off reads INTERRUPTED, and that the statistics agree with the records (SPEC §6).
+that the work cut off reads INTERRUPTED, and that the statistics agree with the records (R1).
 
 The kill points are random: after a random number of acknowledged operations, with eight clients mixing
 sync, async and streamed calls, failures, objects and task registrations. The seed is printed with the

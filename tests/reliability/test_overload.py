@@ -1,6 +1,6 @@
 """R3: ten times more callers than the server has places, for a bounded time. Accepted calls finish, the
 rest get RESOURCE_EXHAUSTED with a retry hint, nothing deadlocks, memory stays bounded, and health says
-``degraded`` meanwhile and ``healthy`` after (SPEC §6). And the overload of one stream: a reader that
+``degraded`` meanwhile and ``healthy`` after (R3). And the overload of one stream: a reader that
 stops reading holds the function back instead of filling the server's memory."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""R6 and SPEC §5: a bearer token (``--token`` or ``SPEARLET_TOKEN``) guards every RPC of every service and is
+"""R6: a bearer token (``--token`` or ``SPEARLET_TOKEN``) guards every RPC of every service and is
 compared in constant time; TLS works end to end; a server bound beyond loopback without a token refuses
 pickled code; a stopping server drains its work."""
 

@@ -1,5 +1,5 @@
 """R2: a worker that segfaults, calls ``os._exit``, runs out of memory under its limit or floods its output
-fails only its own execution; the pool heals; no zombie or orphaned process is left (SPEC §6)."""
+fails only its own execution; the pool heals; no zombie or orphaned process is left (R2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The generated protocol keeps the fixed Spearlet v1 contract (SPEC §1) and matches the .proto files."""
+"""The generated protocol keeps the fixed Spearlet v1 contract (docs/protocol.md) and matches the .proto
+files."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from spear_sdk.wire import function_pb2, object_pb2
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Transcribed from SPEC §1: (number, name, type) of every v1 field. Never edit to fit the code.
+# The Spearlet v1 protocol: (number, name, type) of every v1 field. Never edit to fit the code.
 V1_FUNCTION_MESSAGES: dict[str, list[tuple[int, str, str]]] = {
     "ArtifactSpec": [
         (1, "artifact_id", "string"),
@@ -352,7 +353,7 @@ def _type_name(field: FieldDescriptor) -> str:
 
 
 def _describe(field: FieldDescriptor) -> str:
-    """A field's type written the way SPEC §1 writes it."""
+    """A field's type written the way this table writes it."""
     entry = field.message_type
     if entry is not None and entry.GetOptions().map_entry:
         key, value = entry.fields_by_name["key"], entry.fields_by_name["value"]
@@ -386,7 +387,7 @@ def test_every_v1_field_keeps_its_name_number_and_type(
     for number, name, spec_type in fields:
         field = message.fields_by_number.get(number)
         assert field is not None, f"{message.name}.{number} is missing"
-        assert field.name == name, f"{message.name}.{number} is {field.name}, SPEC says {name}"
+        assert field.name == name, f"{message.name}.{number} is {field.name}, v1 says {name}"
         assert _describe(field) == _spec_type(spec_type), f"{message.name}.{name}"
 
 

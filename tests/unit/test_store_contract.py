@@ -1,4 +1,5 @@
-"""One contract suite for every KvStore backend (SPEC §4), plus what only SQLite promises: WAL, durability."""
+"""One contract suite for every KvStore backend (docs/design.md, "Stores"), plus what only SQLite promises:
+WAL, durability."""
 
 from __future__ import annotations
 

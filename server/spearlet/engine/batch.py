@@ -1,15 +1,16 @@
 """Batches: many calls of one function in one request (``InvokeBatch``, the SDK's ``map``).
 
 Each call is an execution of its own, with its record, lifecycle, logs, timeout, retries and cancel
-switch, as if it had been invoked alone. What the calls share is the cost around them: the request is
-validated and the task resolved once, records are written by group commit, and on the process executor a
-chunk of calls goes to one warm worker as a pipeline (``ProcessExecutor.start_chunk``), so they run back
-to back without a round trip each. Chunks are sized to about :data:`CHUNK_MS` of work, from the run times
-seen so far, so a call waits little behind the others of its chunk.
+switch, as if it had been invoked alone, and goes through the same steps of the :class:`.ledger.Ledger`
+(admit, start, end, settle). What the calls share is the cost around them: the request is validated and
+the task resolved once, records are written by group commit, and on the process executor a pipeline of
+calls goes to one warm worker (``ProcessExecutor.start_pipeline``), so they run back to back without a
+round trip each. Pipelines are sized to about :data:`PIPELINE_MS` of work, from the run times seen so far,
+so a call waits little behind the others of its pipeline.
 
-Up to ``max_concurrent`` lanes each wait for a running slot like any invocation, then take the next chunk:
-its records are created PENDING then, turn RUNNING when the worker starts each call, and end as usual.
-Calls not yet taken have no record: a batch that is dropped leaves nothing behind for them.
+Up to ``max_concurrent`` lanes each wait for a running slot like any invocation, then take the next
+pipeline: its records are admitted PENDING then, start RUNNING when the worker starts each call, and end as
+usual. Calls not yet taken have no record: a batch that is dropped leaves nothing behind for them.
 """
 
 from __future__ import annotations
@@ -19,21 +20,19 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from ..store.records import StoredExecution
 from . import lifecycle as lc
 from .executors import Executor, Job, Outcome, SubprocessRunner
-from .executors.base import FAILED, NOT_STARTED, STOPPED, Chunk, Sink, job_for_call
+from .executors.base import FAILED, NOT_STARTED, STOPPED, Pipeline, Sink, job_for_call
+from .ledger import Ledger
 from .live import LiveExecution
+from .scheduler import Scheduler
 
-if TYPE_CHECKING:
-    from .core import Engine
-
-#: The work one chunk should hold, and its bounds in calls.
-CHUNK_MS = 10.0
-FIRST_CHUNK = 8
-MAX_CHUNK = 256
+#: The work one pipeline should hold, and its bounds in calls.
+PIPELINE_MS = 10.0
+FIRST_PIPELINE = 8
+MAX_PIPELINE = 256
 
 #: Receives each call's index and terminal record, once stored.
 OnResult = Callable[[int, StoredExecution], None]
@@ -45,7 +44,7 @@ class _Call:
     args: Sequence[bytes]
     kwargs: dict[str, bytes]
     live: LiveExecution | None = None
-    chunk: Chunk | None = None
+    pipeline: Pipeline | None = None
     timer: asyncio.TimerHandle | None = None
     started: bool = False
     timed_out: bool = False
@@ -61,7 +60,8 @@ class Batch:
 
     def __init__(
         self,
-        engine: Engine,
+        ledger: Ledger,
+        scheduler: Scheduler,
         new_record: Callable[[], StoredExecution],
         job: Job,
         runner: Executor | SubprocessRunner,
@@ -71,7 +71,8 @@ class Batch:
         max_retries: int,
         on_result: OnResult,
     ) -> None:
-        self._engine = engine
+        self._ledger = ledger
+        self._scheduler = scheduler
         self._new_record = new_record
         self._job = job
         self._runner = runner
@@ -90,7 +91,7 @@ class Batch:
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
-        for _ in range(min(self._engine.scheduler.max_running, len(self._todo))):
+        for _ in range(min(self._scheduler.max_running, len(self._todo))):
             lane = loop.create_task(self._lane())
             self._lanes.add(lane)
             lane.add_done_callback(self._lanes.discard)
@@ -110,7 +111,7 @@ class Batch:
         self._dropped = reason
         waiting, self._todo = self._todo, deque()
         for call in waiting:
-            if call.live is not None:  # sent back after a chunk was stopped
+            if call.live is not None:  # sent back after a pipeline was stopped
                 self._end(call, lc.CANCELLED, lc.CANCELLED_CODE, reason)
         for lane in self._waiting:
             lane.cancel()
@@ -121,7 +122,7 @@ class Batch:
     # -- lanes ----------------------------------------------------------------------------------------
 
     async def _lane(self) -> None:
-        scheduler = self._engine.scheduler
+        scheduler = self._scheduler
         lane = asyncio.current_task()
         assert lane is not None
         while self._todo:
@@ -138,9 +139,9 @@ class Batch:
                 scheduler.release()
 
     def _take(self) -> list[_Call]:
-        size = FIRST_CHUNK if not self._run_ms else int(CHUNK_MS / max(self._run_ms, 0.001))
+        size = FIRST_PIPELINE if not self._run_ms else int(PIPELINE_MS / max(self._run_ms, 0.001))
         share = -(-len(self._todo) // max(1, len(self._lanes)))  # keep every lane busy to the end
-        size = max(1, min(size, MAX_CHUNK, share))
+        size = max(1, min(size, MAX_PIPELINE, share))
         calls = [self._todo.popleft() for _ in range(min(size, len(self._todo)))]
         for call in calls:
             if call.live is None:
@@ -149,24 +150,22 @@ class Batch:
         return calls
 
     def _admit(self, call: _Call) -> LiveExecution:
-        engine = self._engine
-        record = self._new_record()
-        live = LiveExecution(record, stream=False, log_limit_bytes=self._job.log_limit_bytes)
-        live.stops_work = self._runner.stops_work
-        live.waited = True  # the batch's caller gets every end as it comes
+        live = self._ledger.admit(
+            self._new_record(),
+            stream=False,
+            stops_work=self._runner.stops_work,
+            waited=True,  # the batch's caller gets every end as it comes
+        )
         live.on_cancel = self._canceller(call)
-        engine.live[record.execution_id] = live
-        live.created = live.stored = engine.executions.create(record)
-        engine.stats.created(record)
         return live
 
     def _canceller(self, call: _Call) -> Callable[[], None]:
         def cancel() -> None:
-            if call.chunk is not None:
+            if call.pipeline is not None:
                 if call.started:
-                    call.chunk.stop()
+                    call.pipeline.stop()
                 # else: stopped when its worker starts it, so the calls ahead of it are not disturbed
-            elif call in self._todo:  # sent back to wait for another chunk
+            elif call in self._todo:  # sent back to wait for another pipeline
                 self._todo.remove(call)
                 self._end(call, lc.CANCELLED, lc.CANCELLED_CODE, self._reason(call))
 
@@ -186,13 +185,13 @@ class Batch:
         jobs = [job_for_call(self._job, c.execution_id, c.args, c.kwargs) for c in runnable]
         sinks: list[Sink] = [_CallSink(self, c) for c in runnable]
         began = time.perf_counter()
-        chunk = await self._start_chunk(jobs, sinks)
+        pipeline = await self._start_pipeline(jobs, sinks)
         for call in runnable:
-            call.chunk = chunk
+            call.pipeline = pipeline
         retry: list[_Call] = []
-        for call, fut in zip(runnable, chunk.outcomes, strict=True):
+        for call, fut in zip(runnable, pipeline.outcomes, strict=True):
             outcome = await fut
-            call.chunk = None
+            call.pipeline = None
             if call.timer is not None:
                 call.timer.cancel()
                 call.timer = None
@@ -203,11 +202,11 @@ class Batch:
             self._run_ms = (time.perf_counter() - began) * 1000 / ran
         self._todo.extendleft(reversed(retry))
 
-    async def _start_chunk(self, jobs: list[Job], sinks: list[Sink]) -> Chunk:
-        start_chunk = getattr(self._runner, "start_chunk", None)
-        if start_chunk is not None:
-            chunk: Chunk = await start_chunk(jobs, sinks)
-            return chunk
+    async def _start_pipeline(self, jobs: list[Job], sinks: list[Sink]) -> Pipeline:
+        start_pipeline = getattr(self._runner, "start_pipeline", None)
+        if start_pipeline is not None:
+            pipeline: Pipeline = await start_pipeline(jobs, sinks)
+            return pipeline
         return _one_by_one(self._runner, jobs, sinks)
 
     def _resolve(self, call: _Call, outcome: Outcome) -> bool:
@@ -218,16 +217,13 @@ class Batch:
         call.started = False
         stopped = code in (STOPPED, NOT_STARTED)
         if stopped and call.timed_out:
-            self._end(call, lc.TIMEOUT, lc.TIMEOUT_CODE, f"timed out after {self._timeout_ms} ms")
+            self._end(call, lc.TIMEOUT, lc.TIMEOUT_CODE, lc.timeout_message(self._timeout_ms))
         elif stopped and (live.cancel_reason is not None or self._dropped is not None):
             self._end(call, lc.CANCELLED, lc.CANCELLED_CODE, self._reason(call))
-        elif stopped:  # stopped for another call's sake, or never reached: its turn comes again
-            return True
-        elif outcome.worker_lost and live.record.attempt <= self._max_retries:
-            live.log(f"[attempt {live.record.attempt} lost: {outcome.error_message}; retrying]\n")
-            return True
+        elif stopped or self._ledger.retries(live, outcome, self._max_retries):
+            return True  # stopped for another call's sake, never reached, or lost: its turn comes again
         else:
-            self._engine._end_outcome(live, outcome)
+            self._ledger.end(live, 0, outcome=outcome)
             self._report(call)
         return False
 
@@ -237,66 +233,48 @@ class Batch:
 
     def _end(self, call: _Call, status: int, code: str, message: str) -> None:
         assert call.live is not None
-        self._engine._end(call.live, status, code, message)
+        self._ledger.end(call.live, status, code, message)
         self._report(call)
 
     def _report(self, call: _Call) -> None:
+        """Once the call has settled, hand its terminal record to the caller (or fail the batch)."""
         live = call.live
         assert live is not None
 
-        def stored(future: asyncio.Future[None]) -> None:
-            error = _error(live.created) or _error(future)  # (the first write holds the task index entry)
-            if error is not None:
-                self._fail(call, error)
-                return
-            self._engine._release(live)
-            self._settle(call)
-            self._on_result(call.index, live.record)
+        def settled(error: BaseException | None) -> None:
+            self._open.discard(call)
+            if not self._open:
+                self._settled.set()
+            if error is None:
+                self._on_result(call.index, live.record)
+            elif self.error is None:
+                self.error = error
+                self.drop("the batch could not be stored")
 
-        live.stored.add_done_callback(stored)
-
-    def _fail(self, call: _Call, exc: BaseException) -> None:
-        assert call.live is not None
-        self._engine._drop(call.live, exc)
-        self._settle(call)
-        if self.error is None:
-            self.error = exc
-            self.drop("the batch could not be stored")
-
-    def _settle(self, call: _Call) -> None:
-        self._open.discard(call)
-        if not self._open:
-            self._settled.set()
+        self._ledger.settle_later(live, settled)
 
     # -- the running call's sink ----------------------------------------------------------------------
 
     def started(self, call: _Call, instance_id: str) -> None:
         live = call.live
         assert live is not None
-        record = live.record
-        record.instance_id = instance_id
-        now = time.time()
-        if record.started_at is None:
-            record.started_at = now
-            record.queue_time_ms = (now - record.created_at) * 1000
-        record.attempt += 1
         call.started = True
-        self._engine._transition(live, lc.RUNNING)
-        if live.cancel_reason is not None and call.chunk is not None:
-            call.chunk.stop()  # cancelled while it waited in its chunk
+        self._ledger.start(live, instance_id)
+        if live.cancel_reason is not None and call.pipeline is not None:
+            call.pipeline.stop()  # cancelled while it waited in its pipeline
             return
         if self._timeout_ms > 0:
             call.timer = asyncio.get_running_loop().call_later(self._timeout_ms / 1000, self._time_out, call)
 
     def _time_out(self, call: _Call) -> None:
         call.timer = None
-        if call.chunk is not None:
+        if call.pipeline is not None:
             call.timed_out = True
-            call.chunk.stop()
+            call.pipeline.stop()
 
 
 class _CallSink:
-    """The executor's view of one call of a chunk."""
+    """The executor's view of one call of a pipeline."""
 
     __slots__ = ("_batch", "_call")
 
@@ -318,14 +296,8 @@ class _CallSink:
         self._call.live.log(text)
 
 
-def _error(future: asyncio.Future[None]) -> BaseException | None:
-    if not future.done():
-        return None
-    return asyncio.CancelledError() if future.cancelled() else future.exception()
-
-
-def _one_by_one(runner: Executor | SubprocessRunner, jobs: list[Job], sinks: list[Sink]) -> Chunk:
-    """A chunk for a runner without pipelines: its jobs run one after another."""
+def _one_by_one(runner: Executor | SubprocessRunner, jobs: list[Job], sinks: list[Sink]) -> Pipeline:
+    """A pipeline for a runner without pipelines of its own: its jobs run one after another."""
     loop = asyncio.get_running_loop()
     outcomes: list[asyncio.Future[Outcome]] = [loop.create_future() for _ in jobs]
 
@@ -344,4 +316,4 @@ def _one_by_one(runner: Executor | SubprocessRunner, jobs: list[Job], sinks: lis
     def stop() -> None:
         task.cancel()
 
-    return Chunk(outcomes, stop)
+    return Pipeline(outcomes, stop)

@@ -1,6 +1,8 @@
-"""The engine: admits invocations, runs them through the lifecycle, and keeps the store and figures current.
+"""The engine: validates invocations, resolves their tasks, and runs them through the lifecycle.
 
-Every transition is written to the store before anything reports it (SPEC §3).
+The lifecycle itself (the live executions, their records, the figures) is the :class:`.ledger.Ledger`'s;
+the engine drives it for single invocations, :mod:`.batch` for batches. Every state is stored before
+anything reports it (see docs/design.md).
 """
 
 from __future__ import annotations
@@ -27,15 +29,16 @@ from spear_sdk.wire.errors import (
 
 from ..config import Config
 from ..objects import ObjectRepository
-from ..stats import StatsTracker
+from ..stats import ExecutionFigures, StatsTracker
 from ..store import KvStore
 from ..store.records import StoredArtifact, StoredExecution, StoredTask
 from . import lifecycle as lc
 from .batch import Batch, OnResult
 from .executions import ExecutionStore
-from .executors import Artifact, Executor, Job, Outcome, SubprocessRunner, create_executor
-from .executors.base import ARTIFACT_LOAD_FAILED, COMPLETED, job_for_call
-from .ids import new_id
+from .executors import Artifact, Executor, Job, SubprocessRunner, create_executor
+from .executors.base import ARTIFACT_LOAD_FAILED, job_for_call
+from .ids import id_floor, new_id
+from .ledger import Ledger
 from .live import LiveExecution
 from .scheduler import Scheduler
 from .tasks import MEMORY_LIMIT_MB, OBJECT_SCHEME, Registration, TaskRegistry, memory_limit_mb
@@ -79,6 +82,12 @@ class CancelResult:
 
 
 class Engine:
+    """What the RPC handlers call: tasks, invocations (single and batched), cancels, and reads of
+    executions that see the live state but report only what is stored.
+
+    It owns the task registry, the scheduler (running slots and the queue), the executor and the
+    subprocess runner; the :class:`Ledger` owns the executions. Handlers use its methods only."""
+
     def __init__(self, config: Config, store: KvStore, objects: ObjectRepository) -> None:
         self.config = config
         self.store = store
@@ -86,12 +95,11 @@ class Engine:
         self.tasks = TaskRegistry(store)
         self.executions = ExecutionStore(store)
         self.scheduler = Scheduler(config.max_concurrent, config.max_queued)
-        self.stats = StatsTracker()
+        self.ledger = Ledger(self.executions, StatsTracker(), config.log_limit_bytes)
         self.executor: Executor = create_executor(
             config.executor, config.max_concurrent, log_limit_bytes=config.log_limit_bytes
         )
         self.subprocesses = SubprocessRunner()
-        self.live: dict[str, LiveExecution] = {}
         self.batches: set[Batch] = set()
         self.started_at = time.time()
         self._accepting = False
@@ -100,19 +108,7 @@ class Engine:
 
     async def start(self) -> None:
         """Mark work cut off by a previous process INTERRUPTED, rebuild the figures, warm the workers."""
-        records = [r async for r in self.executions.iterate()]
-        interrupted = [r for r in records if r.status in lc.ACTIVE]
-        now = time.time()
-        for record in interrupted:
-            record.status = lc.FAILED
-            record.error_code = lc.INTERRUPTED
-            record.error_message = "interrupted by a server restart"
-            record.completed_at = now
-            record.execution_time_ms = _elapsed_ms(record.started_at, now)
-        if interrupted:
-            await self.executions.save_many(interrupted)
-            log.warning("marked %d executions left by a previous process INTERRUPTED", len(interrupted))
-        self.stats.rebuild(records)
+        await self.ledger.recover()
         await self.executor.start()
         self.started_at = time.time()
         self._accepting = True
@@ -139,6 +135,16 @@ class Engine:
     def uptime_s(self) -> float:
         return time.time() - self.started_at
 
+    @property
+    def live(self) -> dict[str, LiveExecution]:
+        """The executions under way, by id (the ledger's; read it, never change it)."""
+        return self.ledger.live
+
+    @property
+    def stats(self) -> StatsTracker:
+        """The figures of all executions (the ledger's)."""
+        return self.ledger.stats
+
     # -- tasks ----------------------------------------------------------------------------------------
 
     async def register_task(
@@ -158,12 +164,11 @@ class Engine:
         for live in active:
             live.request_cancel("task deleted")
         for live in active:
-            await self._ended(live)
+            await self.ledger.settled(live)
         cleaned: list[StoredExecution] = []
         if cleanup:
             cleaned = await self.executions.delete_for_task(task_id)
-            for record in cleaned:
-                self.stats.deleted(record)
+            self.ledger.forget(cleaned)
         await self.tasks.delete(task)
         return len(cleaned)
 
@@ -182,18 +187,17 @@ class Engine:
         ):
             raise AlreadyExists(f"execution {inv.execution_id!r} already exists")
         self.scheduler.admit(lambda: self._mean_run_ms(task.name, inv.function_name))
-        record = _new_record(task, inv, execution_id)
-        live = LiveExecution(record, stream=inv.stream, log_limit_bytes=self.config.log_limit_bytes)
-        live.stops_work = self._runner_for(task.artifact.artifact_type).stops_work
-        live.waited = inv.stream  # its reader waits for the end (a SYNC caller says so in wait())
-        self.live[execution_id] = live
+        # The PENDING record is held back a moment: when a slot is free, PENDING and RUNNING go to the
+        # store in one write, made while the worker runs. Nothing reports either before it is stored.
+        live = self.ledger.admit(
+            _new_record(task, inv, execution_id),
+            stream=inv.stream,
+            stops_work=self._runner_for(task.artifact.artifact_type).stops_work,
+            waited=inv.stream,  # its reader waits for the end (a SYNC caller says so in wait())
+        )
         job = job_for_call(self._job(task, inv), execution_id, args, kwargs)
         timeout_ms = inv.timeout_ms or self.config.default_timeout_ms
         live.task = asyncio.create_task(self._run(live, task, job, timeout_ms, inv.max_retries))
-        # Queued after the run's first step: when a slot is free, PENDING and RUNNING go to the store in
-        # one write, made while the worker runs. Nothing reports either before it is stored.
-        live.created = live.stored = self.executions.create(record)
-        self.stats.created(record)
         return live
 
     async def start_batch(
@@ -210,14 +214,15 @@ class Engine:
         _validate(inv)
         encoded = [self._encode_params(params) for params in calls]
         task = await self._resolve_task(inv)
-        job = replace(self._job(task, inv), announce_start=True)  # its calls wait in chunks
+        job = replace(self._job(task, inv), announce_start=True)  # its calls wait in pipelines
         if task.artifact.artifact_type == "pickle":
             loaded = await self._load_pickle(task)
             if isinstance(loaded, str):
                 raise FailedPrecondition(loaded)
             job = replace(job, artifact=replace(job.artifact, payload=loaded[0], cache_key=loaded[1]))
         batch = Batch(
-            self,
+            self.ledger,
+            self.scheduler,
             lambda: _new_record(task, inv, new_id()),
             job,
             self._runner_for(task.artifact.artifact_type),
@@ -257,17 +262,10 @@ class Engine:
 
     async def wait(self, live: LiveExecution) -> StoredExecution:
         """The terminal record, once stored (a failed store write raises its :class:`StoreError`)."""
-        await self._ended(live)
+        await self.ledger.settled(live)
         if live.store_error is not None:
             raise live.store_error
         return live.record
-
-    async def _ended(self, live: LiveExecution) -> None:
-        """Wait for the execution's end to be stored, and have it stored at once rather than lazily."""
-        live.waited = True
-        if live.record.status in lc.TERMINAL:  # already queued, perhaps held back
-            self.executions.hurry()
-        await live.done.wait()
 
     async def accepted(self, live: LiveExecution) -> StoredExecution:
         """The new record as admitted (PENDING), once stored: what an ASYNC invocation reports. Call it
@@ -296,7 +294,7 @@ class Engine:
             )
         was_running = live.record.status == lc.RUNNING
         live.request_cancel(reason)
-        await self._ended(live)
+        await self.ledger.settled(live)
         record = live.record
         if record.status != lc.CANCELLED:
             return CancelResult(
@@ -314,19 +312,54 @@ class Engine:
         live = self.live.get(execution_id)
         if live is None:
             return await self.executions.get(execution_id)
-        await self.executions.flush()  # report only what is stored
+        await self.executions.flush()  # its latest state may still be on its way to the store
         return live.record
 
-    def current(self, records: list[StoredExecution]) -> list[StoredExecution]:
+    async def stored(self, live: LiveExecution) -> None:
+        """Return once the execution's latest state is stored (having it written now)."""
+        self.executions.hurry()
+        await live.stored
+
+    async def newest_executions(self, task_id: str, count: int) -> list[StoredExecution]:
+        """A task's ``count`` newest executions, newest first."""
+        return self._current(await self.executions.newest(task_id, count))
+
+    async def execution_infos(
+        self, *, task_id: str, status: int, start_after: str, count: int
+    ) -> list[tuple[str, bytes]]:
+        """A page of ``(execution_id, serialized ExecutionInfo)`` in id order, of one task and/or status."""
+        rows = await self.executions.info_page(
+            task_id=task_id, status=status, start_after=start_after, count=count
+        )
+        return self._current_infos(rows)
+
+    async def figures_since(self, since: float) -> ExecutionFigures:
+        """The figures of the executions created since the Unix time ``since``."""
+        return ExecutionFigures.of([r async for r in self.executions.iterate(start_after=id_floor(since))])
+
+    async def tasks_page(self, prefix: str, start_after: str, count: int | None) -> list[StoredTask]:
+        return await self.tasks.page(prefix, start_after, count)
+
+    async def get_task(self, task_id: str) -> StoredTask | None:
+        return await self.tasks.get(task_id)
+
+    async def all_tasks(self) -> list[StoredTask]:
+        return await self.tasks.all()
+
+    def worker_pids(self) -> list[int]:
+        """The pids of the worker processes, for memory and CPU figures."""
+        return self.executor.worker_pids()
+
+    def _current(self, records: list[StoredExecution]) -> list[StoredExecution]:
         """Stored records with the live ones swapped in (they know their worker before the store does)."""
         return [live.record if (live := self.live.get(r.execution_id)) else r for r in records]
 
-    def current_infos(self, rows: Sequence[tuple[str, bytes]]) -> list[bytes]:
-        """:meth:`current` for ``(execution_id, serialized ExecutionInfo)`` rows."""
+    def _current_infos(self, rows: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+        """:meth:`_current` for ``(execution_id, serialized ExecutionInfo)`` rows."""
         live = self.live
         return [
-            info if (found := live.get(execution_id)) is None else found.record.info().SerializeToString()
-            for execution_id, info in rows
+            row if (found := live.get(row[0])) is None else (row[0], found.record.info().SerializeToString())
+            for row in rows
         ]
 
     async def logs(self, execution_id: str) -> str:
@@ -410,39 +443,31 @@ class Engine:
             try:
                 await self.scheduler.acquire()
             except asyncio.CancelledError:
-                await self._finish(live, lc.CANCELLED, lc.CANCELLED_CODE, live.cancel_reason or "cancelled")
+                self.ledger.end(live, lc.CANCELLED, lc.CANCELLED_CODE, live.cancel_reason or "cancelled")
+                await self.ledger.settle(live)
                 return
             try:
                 await self._attempts(live, task, job, timeout_ms, max_retries)
+                await self.ledger.settle(live)
             finally:
                 self.scheduler.release()
         except Exception as exc:  # a bug or a store fault: never leave a waiter hanging
             log.exception("execution %s failed inside the engine", live.execution_id)
-            if not live.done.is_set():
-                live.record.status = lc.FAILED
-                live.record.error_code = "INTERNAL"
-                live.record.error_message = f"{type(exc).__name__}: {exc}"
-                self.live.pop(live.execution_id, None)
-                live.finish()
+            self.ledger.abandon(live, exc)
 
     async def _attempts(
         self, live: LiveExecution, task: StoredTask, job: Job, timeout_ms: int, max_retries: int
     ) -> None:
-        record = live.record
+        """Run attempts until one ends the execution; the end is queued, not yet stored."""
         runner = self._runner_for(task.artifact.artifact_type)
         loop = asyncio.get_running_loop()
-        first_start = time.time()
-        record.queue_time_ms = (first_start - record.created_at) * 1000
-        record.started_at = first_start
-        attempt = 0
+        ledger = self.ledger
         while True:
-            attempt += 1
-            record.attempt = attempt
-            self._transition(live, lc.RUNNING)
-            if attempt == 1 and task.artifact.artifact_type == "pickle":
+            ledger.start(live)
+            if live.record.attempt == 1 and task.artifact.artifact_type == "pickle":
                 loaded = await self._load_pickle(task)
                 if isinstance(loaded, str):
-                    await self._finish(live, lc.FAILED, ARTIFACT_LOAD_FAILED, loaded)
+                    ledger.end(live, lc.FAILED, ARTIFACT_LOAD_FAILED, loaded)
                     return
                 job = replace(job, artifact=replace(job.artifact, payload=loaded[0], cache_key=loaded[1]))
             # A timer, not asyncio.wait_for: that runs the attempt in a task of its own, two more turns
@@ -452,20 +477,16 @@ class Engine:
                 outcome = await runner.run(job, live)
             except asyncio.CancelledError:
                 if live.timed_out:
-                    await self._finish(live, lc.TIMEOUT, lc.TIMEOUT_CODE, f"timed out after {timeout_ms} ms")
+                    ledger.end(live, lc.TIMEOUT, lc.TIMEOUT_CODE, lc.timeout_message(timeout_ms))
                 else:
-                    await self._finish(
-                        live, lc.CANCELLED, lc.CANCELLED_CODE, live.cancel_reason or "cancelled"
-                    )
+                    ledger.end(live, lc.CANCELLED, lc.CANCELLED_CODE, live.cancel_reason or "cancelled")
                 return
             finally:
                 if deadline is not None:
                     deadline.cancel()
-            if outcome.worker_lost and attempt <= max_retries:
-                live.log(f"[attempt {attempt} lost: {outcome.error_message}; retrying]\n")
-                continue
-            await self._finish_outcome(live, outcome)
-            return
+            if not ledger.retries(live, outcome, max_retries):
+                ledger.end(live, 0, outcome=outcome)
+                return
 
     async def _load_pickle(self, task: StoredTask) -> tuple[bytes, str] | str:
         """The pickled callable's bytes and cache key, or why they cannot be used."""
@@ -477,66 +498,6 @@ class Engine:
         if task.artifact.checksum and task.artifact.checksum != digest:
             return f"checksum mismatch for object {key!r}: expected {task.artifact.checksum}, got {digest}"
         return obj.value, digest
-
-    def _transition(self, live: LiveExecution, status: int, logs: str | None = None) -> None:
-        """Move to ``status``: check the edge, queue the record (and ``logs``) for the store, update the
-        figures. ``live.stored`` says when it is stored."""
-        record = live.record
-        old = record.status
-        lc.check_transition(old, status)
-        record.status = status
-        # An end someone waits for is written at once; one nobody waits for (an ASYNC invocation's) may
-        # be held back like any state, as whoever asks for it later flushes first.
-        live.stored = self.executions.save(record, logs=logs, urgent=live.waited and status in lc.TERMINAL)
-        if old != status:
-            self.stats.transitioned(old, record)
-
-    async def _finish_outcome(self, live: LiveExecution, outcome: Outcome) -> None:
-        self._end_outcome(live, outcome)
-        await self._settle(live)
-
-    def _end_outcome(self, live: LiveExecution, outcome: Outcome) -> None:
-        record = live.record
-        record.result = outcome.result
-        record.memory_used_bytes = outcome.memory_used_bytes
-        record.cpu_time_ms = outcome.cpu_time_ms
-        if outcome.instance_id:
-            record.instance_id = outcome.instance_id
-        status = lc.COMPLETED if outcome.status == COMPLETED else lc.FAILED
-        self._end(live, status, outcome.error_code, outcome.error_message)
-
-    async def _finish(self, live: LiveExecution, status: int, error_code: str, message: str) -> None:
-        self._end(live, status, error_code, message)
-        await self._settle(live)
-
-    def _end(self, live: LiveExecution, status: int, error_code: str, message: str) -> None:
-        """Queue the terminal record; :meth:`_settle` reports it once stored."""
-        record = live.record
-        record.error_code = error_code
-        record.error_message = message
-        record.completed_at = time.time()
-        record.execution_time_ms = _elapsed_ms(record.started_at, record.completed_at)
-        self._transition(live, status, logs=live.logs.text())
-
-    async def _settle(self, live: LiveExecution) -> None:
-        try:
-            await live.created  # (its task index entry)
-            await live.stored  # reported to nobody until stored
-        except Exception as exc:
-            self._drop(live, exc)
-            return
-        self._release(live)
-
-    def _release(self, live: LiveExecution) -> None:
-        """The terminal record is stored: wake the execution's waiters."""
-        self.live.pop(live.execution_id, None)
-        live.finish()
-
-    def _drop(self, live: LiveExecution, exc: BaseException) -> None:
-        """End an execution whose record could not be stored: its waiters get the store's error."""
-        live.store_error = exc
-        self.live.pop(live.execution_id, None)
-        live.finish()
 
 
 _PICKLE_REFUSED = (
@@ -562,10 +523,6 @@ def _validate(inv: Invocation) -> None:
                 f"context.environment entry {name!r} is not a valid environment variable "
                 "(names are non-empty without '=' or NUL; values have no NUL)"
             )
-
-
-def _elapsed_ms(started: float | None, ended: float) -> int:
-    return max(0, round((ended - started) * 1000)) if started else 0
 
 
 def _new_record(task: StoredTask, inv: Invocation, execution_id: str) -> StoredExecution:

@@ -23,6 +23,14 @@ _SCAN_BATCH = 1000
 
 
 class ExecutionStore:
+    """The execution records in the store, written by group commit.
+
+    Read after write: a read of many records (a listing, the newest of a task, an iteration) first waits
+    until every write queued so far is stored, so that it never reports less than what the engine has
+    already told a client. A single :meth:`get` does not: the engine asks it only for executions that
+    have settled (whose last write is stored), and answers for the others from memory after
+    :meth:`flush`."""
+
     def __init__(self, store: KvStore) -> None:
         self._store = store
         self._writes = GroupCommit(store)
@@ -72,6 +80,7 @@ class ExecutionStore:
 
     async def page(self, *, task_id: str, status: int, start_after: str, count: int) -> list[StoredExecution]:
         """Up to ``count`` records in id order after ``start_after``, of one task and/or one status."""
+        await self.flush()
         found: list[StoredExecution] = []
         async for record in self._iterate(task_id, start_after):
             if not status or record.status == status:
@@ -85,6 +94,7 @@ class ExecutionStore:
     ) -> list[tuple[str, bytes]]:
         """:meth:`page` as ``(execution_id, serialized ExecutionInfo)``, sliced from the stored records
         (parsed only to filter by status)."""
+        await self.flush()
         found: list[tuple[str, bytes]] = []
         # Without a status filter every row counts: read exactly one page.
         batch = _SCAN_BATCH if status else max(1, count)
@@ -98,6 +108,7 @@ class ExecutionStore:
         return found
 
     async def newest(self, task_id: str, count: int) -> list[StoredExecution]:
+        await self.flush()
         prefix = task_execution_prefix(task_id)
         rows = await self._store.scan(prefix, limit=count, reverse=True)
         records = [await self.get(key[len(prefix) :]) for key, _ in rows]
@@ -105,6 +116,7 @@ class ExecutionStore:
 
     async def iterate(self, start_after: str = "") -> AsyncIterator[StoredExecution]:
         """Every record in id order (creation order), read in batches."""
+        await self.flush()
         async for record in self._iterate("", start_after):
             yield record
 

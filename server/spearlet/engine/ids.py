@@ -1,4 +1,5 @@
-"""Server-generated ids: time-ordered, so key order is creation order (SPEC §2)."""
+"""Server-generated ids: time-ordered, so key order is creation order and paging
+with ``start_after`` stays stable while new executions arrive."""
 
 from __future__ import annotations
 

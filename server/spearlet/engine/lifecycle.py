@@ -1,4 +1,4 @@
-"""The execution state machine of SPEC §3.
+"""The execution state machine (see docs/design.md, "The lifecycle").
 
 PENDING -> RUNNING -> COMPLETED | FAILED | TIMEOUT | CANCELLED, and PENDING -> CANCELLED (or FAILED when a
 restart interrupts queued work). A retry moves RUNNING back to RUNNING with the next attempt number.
@@ -39,6 +39,11 @@ def check_transition(old: int, new: int) -> None:
         raise IllegalTransition(
             f"execution cannot go from {fpb.ExecutionStatus.Name(old)} to {fpb.ExecutionStatus.Name(new)}"
         )
+
+
+def timeout_message(timeout_ms: int) -> str:
+    """The error message of an execution stopped by its deadline."""
+    return f"timed out after {timeout_ms} ms"
 
 
 def status_name(status: int) -> str:

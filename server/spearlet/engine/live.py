@@ -7,30 +7,11 @@ from collections.abc import Callable
 
 from ..store.records import StoredExecution
 from .chunks import ChunkBuffer
-from .executors.call import LogLimiter
-
-
-class LogBuffer:
-    """Captured output of one execution (all attempts), bounded with a single truncation marker."""
-
-    def __init__(self, limit_bytes: int) -> None:
-        self._limiter = LogLimiter(limit_bytes)
-        self._parts: list[str] = []
-
-    def append(self, text: str) -> None:
-        if kept := self._limiter.clip(text):
-            self._parts.append(kept)
-
-    def text(self) -> str:
-        return "".join(self._parts)
-
-
-def log_lines(text: str) -> list[str]:
-    return text.splitlines()
+from .logs import LogBuffer
 
 
 class LiveExecution:
-    """Owned by the engine from admission until the terminal record is stored."""
+    """Owned by the :class:`.ledger.Ledger` from ``admit`` until ``settle`` (its end is stored)."""
 
     def __init__(self, record: StoredExecution, *, stream: bool, log_limit_bytes: int) -> None:
         self.record = record

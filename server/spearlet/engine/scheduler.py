@@ -1,4 +1,6 @@
-"""Admission and concurrency: at most N running, the rest waiting in a bounded FIFO queue (SPEC §3)."""
+"""Admission and concurrency: at most N running, the rest waiting in a bounded FIFO queue.
+
+A full queue refuses the call before any record exists (docs/design.md, "Admission")."""
 
 from __future__ import annotations
 

@@ -45,7 +45,7 @@ def memory_limit_mb(artifact: StoredArtifact) -> int:
 
 
 def validate_artifact(artifact: StoredArtifact) -> None:
-    """Raise ``InvalidArgument`` unless the artifact could be run (SPEC §2 artifact types)."""
+    """Raise ``InvalidArgument`` unless the artifact could be run (``python``, ``pickle`` or ``process``)."""
     kind = artifact.artifact_type
     if kind not in ARTIFACT_TYPES:
         raise InvalidArgument(f"unknown artifact_type {kind!r}; expected one of {', '.join(ARTIFACT_TYPES)}")

@@ -1,4 +1,4 @@
-"""Storage: the :class:`KvStore` interface and :func:`open_store`, which picks a backend by URL (SPEC §4)."""
+"""Storage: the :class:`KvStore` interface and :func:`open_store`, which picks a backend by URL."""
 
 from __future__ import annotations
 

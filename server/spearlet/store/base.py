@@ -1,4 +1,4 @@
-"""The one storage interface every backend implements (SPEC §4).
+"""The one storage interface every backend implements (docs/design.md, "Stores").
 
 Keys are strings ordered by code point; values are bytes. Backends are chosen by URL with
 :func:`spearlet.store.open_store`. A backend may do its work synchronously inside the coroutine when that

@@ -1,13 +1,13 @@
 """Group commit: writes made in one turn of the event loop reach the store in one atomic batch.
 
 Under load many executions change state in the same turn; one commit for all of them costs little more
-than one commit for one (SPEC P8). Each write returns a future that resolves once its batch is stored:
-the engine awaits it before anything reports the change, so nothing unstored is ever reported. A later
-write to a key replaces an earlier one still waiting, so a state nobody could observe costs no row of its
-own. A write nobody waits for (a new record, a record turning RUNNING) may be held back up to
-:data:`LAZY_S` for company: a quick call's states then cost one commit, not three. Waiting for a write
-(``flush``, or an urgent ``put``) sends the batch at once. Records encode themselves when their batch is
-written, so one changed several times meanwhile is encoded once. Batches are applied in order.
+than one commit for one (P8, docs/performance.md). Each write returns a future that resolves once its
+batch is stored: the engine awaits it before anything reports the change, so nothing unstored is ever
+reported. A later write to a key replaces an earlier one still waiting, so a state nobody could observe
+costs no row of its own. A write nobody waits for (a new record, a record turning RUNNING) may be held
+back up to :data:`LAZY_S` for company: a quick call's states then cost one commit, not three. Waiting for
+a write (``flush``, or an urgent ``put``) sends the batch at once. Records encode themselves when their
+batch is written, so one changed several times meanwhile is encoded once. Batches are applied in order.
 """
 
 from __future__ import annotations

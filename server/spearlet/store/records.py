@@ -1,9 +1,9 @@
-"""What the server keeps in the store, and how each record is laid out as bytes (SPEC §4 keys).
+"""What the server keeps in the store, and how each record is laid out as bytes (docs/design.md, "Stores").
 
 Tasks are JSON (small, readable with any SQLite browser); object values stay raw bytes after a
 length-prefixed JSON header so a 64 MiB object is never base64-inflated. An execution record starts with
-the ``ExecutionInfo`` that the listing RPCs send, so that a page of them is parsed, never rebuilt (SPEC P6),
-followed by JSON of what only the server needs. Times are Unix seconds as floats.
+the ``ExecutionInfo`` that the listing RPCs send, so that a page of them is sliced out of the stored
+bytes, never rebuilt, followed by JSON of what only the server needs. Times are Unix seconds as floats.
 """
 
 from __future__ import annotations
@@ -110,6 +110,17 @@ class StoredExecution:
     metadata: dict[str, str] = field(default_factory=dict)
     #: Serialized ``google.protobuf.Any`` of the result (None: no value).
     result: bytes | None = None
+    #: What the function raised (``ExecutionInfo.remote_error``): class name, ``str()``, traceback.
+    remote_type: str = ""
+    remote_message: str = ""
+    remote_traceback: str = ""
+
+    def remote_error(self) -> function_pb2.RemoteError | None:
+        if not self.remote_type:
+            return None
+        return function_pb2.RemoteError(
+            type=self.remote_type, message=self.remote_message, traceback=self.remote_traceback
+        )
 
     def info(self) -> function_pb2.ExecutionInfo:
         return function_pb2.ExecutionInfo(
@@ -129,6 +140,7 @@ class StoredExecution:
             error_code=self.error_code,
             task_name=self.task_name,
             instance_id=self.instance_id,
+            remote_error=self.remote_error(),
         )
 
     def encode(self) -> bytes:
@@ -171,6 +183,9 @@ class StoredExecution:
             instance_id=info.instance_id,
             metadata={key: info.metadata[key] for key in info.metadata},
             result=None if extra["result"] is None else base64.b64decode(extra["result"]),
+            remote_type=info.remote_error.type,
+            remote_message=info.remote_error.message,
+            remote_traceback=info.remote_error.traceback,
         )
 
     @classmethod

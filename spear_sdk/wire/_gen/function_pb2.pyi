@@ -118,8 +118,18 @@ class ExecutionContext(_message.Message):
     max_retries: int
     def __init__(self, execution_id: _Optional[str] = ..., session_id: _Optional[str] = ..., user_id: _Optional[str] = ..., environment: _Optional[_Mapping[str, str]] = ..., headers: _Optional[_Mapping[str, str]] = ..., timeout_ms: _Optional[int] = ..., max_retries: _Optional[int] = ...) -> None: ...
 
+class RemoteError(_message.Message):
+    __slots__ = ("type", "message", "traceback")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    TRACEBACK_FIELD_NUMBER: _ClassVar[int]
+    type: str
+    message: str
+    traceback: str
+    def __init__(self, type: _Optional[str] = ..., message: _Optional[str] = ..., traceback: _Optional[str] = ...) -> None: ...
+
 class ExecutionResult(_message.Message):
-    __slots__ = ("status", "result", "error_message", "error_code", "execution_time_ms", "memory_used_bytes", "metrics", "started_at", "completed_at")
+    __slots__ = ("status", "result", "error_message", "error_code", "execution_time_ms", "memory_used_bytes", "metrics", "started_at", "completed_at", "remote_error")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -136,6 +146,7 @@ class ExecutionResult(_message.Message):
     METRICS_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     COMPLETED_AT_FIELD_NUMBER: _ClassVar[int]
+    REMOTE_ERROR_FIELD_NUMBER: _ClassVar[int]
     status: ExecutionStatus
     result: _any_pb2.Any
     error_message: str
@@ -145,7 +156,8 @@ class ExecutionResult(_message.Message):
     metrics: _containers.ScalarMap[str, str]
     started_at: _timestamp_pb2.Timestamp
     completed_at: _timestamp_pb2.Timestamp
-    def __init__(self, status: _Optional[_Union[ExecutionStatus, str]] = ..., result: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., error_message: _Optional[str] = ..., error_code: _Optional[str] = ..., execution_time_ms: _Optional[int] = ..., memory_used_bytes: _Optional[int] = ..., metrics: _Optional[_Mapping[str, str]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    remote_error: RemoteError
+    def __init__(self, status: _Optional[_Union[ExecutionStatus, str]] = ..., result: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., error_message: _Optional[str] = ..., error_code: _Optional[str] = ..., execution_time_ms: _Optional[int] = ..., memory_used_bytes: _Optional[int] = ..., metrics: _Optional[_Mapping[str, str]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., remote_error: _Optional[_Union[RemoteError, _Mapping]] = ...) -> None: ...
 
 class InvokeFunctionRequest(_message.Message):
     __slots__ = ("invocation_type", "task_name", "task_description", "artifact_spec", "task_id", "function_name", "parameters", "execution_mode", "context", "create_if_not_exists", "force_new_instance", "invocation_metadata", "wait", "execution_id")
@@ -249,7 +261,7 @@ class CancelExecutionResponse(_message.Message):
     def __init__(self, success: _Optional[bool] = ..., message: _Optional[str] = ..., final_status: _Optional[_Union[ExecutionStatus, str]] = ...) -> None: ...
 
 class StreamExecutionResult(_message.Message):
-    __slots__ = ("execution_id", "status", "chunk_data", "is_final", "error_message", "metadata")
+    __slots__ = ("execution_id", "status", "chunk_data", "is_final", "error_message", "metadata", "remote_error")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -263,13 +275,15 @@ class StreamExecutionResult(_message.Message):
     IS_FINAL_FIELD_NUMBER: _ClassVar[int]
     ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    REMOTE_ERROR_FIELD_NUMBER: _ClassVar[int]
     execution_id: str
     status: ExecutionStatus
     chunk_data: _any_pb2.Any
     is_final: bool
     error_message: str
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, execution_id: _Optional[str] = ..., status: _Optional[_Union[ExecutionStatus, str]] = ..., chunk_data: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., is_final: _Optional[bool] = ..., error_message: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    remote_error: RemoteError
+    def __init__(self, execution_id: _Optional[str] = ..., status: _Optional[_Union[ExecutionStatus, str]] = ..., chunk_data: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., is_final: _Optional[bool] = ..., error_message: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., remote_error: _Optional[_Union[RemoteError, _Mapping]] = ...) -> None: ...
 
 class ListTasksRequest(_message.Message):
     __slots__ = ("prefix", "limit", "start_after", "include_details")
@@ -389,7 +403,7 @@ class ListExecutionsResponse(_message.Message):
     def __init__(self, executions: _Optional[_Iterable[_Union[ExecutionInfo, _Mapping]]] = ..., has_more: _Optional[bool] = ..., next_start_after: _Optional[str] = ...) -> None: ...
 
 class ExecutionInfo(_message.Message):
-    __slots__ = ("execution_id", "task_id", "function_name", "execution_mode", "status", "started_at", "completed_at", "execution_time_ms", "memory_used_bytes", "error_message", "metadata", "created_at", "attempt", "error_code", "task_name", "instance_id")
+    __slots__ = ("execution_id", "task_id", "function_name", "execution_mode", "status", "started_at", "completed_at", "execution_time_ms", "memory_used_bytes", "error_message", "metadata", "created_at", "attempt", "error_code", "task_name", "instance_id", "remote_error")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -413,6 +427,7 @@ class ExecutionInfo(_message.Message):
     ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
     TASK_NAME_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    REMOTE_ERROR_FIELD_NUMBER: _ClassVar[int]
     execution_id: str
     task_id: str
     function_name: str
@@ -429,7 +444,8 @@ class ExecutionInfo(_message.Message):
     error_code: str
     task_name: str
     instance_id: str
-    def __init__(self, execution_id: _Optional[str] = ..., task_id: _Optional[str] = ..., function_name: _Optional[str] = ..., execution_mode: _Optional[_Union[ExecutionMode, str]] = ..., status: _Optional[_Union[ExecutionStatus, str]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., execution_time_ms: _Optional[int] = ..., memory_used_bytes: _Optional[int] = ..., error_message: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempt: _Optional[int] = ..., error_code: _Optional[str] = ..., task_name: _Optional[str] = ..., instance_id: _Optional[str] = ...) -> None: ...
+    remote_error: RemoteError
+    def __init__(self, execution_id: _Optional[str] = ..., task_id: _Optional[str] = ..., function_name: _Optional[str] = ..., execution_mode: _Optional[_Union[ExecutionMode, str]] = ..., status: _Optional[_Union[ExecutionStatus, str]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., execution_time_ms: _Optional[int] = ..., memory_used_bytes: _Optional[int] = ..., error_message: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempt: _Optional[int] = ..., error_code: _Optional[str] = ..., task_name: _Optional[str] = ..., instance_id: _Optional[str] = ..., remote_error: _Optional[_Union[RemoteError, _Mapping]] = ...) -> None: ...
 
 class GetHealthRequest(_message.Message):
     __slots__ = ("include_details",)

@@ -4,6 +4,8 @@ The engine owns the lifecycle (records, queueing, deadlines, retries); an execut
 :class:`Job` and reports an :class:`Outcome`. Values cross this boundary as serialized
 ``google.protobuf.Any`` bytes, so the server process never decodes (or unpickles) a user's objects:
 workers decode arguments and encode results with :mod:`spear_sdk.wire.codec`.
+
+docs/design.md ("Executors") describes this interface for whoever writes another executor.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Protocol
 COMPLETED = "completed"
 FAILED = "failed"
 
-# Error codes of SPEC §3 that executors produce.
+# Error codes that executors produce (docs/protocol.md lists them all).
 EXCEPTION = "EXCEPTION"
 WORKER_CRASHED = "WORKER_CRASHED"
 ARTIFACT_LOAD_FAILED = "ARTIFACT_LOAD_FAILED"
@@ -28,7 +30,7 @@ RESULT_NOT_SERIALIZABLE = "RESULT_NOT_SERIALIZABLE"
 PROCESS_EXIT = "PROCESS_EXIT"
 PROCESS_OUTPUT_INVALID = "PROCESS_OUTPUT_INVALID"
 OUT_OF_MEMORY = "OUT_OF_MEMORY"
-# Outcomes of a chunk's jobs that are the engine's to resolve: stopped on request, or never started.
+# Outcomes of a pipeline's jobs that are the engine's to resolve: stopped on request, or never started.
 STOPPED = "STOPPED"
 NOT_STARTED = "NOT_STARTED"
 
@@ -69,7 +71,7 @@ class Job:
     fresh_instance: bool = False
     #: MiB of address space the call may add to its worker process (0: no limit); see :mod:`.call`.
     memory_limit_mb: int = 0
-    #: Have the worker say when it starts the job: it may wait behind others (a chunk's pipeline).
+    #: Have the worker say when it starts the job: it may wait behind others (a pipeline of a batch).
     #: A job sent alone starts on arrival, and the message would cost the server a wake-up.
     announce_start: bool = False
 
@@ -93,6 +95,11 @@ class Outcome:
     memory_used_bytes: int = 0
     cpu_time_ms: float = 0.0
     instance_id: str = ""
+    #: What the function raised (error_code EXCEPTION or OUT_OF_MEMORY): its class name, ``str()`` and
+    #: formatted traceback; empty otherwise.
+    remote_type: str = ""
+    remote_message: str = ""
+    remote_traceback: str = ""
 
     @property
     def worker_lost(self) -> bool:
@@ -101,8 +108,8 @@ class Outcome:
 
 
 @dataclass(frozen=True)
-class Chunk:
-    """Jobs queued on one worker (see ``ProcessExecutor.start_chunk``): an outcome each, in order."""
+class Pipeline:
+    """Jobs queued on one worker (see ``ProcessExecutor.start_pipeline``): an outcome each, in order."""
 
     outcomes: list[asyncio.Future[Outcome]]
     #: Kill the worker: the running job ends STOPPED, the rest NOT_STARTED.
@@ -129,7 +136,10 @@ class Sink(Protocol):
 
 
 class Executor(abc.ABC):
-    """Runs jobs. ``run`` is cancelled by the engine on timeout or cancel."""
+    """Runs jobs. ``run`` is cancelled by the engine on timeout or cancel.
+
+    An executor may also offer ``async start_pipeline(jobs, sinks) -> Pipeline`` to run a batch's jobs back
+    to back on one worker; without it, the engine runs them one after another through :meth:`run`."""
 
     #: "process" or "thread", shown in health details.
     name: str

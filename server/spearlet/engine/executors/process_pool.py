@@ -1,9 +1,9 @@
 """A warm pool of spawned worker processes, each read directly by the event loop.
 
-Design (DESIGN.md, "Rules that the anchors taught"): workers are spawned with ``subprocess.Popen`` (never
+Workers are spawned with ``subprocess.Popen`` (never
 forked, never ``multiprocessing``'s spawn, which re-imports ``__main__``), each in its own session so that
 its whole process group can be killed. Each worker has a socket of a ``socketpair``; the loop reads it with
-``add_reader`` and parses the frames itself (:mod:`.worker` documents the protocol), so a call costs two
+``add_reader`` and splits the frames itself (:mod:`.messages` defines them), so a call costs two
 socket messages and no thread hop. A worker's exit is watched with a pidfd on the loop too, which is also
 where it is reaped.
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import os
 import pickle
@@ -36,11 +37,25 @@ from spearlet.engine.executors.base import (
     NOT_STARTED,
     STOPPED,
     WORKER_CRASHED,
-    Chunk,
     Executor,
     Job,
     Outcome,
+    Pipeline,
     Sink,
+)
+from spearlet.engine.executors.messages import (
+    CHUNK,
+    INIT,
+    LOG,
+    READY,
+    RESULT,
+    STARTED,
+    ChunkMessage,
+    InitMessage,
+    LogMessage,
+    ResultMessage,
+    WorkerMessage,
+    outcome_of,
 )
 
 log = logging.getLogger(__name__)
@@ -54,8 +69,6 @@ _READ_SIZE = 1 << 16
 _BIG_READ_MAX = 1 << 23
 _FRAME_LIMIT = 0x7FFFFFFF
 _PICKLE = pickle.HIGHEST_PROTOCOL
-# ("result", status, result, error_code, error_message, memory_used_bytes, cpu_time_ms): see .worker
-_ResultMessage = tuple[str, str, "bytes | None", str, str, int, float]
 
 
 def _frame(payload: bytes) -> bytes:
@@ -114,21 +127,35 @@ def _has_exited(pid: int, proc: subprocess.Popen[bytes]) -> bool:
         return True
 
 
+class WorkerState(enum.Enum):
+    """Where a worker process is in its life; it only moves down this list."""
+
+    #: Spawned; its "ready" has not come yet.
+    STARTING = "starting"
+    #: Takes jobs (idle or busy: its ``entries`` say which).
+    READY = "ready"
+    #: Its socket closed or its exit was seen: it takes no more jobs, and its exit brings a replacement.
+    DEAD = "dead"
+    #: Killed on purpose: whatever it still sends is ignored.
+    KILLED = "killed"
+
+
 class _Worker:
+    """The pool's handle on one worker process. Its state changes only through the methods below."""
+
     __slots__ = (
         "buf",
-        "dead",
         "entries",
         "exited",
         "fresh",
         "instance_id",
-        "killed",
         "paused",
         "pid",
         "pidfd",
         "proc",
         "ready",
         "sock",
+        "state",
     )
 
     def __init__(
@@ -139,11 +166,9 @@ class _Worker:
         self.instance_id = f"worker-{proc.pid}"
         self.sock: socket.socket | None = sock
         self.buf = bytearray()
+        #: Started for one job (``Job.fresh_instance``), never parked in the pool.
         self.fresh = fresh
-        #: Its socket closed or its exit was seen: it takes no more jobs.
-        self.dead = False
-        #: Killed on purpose: whatever it still sends is ignored.
-        self.killed = False
+        self.state = WorkerState.STARTING
         #: Its socket is not being read until its sink is writable again.
         self.paused = False
         self.pidfd: int | None = None
@@ -153,6 +178,32 @@ class _Worker:
         self.exited: asyncio.Future[int] = loop.create_future()
         #: The jobs sent to it, oldest (running) first, each with its outcome and sink.
         self.entries: deque[tuple[asyncio.Future[Outcome], Sink]] = deque()
+
+    @property
+    def dead(self) -> bool:
+        return self.state in (WorkerState.DEAD, WorkerState.KILLED)
+
+    @property
+    def killed(self) -> bool:
+        return self.state is WorkerState.KILLED
+
+    def became_ready(self) -> None:
+        """Its "ready" arrived (perhaps read only after its exit: then it stays dead)."""
+        if self.state is WorkerState.STARTING:
+            self.state = WorkerState.READY
+        self.ready.set_result(True)
+
+    def lost(self) -> None:
+        """Its socket closed or its exit was seen."""
+        if not self.dead:
+            self.state = WorkerState.DEAD
+
+    def mark_killed(self) -> bool:
+        """About to be killed on purpose; False if it already was."""
+        if self.killed:
+            return False
+        self.state = WorkerState.KILLED
+        return True
 
 
 class ProcessExecutor(Executor):
@@ -302,9 +353,9 @@ class ProcessExecutor(Executor):
                 self._on_eof(worker)
         return futures
 
-    async def start_chunk(self, jobs: Sequence[Job], sinks: Sequence[Sink]) -> Chunk:
+    async def start_pipeline(self, jobs: Sequence[Job], sinks: Sequence[Sink]) -> Pipeline:
         """Send ``jobs`` to one warm worker as a pipeline: it runs them one after another, with no round
-        trip between them. :meth:`Chunk.stop` kills the worker; jobs it had not started come back
+        trip between them. :meth:`Pipeline.stop` kills the worker; jobs it had not started come back
         :data:`NOT_STARTED`."""
         if self._loop is None or self._closed:
             raise RuntimeError("the process executor is not running (call start() first)")
@@ -315,8 +366,8 @@ class ProcessExecutor(Executor):
         worker = self._idle.pop() if self._idle else await self._acquire()
         if worker is None:
             failed = Outcome(FAILED, error_code=WORKER_CRASHED, error_message=self._unavailable())
-            return Chunk([_resolved(self._loop, failed) for _ in jobs], lambda: None)
-        return Chunk(await self._send(worker, jobs, sinks), lambda: self._stop(worker))
+            return Pipeline([_resolved(self._loop, failed) for _ in jobs], lambda: None)
+        return Pipeline(await self._send(worker, jobs, sinks), lambda: self._stop(worker))
 
     def _stop(self, worker: _Worker) -> None:
         """Kill the worker now: its running job ends STOPPED, the ones queued behind it NOT_STARTED."""
@@ -391,7 +442,8 @@ class ProcessExecutor(Executor):
         finally:
             theirs.close()
         # Small, and the socket buffer is empty: this does not wait for the worker.
-        ours.sendall(_frame(pickle.dumps(("init", list(sys.path), os.getpid()), _PICKLE)))
+        init: InitMessage = (INIT, list(sys.path), os.getpid())
+        ours.sendall(_frame(pickle.dumps(init, _PICKLE)))
         ours.setblocking(False)
         worker = _Worker(proc, ours, fresh, loop)
         self._workers.add(worker)
@@ -455,9 +507,8 @@ class ProcessExecutor(Executor):
 
     def _kill(self, worker: _Worker) -> None:
         """SIGKILL the worker's process group (reaping happens in :meth:`_on_exit`)."""
-        if worker.killed:
+        if not worker.mark_killed():
             return
-        worker.killed = True
         self._drop_socket(worker)
         self._kill_group(worker)
 
@@ -480,7 +531,7 @@ class ProcessExecutor(Executor):
                 await asyncio.wait((worker.exited,), timeout=remaining)
 
     def _drop_socket(self, worker: _Worker) -> None:
-        worker.dead = True
+        worker.lost()
         sock = worker.sock
         if sock is not None:
             worker.sock = None
@@ -544,23 +595,22 @@ class ProcessExecutor(Executor):
         for message in messages:
             self._dispatch(worker, message)
 
-    def _dispatch(self, worker: _Worker, message: tuple[object, ...]) -> None:
+    def _dispatch(self, worker: _Worker, message: WorkerMessage) -> None:
         if worker.killed:
             return
         kind = message[0]
-        if kind == "result":
+        if kind == RESULT:
             if not worker.entries:
                 return
             fut, _ = worker.entries.popleft()
-            _, status, result, code, text, memory, cpu = cast(_ResultMessage, message)
-            outcome = Outcome(status, result, code, text, memory, cpu, worker.instance_id)
+            outcome = outcome_of(cast(ResultMessage, message), worker.instance_id)
             if not worker.entries and not worker.fresh:
                 self._release(worker)
             if not fut.done():
                 fut.set_result(outcome)
-        elif kind == "ready":
+        elif kind == READY:
             self._failures = 0
-            worker.ready.set_result(True)
+            worker.became_ready()
             if not worker.fresh:
                 self._release(worker)
             if self._changed is not None:
@@ -568,12 +618,12 @@ class ProcessExecutor(Executor):
         elif worker.entries:
             sink = worker.entries[0][1]
             try:
-                if kind == "log":
-                    sink.log(message[1])  # type: ignore[arg-type]
-                elif kind == "chunk":
-                    if not sink.chunk(message[1]):  # type: ignore[arg-type]
+                if kind == LOG:
+                    sink.log(cast(LogMessage, message)[1])
+                elif kind == CHUNK:
+                    if not sink.chunk(cast(ChunkMessage, message)[1]):
                         self._pause(worker, sink)
-                elif kind == "started":
+                elif kind == STARTED:
                     sink.started(worker.instance_id)
             except Exception:  # the engine's bug must not take the pool's reader down
                 log.exception("the sink of a job in %s failed", worker.instance_id)
@@ -620,7 +670,7 @@ class ProcessExecutor(Executor):
     def _finish_exit(self, worker: _Worker) -> None:
         # A result written just before the exit still counts: read what is left first (but never park
         # this worker again).
-        worker.dead = True
+        worker.lost()
         sock = worker.sock
         while sock is not None and worker.sock is sock:
             try:

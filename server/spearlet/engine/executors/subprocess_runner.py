@@ -1,4 +1,4 @@
-"""Runs ``process`` artifacts: an executable that speaks JSON lines (SPEC §2).
+"""Runs ``process`` artifacts: an executable that speaks JSON lines (see the README, "What runs").
 
 The executable (``location``: a path or a name on ``PATH``; extra argv in ``metadata["args"]`` as a JSON
 list) gets one JSON object ``{"function", "args", "kwargs"}`` on stdin, which is then closed. Each stdout
@@ -38,7 +38,7 @@ from spearlet.engine.executors.base import (
     Outcome,
     Sink,
 )
-from spearlet.engine.executors.call import LogLimiter
+from spearlet.engine.logs import LogLimiter
 
 #: Longest stdout line (one JSON value) accepted.
 LINE_LIMIT = 256 << 20

@@ -1,20 +1,8 @@
 """A worker process: ``python -m spearlet.engine.executors.worker FD``.
 
 It talks to the server over a :class:`multiprocessing.connection.Connection` on the inherited socket
-``FD``. Every message is one ``send_bytes`` frame (a 4-byte big-endian length, or -1 and an 8-byte length
-past 2 GiB) holding a pickled value:
-
-server → worker
-    ``("init", sys_path, server_pid)``  first, once: the server's ``sys.path`` (the worker also starts in
-                                        the server's working directory)
-    ``Job``                             one at a time: the next comes only after the previous ``result``
-
-worker → server
-    ``("ready", pid)``                  after ``init``: jobs are welcome
-    ``("started",)``                    a job with ``announce_start`` is starting
-    ``("log", text)``                   captured stdout/stderr, coalesced (see :mod:`.call`)
-    ``("chunk", any_bytes)``            one streamed value
-    ``("result", status, result, error_code, error_message, memory_used_bytes, cpu_time_ms)``
+``FD``; :mod:`.messages` defines what goes each way. Jobs may arrive while one is running (a batch sends a
+pipeline of them in one write): they wait in the socket and run in order.
 
 The worker exits on EOF (the server closed its end or went away); on Linux it is also killed with the
 server's thread that spawned it (``PR_SET_PDEATHSIG``), so a busy worker does not outlive a killed server.
@@ -31,6 +19,16 @@ import time
 from multiprocessing.connection import Connection
 
 from spearlet.engine.executors import call
+from spearlet.engine.executors.messages import (
+    CHUNK,
+    LOG,
+    READY,
+    STARTED,
+    InitMessage,
+    StartedMessage,
+    WorkerMessage,
+    result_message,
+)
 
 
 class PeakRss:
@@ -80,21 +78,22 @@ def serve(conn: Connection[bytes, bytes]) -> None:
     """Answer jobs until EOF."""
     lock = threading.Lock()  # log and chunk messages may come from the capture's flusher thread
 
-    def send(message: tuple[object, ...]) -> None:
+    def send(message: WorkerMessage) -> None:
         data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
         with lock:
             conn.send_bytes(data)
 
     def emit_log(text: str) -> None:
-        send(("log", text))
+        send((LOG, text))
 
     def emit_chunk(data: bytes) -> None:
-        send(("chunk", data))
+        send((CHUNK, data))
 
     try:
-        _, sys_path, server_pid = pickle.loads(conn.recv_bytes())
+        init: InitMessage = pickle.loads(conn.recv_bytes())
     except (EOFError, OSError):
         return
+    _, sys_path, server_pid = init
     sys.path[:] = sys_path
     _die_with_parent(server_pid)
     call.install_stream_proxies()
@@ -102,8 +101,8 @@ def serve(conn: Connection[bytes, bytes]) -> None:
     peak.reset()
     pid = os.getpid()
     instance_id = f"worker-{pid}"
-    send(("ready", pid))
-    started = ("started",)
+    send((READY, pid))
+    started: StartedMessage = (STARTED,)
     while True:
         try:
             job = pickle.loads(conn.recv_bytes())
@@ -120,17 +119,7 @@ def serve(conn: Connection[bytes, bytes]) -> None:
             clock=time.process_time,
             peak_memory=peak.read,
         )
-        send(
-            (
-                "result",
-                outcome.status,
-                outcome.result,
-                outcome.error_code,
-                outcome.error_message,
-                outcome.memory_used_bytes,
-                outcome.cpu_time_ms,
-            )
-        )
+        send(result_message(outcome))
         peak.reset()  # off the critical path: the server already has the result
 
 
