@@ -61,6 +61,16 @@ class PickledFunction:
 Target = TaskRef | PickledFunction | str
 
 
+@dataclass(frozen=True)
+class ExecutionPage:
+    """One page of the executions listing, in creation order."""
+
+    executions: Sequence[function_pb2.ExecutionInfo]
+    #: Where the next page starts (the last execution id of this one).
+    next_start_after: str
+    has_more: bool
+
+
 class Core:
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
@@ -393,6 +403,17 @@ class Core:
         columns = ExecutionColumns()
         await self._paginate(self._functions.ListExecutions, request, "executions", limit, columns.add)
         return columns
+
+    async def executions_page(self, start_after: str = "", limit: int = PAGE_LIMIT) -> ExecutionPage:
+        """The executions created after ``start_after`` (an execution id; ``""`` from the first), at most
+        ``limit`` (1 to :data:`PAGE_LIMIT`): a reader that keeps its own cursor, like the live panel."""
+        if not 1 <= limit <= PAGE_LIMIT:
+            raise InvalidArgument(f"limit is between 1 and {PAGE_LIMIT}, not {limit}")
+        page = await self.connection.call(
+            self._functions.ListExecutions,
+            function_pb2.ListExecutionsRequest(start_after=start_after, limit=limit),
+        )
+        return ExecutionPage(tuple(page.executions), page.next_start_after, page.has_more)
 
     async def list_tasks(self, prefix: str | None, limit: int | None) -> list[Any]:
         request = function_pb2.ListTasksRequest(prefix=prefix or "", include_details=True)

@@ -13,6 +13,7 @@ circle with its own package's ``__init__``.
 from __future__ import annotations
 
 import ast
+import itertools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,7 +142,7 @@ def _circle(group: list[str], graph: Mapping[str, Mapping[str, int]]) -> list[st
 
 
 def describe(circle: list[str], graph: Mapping[str, Mapping[str, int]]) -> str:
-    steps = [f"{a} (line {graph[a][b]}) -> {b}" for a, b in zip(circle, circle[1:], strict=False)]
+    steps = [f"{a} (line {graph[a][b]}) -> {b}" for a, b in itertools.pairwise(circle)]
     return "; ".join(steps)
 
 
