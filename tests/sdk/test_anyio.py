@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import anyio
 import pytest
@@ -144,13 +144,20 @@ async def test_the_loop_keeps_running_while_a_call_waits_and_cancelling_it_cance
         async with anyio.create_task_group() as group:
             group.start_soon(slow, 60)
             # This loop is free while the call waits: it polls for the execution to be running.
-            with anyio.fail_after(30):
-                while "running" not in set((await aclient.executions(task=slow))["status"]):
-                    await anyio.sleep(0.01)
+            await until_statuses(aclient, slow, lambda seen: "running" in seen)
             group.cancel_scope.cancel()
-        with anyio.fail_after(30):
-            while set((await aclient.executions(task=slow))["status"]) != {"cancelled"}:
-                await anyio.sleep(0.01)
+        await until_statuses(aclient, slow, lambda seen: seen == {"cancelled"})
+
+
+async def until_statuses(
+    aclient: spear_sdk.AsyncClient, task: spear_sdk.AsyncFunction, check: Callable[[set[str]], bool]
+) -> None:
+    """Poll the statuses of ``task``'s executions until ``check`` holds; fail after 30 s."""
+    with anyio.fail_after(30):
+        while True:
+            if check(set((await aclient.executions(task=task))["status"])):
+                return
+            await anyio.sleep(0.01)
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
