@@ -1,7 +1,7 @@
 """What both clients do, as coroutines that run on the runtime loop.
 
-``Client`` blocks on these and ``AsyncClient`` awaits them; neither adds behaviour of its own, so the two
-surfaces cannot drift apart.
+``Client`` blocks on these and ``AsyncClient`` awaits them; the handles add only their own bookkeeping
+(``_handles``), so the two surfaces cannot drift apart. See ``docs/sdk.md`` for the layers around it.
 """
 
 from __future__ import annotations
@@ -72,6 +72,16 @@ class ExecutionPage:
 
 
 class Core:
+    """The SDK's single implementation of every operation, as coroutines on the runtime loop.
+
+    It turns Python calls into requests (values through the codec, call options into the execution
+    context, the notebook cell into metadata), sends them over its :class:`Connection`, and turns the
+    answers into values, :mod:`~spear_sdk.models` objects or typed errors. It owns the client-side state
+    of a connection: which registration each task name has (so a notebook function is shipped once per
+    version, and concurrent first calls share one registration). Every method must run on the runtime
+    loop (``Runtime.run`` / ``Runtime.hop`` put it there), never on a caller's loop.
+    """
+
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
         self._refs: dict[str, TaskRef] = {}  # task name -> the newest registration seen
