@@ -74,8 +74,9 @@ class Function(FunctionBase):
         ]
         model = ProgressModel(self.name, len(calls))
         self._runtime.check_blocking_allowed()
+        shown = self._progress_view(model, progress)
         work = self._core.map(self._target, calls, self.call_options, model.add)
-        return run_showing(self._runtime, work, model, self._progress_view(model, progress))
+        return run_showing(self._runtime, work, model, shown)
 
 
 class Execution(ExecutionBase):

@@ -93,6 +93,11 @@ async def test_stream(address: str, anyio_backend: str) -> None:
         counting = aclient.function(countdown, name=unique("countdown", anyio_backend))
         assert [v async for v in counting.stream(4)] == [4, 3, 2, 1]
         assert [v async for v in aclient.stream(counting, 2)] == [2, 1]
+        endless = await aclient.register_module("workloads:upto", name=unique("endless", anyio_backend))
+        async for value in endless.stream(10**9):
+            if value == 3:
+                break  # leaving the loop cancels the execution
+        await until_statuses(aclient, endless, lambda seen: seen == {"cancelled"})
 
 
 async def test_map(address: str, anyio_backend: str) -> None:
