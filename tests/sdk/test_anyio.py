@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import sys
 from collections.abc import Callable, Iterator
 
 import anyio
@@ -59,6 +60,13 @@ async def test_invoke(address: str, anyio_backend: str) -> None:
         hypot = await aclient.register_module("math:hypot", name=unique("hypot", anyio_backend))
         assert await hypot(3, 4) == 5.0
         assert await aclient.invoke(hypot.name, 5, 12) == 13.0
+        script = "import json, sys\ncall = json.load(sys.stdin)\nprint(json.dumps(sum(call['args'])))\n"
+        adder = await aclient.register_process(
+            sys.executable, ["-c", script], name=unique("sum", anyio_backend)
+        )
+        assert await adder(1, 2, 3) == 6
+        ref = await add.register()
+        assert ref.version == 1 and add.ref == ref
 
 
 async def test_submit_and_result(address: str, anyio_backend: str) -> None:
