@@ -146,6 +146,13 @@ async def test_wait_and_as_completed(address: str, anyio_backend: str) -> None:
         assert done == set(executions) and not pending
         finished = [e async for e in spear_sdk.aio.as_completed(executions, timeout=30)]
         assert sorted([await e for e in finished]) == [1, 2, 3]
+        # The live views are plain methods: made here, fetched on the SDK's loop.
+        watch = aclient.watch(executions)
+        assert watch.state.done and not watch.running
+        watch.close()
+        panel = aclient.panel(interval=0.5)
+        assert panel.state.completed >= 3
+        panel.close()
 
 
 async def test_the_loop_keeps_running_while_a_call_waits_and_cancelling_it_cancels_the_execution(
