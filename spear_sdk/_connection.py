@@ -15,13 +15,21 @@ import grpc
 from .wire import function_pb2_grpc, object_pb2_grpc
 from .wire.errors import RETRY_AFTER_MS, ResourceExhausted, SpearError, Unavailable, error_for_status
 
-#: Large enough for the server's default 64 MiB object limit plus framing (SPEC §3 ObjectService).
+#: Large enough for the server's default object limit (64 MiB, ``--max-object-bytes``) plus framing.
 MESSAGE_LIMIT = 68 << 20
 
 TlsOption = bool | str | bytes | grpc.ChannelCredentials | None
 
 
 class Connection:
+    """One spearlet's address, credentials and ``grpc.aio`` channel, with the two service stubs on it.
+
+    The channel opens lazily on the first call, on the loop of that call: always the runtime loop, which
+    owns it until :meth:`close`. :meth:`call` and :meth:`stream` are the only places an RPC is awaited, and
+    :meth:`error` the only place a gRPC failure becomes a :class:`SpearError`: the bearer token is added,
+    ``UNAVAILABLE`` names the address, ``RESOURCE_EXHAUSTED`` carries the server's retry hint.
+    """
+
     def __init__(self, address: str, *, token: str | None = None, tls: TlsOption = None) -> None:
         if not address or not isinstance(address, str):
             raise ValueError(f"address must be 'host:port', not {address!r}")

@@ -1,7 +1,7 @@
 """What both clients do, as coroutines that run on the runtime loop.
 
-``Client`` blocks on these and ``AsyncClient`` awaits them; neither adds behaviour of its own, so the two
-surfaces cannot drift apart.
+``Client`` blocks on these and ``AsyncClient`` awaits them; the handles add only their own bookkeeping
+(``_handles``), so the two surfaces cannot drift apart. See ``docs/sdk.md`` for the layers around it.
 """
 
 from __future__ import annotations
@@ -61,7 +61,27 @@ class PickledFunction:
 Target = TaskRef | PickledFunction | str
 
 
+@dataclass(frozen=True)
+class ExecutionPage:
+    """One page of the executions listing, in creation order."""
+
+    executions: Sequence[function_pb2.ExecutionInfo]
+    #: Where the next page starts (the last execution id of this one).
+    next_start_after: str
+    has_more: bool
+
+
 class Core:
+    """The SDK's single implementation of every operation, as coroutines on the runtime loop.
+
+    It turns Python calls into requests (values through the codec, call options into the execution
+    context, the notebook cell into metadata), sends them over its :class:`Connection`, and turns the
+    answers into values, :mod:`~spear_sdk.models` objects or typed errors. It owns the client-side state
+    of a connection: which registration each task name has (so a notebook function is shipped once per
+    version, and concurrent first calls share one registration). Every method must run on the runtime
+    loop (``Runtime.run`` / ``Runtime.hop`` put it there), never on a caller's loop.
+    """
+
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
         self._refs: dict[str, TaskRef] = {}  # task name -> the newest registration seen
@@ -395,6 +415,17 @@ class Core:
         columns = ExecutionColumns()
         await self._paginate(self._functions.ListExecutions, request, "executions", limit, columns.add)
         return columns
+
+    async def executions_page(self, start_after: str = "", limit: int = PAGE_LIMIT) -> ExecutionPage:
+        """The executions created after ``start_after`` (an execution id; ``""`` from the first), at most
+        ``limit`` (1 to :data:`PAGE_LIMIT`): a reader that keeps its own cursor, like the live panel."""
+        if not 1 <= limit <= PAGE_LIMIT:
+            raise InvalidArgument(f"limit is between 1 and {PAGE_LIMIT}, not {limit}")
+        page = await self.connection.call(
+            self._functions.ListExecutions,
+            function_pb2.ListExecutionsRequest(start_after=start_after, limit=limit),
+        )
+        return ExecutionPage(tuple(page.executions), page.next_start_after, page.has_more)
 
     async def list_tasks(self, prefix: str | None, limit: int | None) -> list[Any]:
         request = function_pb2.ListTasksRequest(prefix=prefix or "", include_details=True)

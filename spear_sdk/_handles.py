@@ -1,5 +1,10 @@
 """What the sync and async surfaces share: function and execution handles (naming, shipping, options,
-reprs), the clients' connection and live views, and the stream helper."""
+reprs, and the bookkeeping a call does beside ``Core``'s work), the clients' connection and live views, and
+the stream helper.
+
+The coroutines here (``_result``, ``_info``, ...) run on the runtime loop like ``Core``'s: ``Client`` blocks
+on them and ``AsyncClient`` awaits them, so a handle's state changes the same way on both surfaces.
+"""
 
 from __future__ import annotations
 
@@ -16,8 +21,10 @@ import cloudpickle
 from . import _repr
 from ._connection import Connection, TlsOption
 from ._core import Core, PickledFunction, Target
+from ._progress import NoView, ProgressModel, ProgressView
 from ._runtime import Runtime, get_runtime
-from .models import CallOptions, TaskRef
+from ._status import TERMINAL
+from .models import CallOptions, ExecutionState, TaskRef
 from .wire import function_pb2
 from .wire.errors import InvalidArgument
 
@@ -144,6 +151,19 @@ class FunctionBase:
         ref = self.ref
         return ref.version if ref else None
 
+    async def _register(self) -> TaskRef:
+        self._ref = await self._core.resolve(self._target)
+        return self._ref
+
+    @staticmethod
+    def _progress_view(model: ProgressModel, enabled: bool) -> ProgressView:
+        """How ``map`` shows its progress: the views are UI, loaded only when a bar is wanted."""
+        if not enabled:
+            return NoView()
+        from .widgets.progress import view
+
+        return view(model, enabled)
+
     def options(self: H, **changes: Any) -> H:
         """A handle that calls with these options: ``timeout`` (server-side limit, seconds), ``retries``
         (reruns after a lost worker), ``metadata`` and ``environment`` (merged with the current ones)."""
@@ -194,6 +214,40 @@ class ExecutionBase:
         self.name = name
         self._last_status = "pending"
 
+    async def _result(self, timeout: float | None) -> Any:
+        try:
+            value = await self._core.result(self.execution_id, timeout, self._target)
+        except TimeoutError:
+            raise
+        except Exception as exc:
+            self._last_status = getattr(exc, "status", self._last_status)
+            raise
+        self._last_status = "completed"
+        return value
+
+    async def _exception(self, timeout: float | None) -> BaseException | None:
+        try:
+            await self._result(timeout)
+        except TimeoutError:
+            raise
+        except Exception as exc:
+            return exc
+        return None
+
+    async def _info(self) -> ExecutionState:
+        state = await self._core.state(self.execution_id)
+        self._last_status = state.status
+        return state
+
+    async def _done(self) -> bool:
+        return (await self._info()).status in TERMINAL
+
+    async def _cancel(self) -> bool:
+        cancelled = await self._core.cancel(self.execution_id)
+        if cancelled:
+            self._last_status = "cancelled"
+        return cancelled
+
     def _cancel_on_interrupt(self) -> Any:
         return self._core.cancel_quietly(self.execution_id, "interrupted while waiting for the result")
 
@@ -229,6 +283,15 @@ class ClientBase:
     @property
     def address(self) -> str:
         return self._connection.address
+
+    @staticmethod
+    def _ship(
+        fn: Callable[..., Any], name: str | None, defaults: Mapping[str, Any]
+    ) -> tuple[PickledFunction, CallOptions]:
+        """``function(fn, name=..., **defaults)``: the function serialized for the server, and the
+        handle's call options (task options travel with the artifact)."""
+        options, task_options = split_options(defaults)
+        return pickled_function(fn, name, task_options), options
 
     def _registration(
         self,

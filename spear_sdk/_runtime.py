@@ -16,6 +16,10 @@ import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
+import anyio
+import anyio.to_thread
+from anyio.lowlevel import RunVar
+
 from .wire.errors import SpearError
 
 T = TypeVar("T")
@@ -51,11 +55,15 @@ class Runtime:
         coro: Coroutine[Any, Any, T],
         *,
         on_interrupt: Callable[[], Coroutine[Any, Any, object]] | None = None,
+        tick: Callable[[], object] | None = None,
+        tick_interval: float = 0.2,
     ) -> T:
         """Run ``coro`` on the runtime loop and block until it is done.
 
-        A KeyboardInterrupt while waiting cancels ``coro`` (and runs ``on_interrupt``, which cancels the
-        remote execution), then propagates, so Ctrl-C in a cell stops the remote work too.
+        ``tick``, if given, is called on this thread every ``tick_interval`` seconds while it waits (a
+        progress bar draws itself there). A KeyboardInterrupt while waiting cancels ``coro`` (and runs
+        ``on_interrupt``, which cancels the remote execution), then propagates, so Ctrl-C in a cell stops
+        the remote work too.
         """
         try:
             self.check_blocking_allowed()
@@ -64,6 +72,9 @@ class Runtime:
             raise
         future = self.submit(coro)
         try:
+            if tick is not None:
+                while not concurrent.futures.wait([future], timeout=tick_interval).done:
+                    tick()
             return result_of(future)
         except KeyboardInterrupt:
             future.cancel()
@@ -82,14 +93,23 @@ class Runtime:
             )
 
     async def hop(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Await ``coro`` from any event loop; it runs on the runtime loop."""
+        """Await ``coro`` from any event loop; it runs on the runtime loop, and cancelling the caller
+        cancels it.
+
+        An asyncio caller awaits an asyncio future chained to the runtime's. A caller on another anyio
+        backend (trio) waits through anyio's thread bridge: one of its worker threads blocks on the
+        result, so the caller's loop neither blocks nor ever runs grpc.aio.
+        """
         try:
             here = asyncio.get_running_loop()
         except RuntimeError:
             here = None
         if here is self.loop:
             return await coro
-        return await asyncio.wrap_future(self.submit(coro))
+        future = self.submit(coro)
+        if here is not None:
+            return await asyncio.wrap_future(future)
+        return await _wait_in_worker_thread(future)
 
     def on_shutdown(self, closer: Callable[[], Awaitable[None]]) -> None:
         """Register a coroutine function to await on the loop at interpreter exit (servers, channels)."""
@@ -115,6 +135,31 @@ class Runtime:
         self.loop.call_soon_threadsafe(self.loop.stop)
         if not self.in_loop_thread():
             self._thread.join(timeout=_SHUTDOWN_TIMEOUT_S)
+
+
+#: Callers of another anyio backend waiting on the runtime loop at once, per event loop; more wait their
+#: turn for a thread (their work runs meanwhile).
+WAITING_THREADS = 256
+_waiting_threads: RunVar[anyio.CapacityLimiter] = RunVar("spear_sdk_waiting_threads")
+
+
+async def _wait_in_worker_thread(future: concurrent.futures.Future[T]) -> T:
+    """Await ``future`` from a non-asyncio loop (trio) in one of anyio's worker threads, under a limiter
+    of its own (anyio's default one stays free for the caller's threads); cancelling the caller cancels
+    the future."""
+    try:
+        limiter = _waiting_threads.get()
+    except LookupError:
+        limiter = anyio.CapacityLimiter(WAITING_THREADS)
+        _waiting_threads.set(limiter)
+    try:
+        await anyio.to_thread.run_sync(
+            concurrent.futures.wait, [future], abandon_on_cancel=True, limiter=limiter
+        )
+    except BaseException:  # trio's Cancelled is a BaseException
+        future.cancel()
+        raise
+    return result_of(future)
 
 
 def result_of(future: concurrent.futures.Future[T]) -> T:

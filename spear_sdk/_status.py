@@ -1,10 +1,21 @@
-"""Execution status names as the SDK shows them: the protocol's enum, lowercase, without its prefix."""
+"""Execution status names as the SDK shows them (the protocol's enum, lowercase, without its prefix), which
+of them are final, and the colour each is drawn in (panels, watches and plots)."""
 
 from __future__ import annotations
 
 #: In the protocol's order: ``EXECUTION_STATUS_PENDING`` (1) is ``"pending"``, and so on.
 STATUS_NAMES: tuple[str, ...] = ("pending", "running", "completed", "failed", "cancelled", "timeout")
+#: The statuses an execution ends in: it never changes again.
 TERMINAL: frozenset[str] = frozenset(STATUS_NAMES[2:])
+#: The colour of each status wherever the SDK draws one.
+STATUS_COLOURS: dict[str, str] = {
+    "pending": "#7f7f7f",
+    "running": "#1f77b4",
+    "completed": "#2ca02c",
+    "failed": "#d62728",
+    "timeout": "#d62728",
+    "cancelled": "#8c564b",
+}
 
 
 def status_name(code: int) -> str | None:

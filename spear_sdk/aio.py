@@ -6,6 +6,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
+import anyio
+
+from . import _waiting
 from ._handles import (
     END,
     ClientBase,
@@ -14,89 +17,84 @@ from ._handles import (
     TaskLike,
     module_spec,
     next_chunk,
-    pickled_function,
     process_spec,
-    split_options,
 )
+from ._progress import ProgressModel, await_showing
+from ._waiting import ALL_COMPLETED, E, ReturnWhen
 from .models import CallOptions, ExecutionState, Health, Stats, TaskRef
-from .widgets.progress import ProgressModel, follow_async, view
 
 if TYPE_CHECKING:
     import pandas as pd
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+__all__ = ["AsyncClient", "AsyncExecution", "AsyncFunction", "as_completed", "wait"]
+
 
 class AsyncFunction(FunctionBase):
-    """``await f(x)``, ``await f.submit(x)``, ``async for v in f.stream(x)``, ``await f.map(xs)``.
-
-    A notebook function is registered on its first call (or ``await f.register()``).
-    """
+    """``await f(x)``, ``await f.submit(x)``, ``async for v in f.stream(x)``, ``await f.map(xs)``."""
 
     async def register(self) -> TaskRef:
-        self._ref = await self._runtime.hop(self._core.resolve(self._target))
-        return self._ref
+        """Register the task now if it is not (the current code of a notebook function); its reference."""
+        return await self._runtime.hop(self._register())
 
     async def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return await self._runtime.hop(self._core.invoke(self._target, args, kwargs, self.call_options))
 
     async def submit(self, *args: Any, **kwargs: Any) -> AsyncExecution:
+        """Start an execution and return at once; ``await execution`` waits for it."""
         coro = self._core.submit(self._target, args, kwargs, self.call_options)
         execution_id, _ = await self._runtime.hop(coro)
         return AsyncExecution(self._core, self._runtime, execution_id, self.name, self._target)
 
     async def stream(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        """The values the function yields, as they arrive; leaving the loop early cancels the execution."""
         chunks = self._core.stream(self._target, args, kwargs, self.call_options)
         try:
             while (chunk := await self._runtime.hop(next_chunk(chunks))) is not END:
                 yield chunk
         finally:
-            await self._runtime.hop(chunks.aclose())
+            # Shielded: a cancelled caller (trio cancels every later await too) still ends the stream.
+            with anyio.CancelScope(shield=True):
+                await self._runtime.hop(chunks.aclose())
 
     async def map(self, *iterables: Iterable[Any], progress: bool = True) -> list[Any]:
+        """Like :meth:`Function.map`; the bar is drawn on this loop's thread."""
         calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
             (args, {}) for args in zip(*iterables, strict=False)
         ]
         # The runtime loop only counts; the bar is drawn on this loop's thread.
         model = ProgressModel(self.name, len(calls))
-        shown = view(model, progress)
+        shown = self._progress_view(model, progress)
         work = self._runtime.hop(self._core.map(self._target, calls, self.call_options, model.add))
-        return await follow_async(work, model, shown)
+        return await await_showing(work, model, shown)
 
 
 class AsyncExecution(ExecutionBase):
     """A submitted execution; ``await execution`` is ``await execution.result()``."""
 
     async def result(self, timeout: float | None = None) -> Any:
-        try:
-            value = await self._runtime.hop(self._core.result(self.execution_id, timeout, self._target))
-        except TimeoutError:
-            raise
-        except Exception as exc:
-            self._last_status = getattr(exc, "status", self._last_status)
-            raise
-        self._last_status = "completed"
-        return value
+        """Like :meth:`Execution.result`."""
+        return await self._runtime.hop(self._result(timeout))
 
     def __await__(self) -> Generator[Any, None, Any]:
         return self.result().__await__()
 
+    async def exception(self, timeout: float | None = None) -> BaseException | None:
+        """The error the execution ended with, ``None`` if it completed (waits like ``result``)."""
+        return await self._runtime.hop(self._exception(timeout))
+
     async def info(self) -> ExecutionState:
-        state = await self._runtime.hop(self._core.state(self.execution_id))
-        self._last_status = state.status
-        return state
+        return await self._runtime.hop(self._info())
 
     async def status(self) -> str:
         return (await self.info()).status
 
     async def done(self) -> bool:
-        return await self.status() in ("completed", "failed", "cancelled", "timeout")
+        return await self._runtime.hop(self._done())
 
     async def cancel(self) -> bool:
-        cancelled = await self._runtime.hop(self._core.cancel(self.execution_id))
-        if cancelled:
-            self._last_status = "cancelled"
-        return cancelled
+        return await self._runtime.hop(self._cancel())
 
     async def logs(self) -> list[str]:
         return await self._runtime.hop(self._core.logs(self.execution_id))
@@ -118,11 +116,13 @@ class AsyncClient(ClientBase):
     def function(
         self, fn: F | None = None, *, name: str | None = None, **defaults: Any
     ) -> AsyncFunction | Callable[[F], AsyncFunction]:
-        """Like :meth:`Client.function`; the task is registered on the first call."""
+        """Like :meth:`Client.function`. The registration starts at once, without blocking this loop;
+        the first call (or ``await f.register()``) waits for it, and raises its error if it failed."""
         if fn is None:
             return lambda f: self.function(f, name=name, **defaults)
-        options, task_options = split_options(defaults)
-        return AsyncFunction(self._core, self._runtime, pickled_function(fn, name, task_options), options, fn)
+        shipped, options = self._ship(fn, name, defaults)
+        self._runtime.submit(self._core.register_pickled(shipped))
+        return AsyncFunction(self._core, self._runtime, shipped, options, fn)
 
     async def register_module(
         self, target: str, *, name: str | None = None, description: str = "", **defaults: Any
@@ -168,9 +168,8 @@ class AsyncClient(ClientBase):
         return await self._handle(task).map(*iterables, progress=progress)
 
     async def execution(self, execution_id: str) -> AsyncExecution:
-        state = await self._runtime.hop(self._core.state(execution_id))
         execution = AsyncExecution(self._core, self._runtime, execution_id, "")
-        execution._last_status = state.status
+        await self._runtime.hop(execution._info())
         return execution
 
     async def delete_task(
@@ -206,6 +205,10 @@ class AsyncClient(ClientBase):
     async def health(self) -> Health:
         return await self._runtime.hop(self._core.health())
 
+    async def check(self, timeout: float | None = None) -> Health:
+        """One health call that waits up to ``timeout`` seconds for the server to answer."""
+        return await self._runtime.hop(self._core.health(timeout=timeout))
+
     async def close(self) -> None:
         self._stop_views()
         self._runtime.forget(self._connection.close)
@@ -216,3 +219,30 @@ class AsyncClient(ClientBase):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+async def wait(
+    executions: Iterable[E],
+    timeout: float | None = None,
+    return_when: ReturnWhen = ALL_COMPLETED,
+) -> tuple[set[E], set[E]]:
+    """The async twin of :func:`spear_sdk.wait`: the ``(done, not_done)`` sets once ``return_when`` holds."""
+    chosen = list(executions)
+    if not chosen:
+        return set(), set()
+    return await chosen[0]._runtime.hop(_waiting.wait_for(chosen, timeout, return_when))
+
+
+async def as_completed(executions: Iterable[E], timeout: float | None = None) -> AsyncIterator[E]:
+    """The async twin of :func:`spear_sdk.as_completed`: each execution as it finishes (``async for``)."""
+    chosen = list(executions)
+    if not chosen:
+        return
+    runtime = chosen[0]._runtime
+    finished = _waiting.completions(chosen, timeout)
+    try:
+        while (execution := await runtime.hop(next_chunk(finished))) is not END:
+            yield execution
+    finally:
+        with anyio.CancelScope(shield=True):
+            await runtime.hop(finished.aclose())

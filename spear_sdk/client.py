@@ -3,11 +3,10 @@ work runs on the runtime loop, so it behaves the same in a script, a thread or a
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
+from . import _waiting
 from ._handles import (
     END,
     ClientBase,
@@ -16,27 +15,36 @@ from ._handles import (
     TaskLike,
     module_spec,
     next_chunk,
-    pickled_function,
     process_spec,
-    split_options,
 )
-from .models import CallOptions, ExecutionState, Health, Stats
-from .widgets.progress import ProgressModel, follow, view
+from ._progress import ProgressModel, run_showing
+from ._waiting import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, E, ReturnWhen
+from .models import CallOptions, ExecutionState, Health, Stats, TaskRef
 
 if TYPE_CHECKING:
     import pandas as pd
 
 F = TypeVar("F", bound=Callable[..., Any])
-_WAIT_POLL_S = 0.05
 
-ReturnWhen = Literal["ALL_COMPLETED", "FIRST_COMPLETED", "FIRST_EXCEPTION"]
-ALL_COMPLETED: Final = "ALL_COMPLETED"
-FIRST_COMPLETED: Final = "FIRST_COMPLETED"
-FIRST_EXCEPTION: Final = "FIRST_EXCEPTION"
+__all__ = [
+    "ALL_COMPLETED",
+    "FIRST_COMPLETED",
+    "FIRST_EXCEPTION",
+    "Client",
+    "Execution",
+    "Function",
+    "ReturnWhen",
+    "as_completed",
+    "wait",
+]
 
 
 class Function(FunctionBase):
     """A remote function called like a local one: ``f(x)``, ``f.submit(x)``, ``f.stream(x)``, ``f.map()``."""
+
+    def register(self) -> TaskRef:
+        """Register the task now if it is not (the current code of a notebook function); its reference."""
+        return self._runtime.run(self._register())
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._runtime.run(self._core.invoke(self._target, args, kwargs, self.call_options))
@@ -66,9 +74,9 @@ class Function(FunctionBase):
         ]
         model = ProgressModel(self.name, len(calls))
         self._runtime.check_blocking_allowed()
-        shown = view(model, progress)
-        future = self._runtime.submit(self._core.map(self._target, calls, self.call_options, model.add))
-        return follow(future, model, shown)
+        shown = self._progress_view(model, progress)
+        work = self._core.map(self._target, calls, self.call_options, model.add)
+        return run_showing(self._runtime, work, model, shown)
 
 
 class Execution(ExecutionBase):
@@ -77,32 +85,15 @@ class Execution(ExecutionBase):
     def result(self, timeout: float | None = None) -> Any:
         """The value, once the execution completes; its error if it failed. ``timeout`` bounds this wait
         only (``TimeoutError``); the server-side limit is the ``timeout`` option of the function."""
-        try:
-            value = self._runtime.run(
-                self._core.result(self.execution_id, timeout, self._target),
-                on_interrupt=self._cancel_on_interrupt,
-            )
-        except TimeoutError:
-            raise
-        except Exception as exc:
-            self._last_status = getattr(exc, "status", self._last_status)
-            raise
-        self._last_status = "completed"
-        return value
+        return self._runtime.run(self._result(timeout), on_interrupt=self._cancel_on_interrupt)
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
-        try:
-            self.result(timeout)
-        except TimeoutError:
-            raise
-        except Exception as exc:
-            return exc
-        return None
+        """The error the execution ended with, ``None`` if it completed (waits like ``result``)."""
+        return self._runtime.run(self._exception(timeout), on_interrupt=self._cancel_on_interrupt)
 
     def info(self) -> ExecutionState:
-        state = self._runtime.run(self._core.state(self.execution_id))
-        self._last_status = state.status
-        return state
+        """Where the execution stands now: status, failure reason, times and metrics."""
+        return self._runtime.run(self._info())
 
     @property
     def status(self) -> str:
@@ -110,14 +101,12 @@ class Execution(ExecutionBase):
         return self.info().status
 
     def done(self) -> bool:
-        return self.status in ("completed", "failed", "cancelled", "timeout")
+        """Whether the execution has finished (completed or not), asked now."""
+        return self._runtime.run(self._done())
 
     def cancel(self) -> bool:
         """Stop the execution; ``False`` if it had already finished."""
-        cancelled = self._runtime.run(self._core.cancel(self.execution_id))
-        if cancelled:
-            self._last_status = "cancelled"
-        return cancelled
+        return self._runtime.run(self._cancel())
 
     def logs(self) -> list[str]:
         """What the function printed so far (stdout and stderr), line by line."""
@@ -158,8 +147,7 @@ class Client(ClientBase):
         """
         if fn is None:
             return lambda f: self.function(f, name=name, **defaults)
-        options, task_options = split_options(defaults)
-        shipped = pickled_function(fn, name, task_options)
+        shipped, options = self._ship(fn, name, defaults)
         ref = self._runtime.run(self._core.register_pickled(shipped))
         return Function(self._core, self._runtime, shipped, options, fn, ref)
 
@@ -212,9 +200,8 @@ class Client(ClientBase):
 
     def execution(self, execution_id: str) -> Execution:
         """A handle for an execution known by its id (from ``executions()`` or another session)."""
-        state = self._runtime.run(self._core.state(execution_id))
         execution = Execution(self._core, self._runtime, execution_id, "")
-        execution._last_status = state.status
+        self._runtime.run(execution._info())
         return execution
 
     def delete_task(self, task: TaskLike, *, force: bool = False, cleanup_executions: bool = False) -> int:
@@ -273,50 +260,26 @@ class Client(ClientBase):
 
 
 def wait(
-    executions: Iterable[Execution],
+    executions: Iterable[E],
     timeout: float | None = None,
     return_when: ReturnWhen = ALL_COMPLETED,
-) -> tuple[set[Execution], set[Execution]]:
+) -> tuple[set[E], set[E]]:
     """Like ``concurrent.futures.wait``: the ``(done, not_done)`` sets once ``return_when`` holds."""
-    pending = set(executions)
-    done: set[Execution] = set()
-    for execution in as_completed(pending, timeout=timeout, _quiet_timeout=True):
-        done.add(execution)
-        pending.discard(execution)
-        if return_when == FIRST_COMPLETED or (
-            return_when == FIRST_EXCEPTION and execution._last_status != "completed"
-        ):
-            break
-    return done, pending
+    chosen = list(executions)
+    if not chosen:
+        return set(), set()
+    return chosen[0]._runtime.run(_waiting.wait_for(chosen, timeout, return_when))
 
 
-def as_completed(
-    executions: Iterable[Execution], timeout: float | None = None, *, _quiet_timeout: bool = False
-) -> Iterator[Execution]:
+def as_completed(executions: Iterable[E], timeout: float | None = None) -> Iterator[E]:
     """Yield each execution as it finishes; ``TimeoutError`` if some are still running after ``timeout``."""
-    pending = list(dict.fromkeys(executions))
-    if not pending:
+    chosen = list(executions)
+    if not chosen:
         return
-    runtime = pending[0]._runtime
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while pending:
-        states = runtime.run(_states(pending))
-        still = []
-        for execution, state in zip(pending, states, strict=True):
-            execution._last_status = state.status
-            if state.status in ("completed", "failed", "cancelled", "timeout"):
-                yield execution
-            else:
-                still.append(execution)
-        pending = still
-        if not pending:
-            return
-        if deadline is not None and time.monotonic() >= deadline:
-            if _quiet_timeout:
-                return
-            raise TimeoutError(f"{len(pending)} executions still running after {timeout} s")
-        time.sleep(_WAIT_POLL_S)
-
-
-async def _states(executions: Sequence[Execution]) -> list[ExecutionState]:
-    return list(await asyncio.gather(*(e._core.state(e.execution_id) for e in executions)))
+    runtime = chosen[0]._runtime
+    finished = _waiting.completions(chosen, timeout)
+    try:
+        while (execution := runtime.run(next_chunk(finished))) is not END:
+            yield execution
+    finally:
+        runtime.submit(finished.aclose())

@@ -4,8 +4,10 @@ Every frame follows one published schema (the ``*_SCHEMA`` constants, in column 
 ``datetime64[ns, UTC]`` times, ``timedelta64[ns]`` durations, a fixed categorical status, nullable ``Int64``
 numbers and ``string`` text, where empty text, unset times and the UNKNOWN enum value read as missing.
 
-Speed matters (SPEC P6): one pass of plain attribute access per message collects every column, then each
-column becomes a typed array with vectorised numpy work. No ``MessageToDict``: it is several times slower.
+Speed matters (100 000 executions should become a DataFrame in well under a second, within twice the time
+of reading the rows without any RPC): one pass of plain attribute access per message collects every column,
+then each column becomes a typed array with vectorised numpy work. No ``MessageToDict``: it is several
+times slower.
 """
 
 from __future__ import annotations

@@ -8,23 +8,33 @@ columns, or without rows to show, raises ``ValueError`` saying so.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import pandas as pd
 
-from ._status import STATUS_NAMES
-from .widgets.snapshot import STATUS_COLOURS
+from ._status import STATUS_COLOURS, STATUS_NAMES, TERMINAL
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
-
-    from .models import Stats
 
 #: Bins of ``executions_over_time`` when no ``freq`` is given.
 TIME_BINS = 30
 
 
-def stats_counts(stats: Stats, ax: Axes | None = None) -> Axes:
+class StatusCounts(Protocol):
+    """What ``stats_counts`` reads: a count per status name, as ``models.Stats`` has them."""
+
+    total_executions: int
+    success_rate: float
+    pending: int
+    running: int
+    completed: int
+    failed: int
+    cancelled: int
+    timeout: int
+
+
+def stats_counts(stats: StatusCounts, ax: Axes | None = None) -> Axes:
     """Executions by status as bars, the success rate in the title (``stats.plot()``)."""
     ax = _axes(ax)
     counts = {name: getattr(stats, name) for name in STATUS_NAMES}
@@ -94,7 +104,7 @@ def _duration(step: pd.Timedelta) -> str:
 def success_rate_by_function(executions: pd.DataFrame, ax: Axes | None = None) -> Axes:
     """Completed / finished executions per function, in percent, as horizontal bars."""
     frame = _check(executions, ("task_name", "status"))
-    finished = frame[frame["status"].isin(STATUS_NAMES[2:])]
+    finished = frame[frame["status"].isin(TERMINAL)]
     if finished.empty:
         raise ValueError("no finished executions to plot")
     names = _names(finished["task_name"])

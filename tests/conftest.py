@@ -1,7 +1,29 @@
 """Fixtures every test directory may use: an in-process server (``harness``) and ``spearlet serve``
-subprocesses (``served``)."""
+subprocesses (``served``); and the hand-over of ``anyio``-marked tests to anyio's plugin."""
 
+from __future__ import annotations
+
+import pytest
 from harness import anyio_backend, make_harness, shared
+from pytest_asyncio.plugin import PytestAsyncioFunction
 from served import launcher
 
 __all__ = ["anyio_backend", "launcher", "make_harness", "shared"]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """pytest-asyncio's auto mode claims every coroutine test, and would run an ``anyio``-marked one on its
+    own asyncio loop whatever ``anyio_backend`` says (trio included). Such a test goes back to a plain
+    test item, which anyio's plugin runs on the backend of its parameter."""
+    for index, item in enumerate(items):
+        if isinstance(item, PytestAsyncioFunction) and item.get_closest_marker("anyio") is not None:
+            items[index] = pytest.Function.from_parent(
+                item.parent,
+                name=item.name,
+                callspec=getattr(item, "callspec", None),
+                callobj=item.obj,
+                fixtureinfo=item._fixtureinfo,
+                keywords=item.keywords,
+                originalname=item.originalname,
+            )

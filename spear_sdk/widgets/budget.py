@@ -1,4 +1,5 @@
-"""The comm traffic of a live view (SPEC P9: at most 20 messages a second, whatever the invocation rate).
+"""The comm traffic of a live view: at most 20 messages a second, whatever the invocation rate, so that a
+busy server never floods the notebook's frontend.
 
 Every change a view makes goes through :class:`Budget`: a widget's changed traits are sent together in one
 message (``hold_sync``), unchanged ones not at all, and a change that would go over the budget waits for
@@ -12,7 +13,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-#: SPEC P9.
+#: The most comm messages a live view sends in any one second.
 MESSAGES_PER_SECOND = 20
 
 

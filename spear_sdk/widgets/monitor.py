@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .._core import Core
+from .._core import PAGE_LIMIT, Core
 from .._status import TERMINAL, status_name
 from ..wire import function_pb2
 
@@ -23,7 +23,6 @@ from ..wire import function_pb2
 RECENT = 8
 #: Points kept for the throughput and latency charts.
 HISTORY = 60
-_PAGE = 1000
 #: Rows read per refresh at most: a backlog is caught up over several refreshes.
 _ROWS_PER_REFRESH = 4000
 
@@ -99,13 +98,13 @@ class ExecutionFeed:
 
     async def read(self, core: Core) -> list[Row]:
         """The executions that finished since the last read (in creation order); updates ``recent``."""
-        request = function_pb2.ListExecutionsRequest(start_after=self._settled)
+        start_after = self._settled
         newly: list[Row] = []
         seen: list[Row] = []
         settled = True
         while len(seen) < self._rows_per_refresh:
-            request.limit = min(_PAGE, self._rows_per_refresh - len(seen))
-            page = await core.connection.call(core.connection.functions.ListExecutions, request)
+            limit = min(PAGE_LIMIT, self._rows_per_refresh - len(seen))
+            page = await core.executions_page(start_after, limit)
             for info in page.executions:
                 current = row(info)
                 seen.append(current)
@@ -120,7 +119,7 @@ class ExecutionFeed:
                     settled = False
             if not page.has_more:
                 break
-            request.start_after = page.next_start_after
+            start_after = page.next_start_after
         self._remember(seen)
         return newly
 

@@ -1,4 +1,4 @@
-"""The notebook view of a :class:`~spear_sdk.widgets.progress.ProgressModel`: an ipywidgets bar and label,
+"""The notebook view of a :class:`~spear_sdk._progress.ProgressModel`: an ipywidgets bar and label,
 drawn on the thread that made it (the kernel's), with a stable ``text/plain`` and a static HTML fallback."""
 
 from __future__ import annotations
@@ -9,7 +9,12 @@ import ipywidgets  # type: ignore[import-untyped]
 from IPython.display import display
 
 from .. import _repr
-from .progress import ProgressModel, label_html
+from .._progress import ProgressModel
+
+
+def label_html(model: ProgressModel) -> str:
+    detail = f"{model.rate:.1f} {model.unit}s/s" if model.outcome is None else model.outcome
+    return _repr.render("progress_label.html", name=model.name, count=model.label(), detail=detail)
 
 
 class ProgressWidget(ipywidgets.HBox):  # type: ignore[misc]

@@ -7,17 +7,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .. import _repr
+from .._status import STATUS_COLOURS
 from .monitor import PanelState, Row
 
 HEALTH_COLOURS = {"healthy": "#2ca02c", "degraded": "#ff7f0e", "unhealthy": "#d62728"}
-STATUS_COLOURS = {
-    "pending": "#7f7f7f",
-    "running": "#1f77b4",
-    "completed": "#2ca02c",
-    "failed": "#d62728",
-    "timeout": "#d62728",
-    "cancelled": "#8c564b",
-}
 _GREY = "#7f7f7f"
 #: Sparkline size in pixels.
 WIDTH, HEIGHT = 220, 44

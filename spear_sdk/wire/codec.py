@@ -1,4 +1,4 @@
-"""Python values <-> ``google.protobuf.Any``, as SPEC §2 puts them on the wire.
+"""Python values <-> ``google.protobuf.Any``: how every argument and result travels on the wire.
 
 JSON-like values travel as ``google.protobuf.Value`` so that a client in any language can read them;
 integers at the top level travel as ``Int64Value`` so that ``9`` comes back as ``9``, not ``9.0``. Other

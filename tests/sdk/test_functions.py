@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -261,6 +262,24 @@ def test_async_client_mirrors_the_sync_one(lab: spear_sdk.Lab) -> None:
         frame = await aclient.executions(task=cube)
         assert len(frame) == 7
         await aclient.close()
+
+    asyncio.run(main())
+
+
+def test_both_clients_register_a_function_when_it_is_defined(lab: spear_sdk.Lab) -> None:
+    plus_one = lab.client.function(lambda x: x + 1, name="registered-when-defined")
+    assert plus_one.version == 1 and plus_one.register() == plus_one.ref
+
+    async def main() -> None:
+        async with spear_sdk.AsyncClient(lab.address) as aclient:
+            plus_two = aclient.function(lambda x: x + 2, name="registered-when-defined-async")
+            # Started at once without blocking: the server lists the task before any call.
+            deadline = time.monotonic() + 10
+            while not len(await aclient.tasks(prefix=plus_two.name)):
+                assert time.monotonic() < deadline, "the task was not registered when defined"
+                await asyncio.sleep(0.01)
+            ref = await plus_two.register()
+            assert ref.version == 1 and plus_two.ref == ref and await plus_two(1) == 3
 
     asyncio.run(main())
 

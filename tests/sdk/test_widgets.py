@@ -18,8 +18,8 @@ import pytest
 from comm.base_comm import BaseComm
 
 import spear_sdk
+from spear_sdk._progress import ProgressModel, await_showing, run_showing
 from spear_sdk.widgets.budget import MESSAGES_PER_SECOND, Budget
-from spear_sdk.widgets.progress import ProgressModel, follow, follow_async
 from spear_sdk.widgets.progress_widget import WidgetView
 
 #: The traffic test keeps invoking the fastest function there is, in maps of BATCH calls, until the panel
@@ -237,9 +237,8 @@ def test_map_progress_is_drawn_by_the_waiting_thread(
     shown = WidgetView(model)
     views.append(shown.widget)
     started = time.monotonic()
-    future = counted._runtime.submit(counted._core.map(counted._target, [((x,), {}) for x in range(2000)],
-                                                        counted.call_options, add))  # fmt: skip
-    assert follow(future, model, shown) == list(range(2000))
+    work = counted._core.map(counted._target, [((x,), {}) for x in range(2000)], counted.call_options, add)
+    assert run_showing(counted._runtime, work, model, shown) == list(range(2000))
     assert threading.get_ident() not in adders  # counted on the runtime loop ...
     assert traffic.threads() == {threading.get_ident()}  # ... drawn here
     assert shown.widget.bar.value == 2000 and shown.widget.bar.bar_style == "success"
@@ -257,7 +256,7 @@ async def test_async_map_progress_is_drawn_on_the_awaiting_loop(
         views.append(shown.widget)
         work = counted._runtime.hop(counted._core.map(counted._target, [((x,), {}) for x in range(1500)],
                                                       counted.call_options, model.add))  # fmt: skip
-        assert await follow_async(work, model, shown) == [-x for x in range(1500)]
+        assert await await_showing(work, model, shown) == [-x for x in range(1500)]
     assert traffic.threads() == {threading.get_ident()}
     assert shown.widget.bar.value == 1500 and "1500/1500 calls" in shown.widget.text.value
 
