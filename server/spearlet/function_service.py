@@ -19,6 +19,7 @@ from .engine import lifecycle as lc
 from .engine.core import Engine
 from .engine.ids import id_floor
 from .engine.live import log_lines
+from .function_stats import add_function_stats, window_seconds
 from .health import HealthMonitor, ResourceMeter
 from .pages import chunk_message, execution_page
 from .rpc import Encoded, check_enum, fitting, page_size, paginate, require, server_stream, unary
@@ -302,8 +303,7 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
 
     @unary
     async def GetStats(self, request: fpb.GetStatsRequest, context: Context) -> fpb.GetStatsResponse:
-        if request.time_range_hours < 0:
-            raise InvalidArgument("time_range_hours must not be negative")
+        window_s = window_seconds(request)
         engine = self.engine
         tasks = await engine.tasks.all()
         pids = engine.executor.worker_pids()
@@ -321,14 +321,18 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
         if not (request.include_task_stats or request.include_execution_stats):
             return response
         figures = engine.stats.figures
-        if request.time_range_hours > 0:
-            since = id_floor(time.time() - request.time_range_hours * 3600)
+        since_time = time.time() - window_s if window_s else 0.0
+        if window_s:
+            since = id_floor(since_time)
             await engine.executions.flush()
             figures = ExecutionFigures.of([r async for r in engine.executions.iterate(start_after=since)])
         if request.include_task_stats:
             response.task_stats.CopyFrom(_task_stats(tasks, figures, engine.active_counts()[2]))
         if request.include_execution_stats:
             response.execution_stats.CopyFrom(_execution_stats(figures))
+            add_function_stats(
+                response.execution_stats, figures.by_function, engine.stats.latencies, since_time
+            )
         return response
 
 
