@@ -24,6 +24,8 @@ from .widgets.progress import ProgressModel, follow_async, view
 if TYPE_CHECKING:
     import pandas as pd
 
+    from .alerts import Alert
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -205,6 +207,13 @@ class AsyncClient(ClientBase):
 
     async def health(self) -> Health:
         return await self._runtime.hop(self._core.health())
+
+    async def alerts(self, rules: Sequence[Alert]) -> pd.DataFrame:
+        """Evaluate alert rules now (see :meth:`Client.alerts`)."""
+        from . import alerts
+
+        active, _ = await self._runtime.hop(alerts.check(self._core, rules, alerts.tracker_for(self)))
+        return alerts.breaches_frame(active)
 
     async def close(self) -> None:
         self._stop_views()

@@ -71,4 +71,5 @@ def function_frame(stats: function_pb2.ExecutionStats) -> pd.DataFrame:
         name: pd.Series([row.get(name) for row in rows], dtype=dtype)  # type: ignore[call-overload]
         for name, dtype in FUNCTION_COLUMNS.items()
     }
-    return pd.DataFrame(columns)
+    frame: pd.DataFrame = pd.DataFrame(columns)
+    return frame

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .. import _repr
+from .alert_section import alert_section
 from .monitor import PanelState, Row
 
 HEALTH_COLOURS = {"healthy": "#2ca02c", "degraded": "#ff7f0e", "unhealthy": "#d62728"}
@@ -21,12 +22,13 @@ STATUS_COLOURS = {
 _GREY = "#7f7f7f"
 #: Sparkline size in pixels.
 WIDTH, HEIGHT = 220, 44
-PANEL_SECTIONS = ("header", "counters", "charts", "functions", "recent")
+PANEL_SECTIONS = ("header", "alerts", "counters", "charts", "functions", "recent")
 
 
 def panel_sections(state: PanelState, note: str = "") -> dict[str, str]:
     return {
         "header": header(state.health, state.message, note),
+        "alerts": alert_section(state.alerts),
         "counters": _repr.render("panel_counters.html", **state.counters),
         "charts": charts(state),
         "functions": functions(state),
@@ -86,10 +88,18 @@ def functions(state: PanelState) -> str:
             percent=f"{100 * f.rate:.0f}",
             rate=f"{100 * f.rate:.1f} %",
             finished=f.finished,
+            latency=_latency(state.latency.get(f.name)),
         )
         for f in state.functions
     )
     return _repr.render("panel_functions.html", rows=_repr.Safe(rows))
+
+
+def _latency(percentiles: tuple[float, float, float] | None) -> str:
+    if percentiles is None:
+        return ""
+    p50, p95, p99 = percentiles
+    return f"p50 {p50:.1f} / p95 {p95:.1f} / p99 {p99:.1f} ms"
 
 
 def recent(rows: Sequence[Row]) -> str:
