@@ -57,11 +57,14 @@ Verdict = Literal["ok", "improved", "REGRESSED", "new", "MISSING", "changed"]
 
 #: Called with every baseline written or rewritten (the pytest plugin lists them in its summary).
 written_listeners: list[Callable[[BaselineResult], None]] = []
+#: Above 0 while a pytest run with ``--spear-update-baselines`` is on (set by the plugin).
+forced_updates = 0
 
 
 def update_requested() -> bool:
-    """Whether baselines are to be rewritten rather than compared (``SPEAR_UPDATE_BASELINES=1``)."""
-    return os.environ.get(UPDATE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    """Whether baselines are to be rewritten rather than compared: ``SPEAR_UPDATE_BASELINES=1`` or pytest's
+    ``--spear-update-baselines``."""
+    return forced_updates > 0 or os.environ.get(UPDATE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 # -- figures of a run -----------------------------------------------------------------------------------

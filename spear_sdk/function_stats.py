@@ -49,7 +49,13 @@ _RUN_TIMES = ("mean_latency_ms", "p50_latency_ms", "p95_latency_ms", "p99_latenc
 
 def has_percentiles(stats: function_pb2.ExecutionStats) -> bool:
     """Whether the server sent each function's figures (an older one sends counts only)."""
-    return bool(stats.function_stats) or not stats.executions_by_function
+    finished = (
+        stats.completed_executions
+        + stats.failed_executions
+        + stats.cancelled_executions
+        + stats.timeout_executions
+    )
+    return bool(stats.function_stats) or not (finished or stats.executions_by_function)
 
 
 def function_frame(stats: function_pb2.ExecutionStats) -> pd.DataFrame:
