@@ -80,13 +80,15 @@ def figures(source: Stats | pd.DataFrame, function: str | None = None) -> dict[s
 
 
 def _stats_figures(stats: Stats, function: str | None) -> dict[str, float | None]:
-    if not has_percentiles(stats.response.execution_stats):
+    percentiles = has_percentiles(stats.response.execution_stats)
+    if function is not None and not percentiles:
         raise TypeError(
-            "the server's stats have no percentiles (it predates them); pass client.executions() instead"
+            "the server's stats have no figures by function (it predates them); pass "
+            "client.executions() instead"
         )
     table = stats.by_function
     if function is None:
-        has_latency = stats.completed > 0
+        has_latency = stats.completed > 0 and percentiles
         return {
             **{name: getattr(stats, name) for name in _COUNTS},
             "success_rate": stats.success_rate,
@@ -157,6 +159,15 @@ def assert_stats(
         }.items()
         if value is not None
     }
+    if (
+        isinstance(stats, Stats)
+        and not has_percentiles(stats.response.execution_stats)
+        and (asked := [n for n in _PERCENTILES if n in expected])
+    ):
+        raise TypeError(
+            f"{', '.join(asked)}: the server's stats have no percentiles (it predates them); "
+            "pass client.executions() instead"
+        )
     what = "assert_stats" + (f"({function!r})" if function is not None else "")
     _verify(what, figures(stats, function), expected, rel, abs)
 
