@@ -351,7 +351,7 @@ class BaselineResult:
         if self.action == "written":
             return f"baseline written: {self.path} (no baseline was there)"
         if self.action == "updated":
-            return f"baseline updated: {self.path} ({UPDATE_ENV}=1)"
+            return f"baseline updated: {self.path} (updating was asked)"
         assert self.comparison is not None
         return f"baseline {self.path}: no regression\n{self.comparison.table()}"
 
