@@ -22,13 +22,13 @@ STATUS_COLOURS = {
 _GREY = "#7f7f7f"
 #: Sparkline size in pixels.
 WIDTH, HEIGHT = 220, 44
-PANEL_SECTIONS = ("header", "alerts", "counters", "charts", "functions", "recent")
+PANEL_SECTIONS = ("header", "counters", "charts", "functions", "recent")
 
 
 def panel_sections(state: PanelState, note: str = "") -> dict[str, str]:
     return {
-        "header": header(state.health, state.message, note),
-        "alerts": alert_section(state.alerts),
+        # The alerts (when the panel has rules) go with the header, at the top, in the same widget.
+        "header": header(state.health, state.message, note) + alert_section(state.alerts),
         "counters": _repr.render("panel_counters.html", **state.counters),
         "charts": charts(state),
         "functions": functions(state),
