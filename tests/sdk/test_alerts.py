@@ -73,7 +73,7 @@ def test_client_alerts_lists_breaches_and_keeps_their_since(client: spear_sdk.Cl
     again = client.alerts(rules)
     assert list(again["since"]) == list(breaches["since"])  # still on: the same breach
     assert client.alerts([Alert("failed", ">", 1000)]).empty
-    with pytest.raises(TypeError, match="spear_sdk.Alert"):
+    with pytest.raises(TypeError, match=r"spear_sdk\.Alert"):
         client.alerts(["p95 > 3"])  # type: ignore[list-item]
 
 
@@ -114,7 +114,7 @@ def test_the_panel_shows_breaches_and_calls_on_alert_once_per_new_breach(
     plain = client.panel()
     views.append(plain)
     assert "spear-alerts" not in plain._repr_mimebundle_()["text/html"]
-    with pytest.raises(TypeError, match="spear_sdk.Alert"):
+    with pytest.raises(TypeError, match=r"spear_sdk\.Alert"):
         client.panel(alerts=[("failed", ">", 1)])  # type: ignore[list-item]
 
 

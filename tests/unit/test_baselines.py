@@ -124,9 +124,9 @@ def test_updating_rewrites_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 def test_bad_sources_get_clear_errors(tmp_path: Path) -> None:
-    with pytest.raises(TypeError, match="expected client.stats"):
+    with pytest.raises(TypeError, match=r"expected client\.stats"):
         assert_baseline(42, tmp_path / "b.json")
     import pandas as pd
 
-    with pytest.raises(ValueError, match="neither client.stats"):
+    with pytest.raises(ValueError, match=r"neither client\.stats"):
         assert_baseline(pd.DataFrame({"x": [1]}), tmp_path / "b.json")

@@ -54,8 +54,12 @@ def test_run_times_keep_sub_millisecond_resolution() -> None:
 
 def test_a_window_counts_executions_created_since_its_start() -> None:
     latencies = FunctionLatencies.of(
-        [record("f", lc.COMPLETED, 100, created=10.0), record("f", lc.COMPLETED, 10, created=20.0)]
-        + [record("f", lc.FAILED, 1, created=30.0), record("old", lc.COMPLETED, 1, created=5.0)]
+        [
+            record("f", lc.COMPLETED, 100, created=10.0),
+            record("f", lc.COMPLETED, 10, created=20.0),
+            record("f", lc.FAILED, 1, created=30.0),
+            record("old", lc.COMPLETED, 1, created=5.0),
+        ]
     )
     (recent,) = latencies.figures(since=15.0)
     assert (recent.function, recent.completed, recent.failed) == ("f", 1, 1)
@@ -69,9 +73,8 @@ def test_deleted_executions_leave_the_figures() -> None:
     latencies = FunctionLatencies.of([kept, gone, record("h", lc.COMPLETED, 3)])
     latencies.deleted(gone)
     (f, h) = latencies.figures()
-    assert (f.completed, f.max_ms) == (1, pytest.approx(10.0))
-    for r in [kept]:
-        latencies.deleted(r)
+    assert (f.completed, f.max_ms, h.completed) == (1, pytest.approx(10.0), 1)
+    latencies.deleted(kept)
     assert [x.function for x in latencies.figures()] == ["h"]
 
 
