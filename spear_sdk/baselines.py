@@ -31,6 +31,7 @@ import pandas as pd
 __all__ = [
     "DEFAULT_METRICS",
     "FIGURES",
+    "BaselineRegression",
     "BaselineResult",
     "Comparison",
     "assert_baseline",
@@ -338,6 +339,14 @@ def _change(old: float | None, new: float | None) -> str:
 # -- the assertion ------------------------------------------------------------------------------------
 
 
+class BaselineRegression(AssertionError):
+    """:func:`assert_baseline` found a regression; ``comparison`` has every figure compared."""
+
+    def __init__(self, message: str, comparison: Comparison) -> None:
+        super().__init__(message)
+        self.comparison = comparison
+
+
 @dataclass(frozen=True)
 class BaselineResult:
     """What :func:`assert_baseline` did: ``action`` is "written", "updated" or "compared"."""
@@ -402,10 +411,11 @@ def assert_baseline(
     )
     if comparison.regressed:
         names = sorted({r.function for r in comparison.regressions})
-        raise AssertionError(
+        raise BaselineRegression(
             f"assert_baseline: {', '.join(names)} regressed against {target} "
             f"(rel={rel:g}, abs={abs:g} ms, success_rate_drop={success_rate_drop:g})\n"
             f"{comparison.table()}\n"
-            f"(to accept these figures: {UPDATE_ENV}=1 or pytest --spear-update-baselines)"
+            f"(to accept these figures: {UPDATE_ENV}=1 or pytest --spear-update-baselines)",
+            comparison,
         )
     return BaselineResult(target, "compared", comparison)
