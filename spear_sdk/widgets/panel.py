@@ -4,6 +4,7 @@ success rate by function, the most recent executions)."""
 from __future__ import annotations
 
 import dataclasses
+from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
@@ -49,7 +50,9 @@ class Panel(LiveView[PanelState]):
                 raise TypeError(f"alerts are spear_sdk.Alert objects, not {type(rule).__name__}")
         self._tracker = AlertTracker()
         self._on_alert = on_alert
-        self._new: list[Breach] = []  # breaches found on the runtime loop, not yet told on the kernel's
+        # Breaches found on the runtime loop, not yet told on the kernel's (a deque: appended on one thread,
+        # popped on the other, without a lock).
+        self._new: deque[Breach] = deque()
         super().__init__(runtime, interval, stoppers)
         self._tell()
 
@@ -71,9 +74,9 @@ class Panel(LiveView[PanelState]):
 
     def _tell(self) -> None:
         """Call ``on_alert`` once per new breach, on the kernel's loop (where a notebook's code runs)."""
-        new, self._new = self._new, []
-        if self._on_alert is not None:
-            for breach in new:
+        while self._new:
+            breach = self._new.popleft()
+            if self._on_alert is not None:
                 self._on_alert(breach)
 
     @property
