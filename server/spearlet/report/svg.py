@@ -6,7 +6,8 @@ import html
 from collections.abc import Sequence
 
 WIDTH, HEIGHT = 640, 180
-_LEFT, _RIGHT, _TOP, _BOTTOM = 56, 12, 12, 26
+# The legend sits above the plot area, the time labels below it.
+_LEFT, _RIGHT, _TOP, _BOTTOM = 56, 12, 22, 26
 
 
 def line_chart(
@@ -29,7 +30,7 @@ def line_chart(
         f'viewBox="0 0 {WIDTH} {HEIGHT}" role="img">',
         f'<line x1="{_LEFT}" y1="{y(0):.1f}" x2="{WIDTH - _RIGHT}" y2="{y(0):.1f}" stroke="#999"/>',
         f'<line x1="{_LEFT}" y1="{_TOP}" x2="{_LEFT}" y2="{y(0):.1f}" stroke="#999"/>',
-        _text(_LEFT - 4, _TOP + 8, f"{top:.4g} {unit}", "end"),
+        _text(_LEFT - 4, _TOP + 4, f"{top:.4g} {unit}", "end"),
         _text(_LEFT - 4, y(0), f"0 {unit}", "end"),
         _text(_LEFT, HEIGHT - 6, x_labels[0], "start"),
         _text(WIDTH - _RIGHT, HEIGHT - 6, x_labels[1], "end"),
@@ -46,8 +47,8 @@ def line_chart(
                     f'stroke="{colour}" stroke-width="1.5" points="{points}"/>'
                 )
         legend_x = _LEFT + 8 + 90 * index
-        parts.append(f'<rect x="{legend_x}" y="{_TOP}" width="10" height="3" fill="{colour}"/>')
-        parts.append(_text(legend_x + 14, _TOP + 4, name, "start"))
+        parts.append(f'<rect x="{legend_x}" y="6" width="10" height="3" fill="{colour}"/>')
+        parts.append(_text(legend_x + 14, 10, name, "start"))
     parts.append("</svg>")
     return "".join(parts)
 
