@@ -321,8 +321,9 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
         if not (request.include_task_stats or request.include_execution_stats):
             return response
         figures = engine.stats.figures
-        since_time = time.time() - window_s if window_s else 0.0
-        if window_s:
+        # A window longer than the clock's history means all of it (and keeps id_floor finite).
+        since_time = max(0.0, time.time() - window_s) if window_s else 0.0
+        if since_time:
             since = id_floor(since_time)
             await engine.executions.flush()
             figures = ExecutionFigures.of([r async for r in engine.executions.iterate(start_after=since)])

@@ -42,6 +42,8 @@ async def test_each_function_has_counts_success_rate_and_percentiles(make_harnes
 
     windowed = await h.fn.GetStats(fpb.GetStatsRequest(include_execution_stats=True, time_range_seconds=600))
     assert rows(windowed)["sleeper"] == sleep
+    endless = await h.fn.GetStats(fpb.GetStatsRequest(include_execution_stats=True, time_range_seconds=1e300))
+    assert rows(endless)["sleeper"] == sleep  # longer than the clock's history: all of it
     for bad in (-1.0, float("nan"), float("inf")):
         with pytest.raises(grpc.aio.AioRpcError) as exc:
             await h.fn.GetStats(fpb.GetStatsRequest(time_range_seconds=bad))
