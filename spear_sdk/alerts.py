@@ -157,7 +157,9 @@ async def check(
     for window in sorted({rule.window_s for rule in rules}):
         response = await core.connection.call(
             core.connection.functions.GetStats,
-            function_pb2.GetStatsRequest(include_execution_stats=True, time_range_seconds=window),
+            function_pb2.GetStatsRequest(
+                include_execution_stats=True, time_range_seconds=window, only_function_stats=True
+            ),
         )
         tables[window] = function_frame(response.execution_stats)
     return tracker.update(_breached(rules, tables))

@@ -19,7 +19,7 @@ from .engine import lifecycle as lc
 from .engine.core import Engine
 from .engine.ids import id_floor
 from .engine.live import log_lines
-from .function_stats import add_function_stats, window_seconds
+from .function_stats import active_counts, add_function_stats, window_seconds
 from .health import HealthMonitor, ResourceMeter
 from .pages import chunk_message, execution_page
 from .rpc import Encoded, check_enum, fitting, page_size, paginate, require, server_stream, unary
@@ -320,9 +320,13 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
         )
         if not (request.include_task_stats or request.include_execution_stats):
             return response
-        figures = engine.stats.figures
         # A window longer than the clock's history means all of it (and keeps id_floor finite).
         since_time = max(0.0, time.time() - window_s) if window_s else 0.0
+        if request.only_function_stats:
+            active = active_counts((live.record for live in engine.live.values()), since_time)
+            add_function_stats(response.execution_stats, None, engine.stats.latencies, since_time, active)
+            return response
+        figures = engine.stats.figures
         if since_time:
             since = id_floor(since_time)
             await engine.executions.flush()

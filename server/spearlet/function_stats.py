@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Iterable
 
 from spear_sdk.wire import function_pb2 as fpb
 from spear_sdk.wire.errors import InvalidArgument
 
-from .latency import FunctionFigures, FunctionLatencies
+from .latency import FunctionFigures, FunctionLatencies, function_label
+from .store.records import StoredExecution
 
 
 def window_seconds(request: fpb.GetStatsRequest) -> float:
@@ -40,14 +42,27 @@ def function_stats(figures: FunctionFigures, executions: int) -> fpb.FunctionSta
     )
 
 
+def active_counts(records: Iterable[StoredExecution], since: float) -> Counter[str]:
+    """Pending and running executions created at ``since`` or later, by function."""
+    return Counter(function_label(r.task_name, r.function_name) for r in records if r.created_at >= since)
+
+
 def add_function_stats(
-    stats: fpb.ExecutionStats, executions: Counter[str], latencies: FunctionLatencies, since: float
+    stats: fpb.ExecutionStats,
+    executions: Counter[str] | None,
+    latencies: FunctionLatencies,
+    since: float,
+    active: Counter[str] | None = None,
 ) -> None:
     """Fill in each function's figures over the executions created at ``since`` or later (0: all).
 
-    ``executions`` counts every execution of the window by function (running and pending included); a
-    function with none finished has a row of counts only."""
+    ``executions`` counts every execution of the window by function (running and pending included); when
+    None, they are counted from memory: the finished ones, plus ``active``. A function with none finished
+    has a row of counts only."""
     finished = {f.function: f for f in latencies.figures(since)}
+    if executions is None:
+        executions = Counter({name: f.finished for name, f in finished.items()})
+        executions.update(active or Counter())
     names = sorted({name for name, n in executions.items() if n > 0} | set(finished))
     stats.function_stats.extend(
         function_stats(finished.get(name) or FunctionFigures(name), max(executions[name], 0))

@@ -42,6 +42,10 @@ async def test_each_function_has_counts_success_rate_and_percentiles(make_harnes
 
     windowed = await h.fn.GetStats(fpb.GetStatsRequest(include_execution_stats=True, time_range_seconds=600))
     assert rows(windowed)["sleeper"] == sleep
+    only = fpb.GetStatsRequest(include_execution_stats=True, time_range_seconds=600, only_function_stats=True)
+    from_memory = await h.fn.GetStats(only)
+    assert rows(from_memory) == rows(stats) and from_memory.execution_stats.completed_executions == 0
+    assert from_memory.execution_stats.p95_execution_time_ms == overall.p95_execution_time_ms
     endless = await h.fn.GetStats(fpb.GetStatsRequest(include_execution_stats=True, time_range_seconds=1e300))
     assert rows(endless)["sleeper"] == sleep  # longer than the clock's history: all of it
     for bad in (-1.0, float("nan"), float("inf")):
@@ -49,6 +53,10 @@ async def test_each_function_has_counts_success_rate_and_percentiles(make_harnes
             await h.fn.GetStats(fpb.GetStatsRequest(time_range_seconds=bad))
         assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "time_range_seconds" in (exc.value.details() or "")
+
+    await h.invoke(sleeper, 5, mode=fpb.EXECUTION_MODE_ASYNC)  # still running when counted
+    running = rows(await h.fn.GetStats(only))["sleeper"]
+    assert (running.executions, running.completed) == (6, 5)
 
 
 async def test_deleting_a_task_with_its_executions_removes_its_figures(make_harness: HarnessFactory) -> None:

@@ -479,16 +479,18 @@ class HealthDetails(_message.Message):
     def __init__(self, active_tasks: _Optional[int] = ..., running_executions: _Optional[int] = ..., pending_executions: _Optional[int] = ..., total_memory_used: _Optional[int] = ..., total_executions: _Optional[int] = ..., system_info: _Optional[_Mapping[str, str]] = ..., task_count: _Optional[int] = ..., object_count: _Optional[int] = ..., total_object_size: _Optional[int] = ...) -> None: ...
 
 class GetStatsRequest(_message.Message):
-    __slots__ = ("include_task_stats", "include_execution_stats", "time_range_hours", "time_range_seconds")
+    __slots__ = ("include_task_stats", "include_execution_stats", "time_range_hours", "time_range_seconds", "only_function_stats")
     INCLUDE_TASK_STATS_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_EXECUTION_STATS_FIELD_NUMBER: _ClassVar[int]
     TIME_RANGE_HOURS_FIELD_NUMBER: _ClassVar[int]
     TIME_RANGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ONLY_FUNCTION_STATS_FIELD_NUMBER: _ClassVar[int]
     include_task_stats: bool
     include_execution_stats: bool
     time_range_hours: int
     time_range_seconds: float
-    def __init__(self, include_task_stats: _Optional[bool] = ..., include_execution_stats: _Optional[bool] = ..., time_range_hours: _Optional[int] = ..., time_range_seconds: _Optional[float] = ...) -> None: ...
+    only_function_stats: bool
+    def __init__(self, include_task_stats: _Optional[bool] = ..., include_execution_stats: _Optional[bool] = ..., time_range_hours: _Optional[int] = ..., time_range_seconds: _Optional[float] = ..., only_function_stats: _Optional[bool] = ...) -> None: ...
 
 class GetStatsResponse(_message.Message):
     __slots__ = ("service_stats", "task_stats", "execution_stats")
