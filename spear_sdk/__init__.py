@@ -9,6 +9,7 @@ from __future__ import annotations
 from . import errors
 from ._connection import TlsOption
 from .aio import AsyncClient, AsyncExecution, AsyncFunction
+from .alerts import Alert, Breach
 from .client import (
     ALL_COMPLETED,
     FIRST_COMPLETED,
@@ -40,9 +41,11 @@ __all__ = [
     "ALL_COMPLETED",
     "FIRST_COMPLETED",
     "FIRST_EXCEPTION",
+    "Alert",
     "AsyncClient",
     "AsyncExecution",
     "AsyncFunction",
+    "Breach",
     "CallOptions",
     "Client",
     "Execution",

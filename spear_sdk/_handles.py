@@ -29,6 +29,7 @@ from .wire import function_pb2
 from .wire.errors import InvalidArgument
 
 if TYPE_CHECKING:
+    from .alerts import Alert, Breach
     from .widgets.panel import Panel
     from .widgets.watch import Watch
 
@@ -306,9 +307,17 @@ class ClientBase:
         default_name, spec = spec_for(task_options)
         return options, self._core.register(name or default_name, spec, description=description)
 
-    def panel(self, interval: float = 1.0) -> Panel:
+    def panel(
+        self,
+        interval: float = 1.0,
+        *,
+        alerts: Sequence[Alert] | None = None,
+        on_alert: Callable[[Breach], Any] | None = None,
+    ) -> Panel:
         """A live monitoring panel (an ipywidget): health, running / pending / completed / failed counts,
-        throughput and latency over time, success rate by function and the latest executions.
+        throughput and latency over time, success rate and run-time percentiles by function and the latest
+        executions. With ``alerts`` (a list of :class:`~spear_sdk.Alert`) it shows their breaches, and calls
+        ``on_alert(breach)`` once per new breach.
 
         It refreshes every ``interval`` seconds on the event loop running here (a notebook's) until it is
         closed or this client closes; without a running loop, ``refresh()`` updates it. Needs the ``lab``
@@ -316,7 +325,7 @@ class ClientBase:
         """
         from .widgets.panel import Panel
 
-        return Panel(self._core, self._runtime, interval, self._view_stoppers)
+        return Panel(self._core, self._runtime, interval, self._view_stoppers, alerts, on_alert)
 
     def watch(self, executions: Iterable[ExecutionBase], interval: float = 1.0) -> Watch:
         """A live table of these executions (status, duration, result or error) that stops refreshing once

@@ -26,6 +26,8 @@ from .models import CallOptions, ExecutionState, Health, Stats, TaskRef
 if TYPE_CHECKING:
     import pandas as pd
 
+    from .alerts import Alert
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 __all__ = ["AsyncClient", "AsyncExecution", "AsyncFunction", "as_completed", "wait"]
@@ -208,6 +210,13 @@ class AsyncClient(ClientBase):
     async def check(self, timeout: float | None = None) -> Health:
         """One health call that waits up to ``timeout`` seconds for the server to answer."""
         return await self._runtime.hop(self._core.health(timeout=timeout))
+
+    async def alerts(self, rules: Sequence[Alert]) -> pd.DataFrame:
+        """Evaluate alert rules now (see :meth:`Client.alerts`)."""
+        from . import alerts
+
+        active, _ = await self._runtime.hop(alerts.check(self._core, rules, alerts.tracker_for(self)))
+        return alerts.breaches_frame(active)
 
     async def close(self) -> None:
         self._stop_views()

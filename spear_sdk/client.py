@@ -24,6 +24,8 @@ from .models import CallOptions, ExecutionState, Health, Stats, TaskRef
 if TYPE_CHECKING:
     import pandas as pd
 
+    from .alerts import Alert
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 __all__ = [
@@ -240,6 +242,14 @@ class Client(ClientBase):
 
     def health(self) -> Health:
         return self._runtime.run(self._core.health())
+
+    def alerts(self, rules: Sequence[Alert]) -> pd.DataFrame:
+        """Evaluate alert rules now: one row per breach (function, metric, op, value, threshold, window,
+        since); ``since`` is when this client first saw the breach on."""
+        from . import alerts
+
+        active, _ = self._runtime.run(alerts.check(self._core, rules, alerts.tracker_for(self)))
+        return alerts.breaches_frame(active)
 
     def check(self, timeout: float | None = None) -> Health:
         """One health call that waits up to ``timeout`` seconds for the server to answer."""

@@ -15,9 +15,12 @@ from ._runtime import Runtime, get_runtime
 from .client import Client
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
     from spearlet.app import SpearletServer
     from spearlet.config import Config
 
+    from .alerts import Alert, Breach
     from .widgets.panel import Panel
 
 #: What a lab uses unless told otherwise: any free port, and nothing kept after the kernel ends.
@@ -53,9 +56,15 @@ class Lab:
         self.client.close()
         self._runtime.run(self._server.stop(grace_s))
 
-    def panel(self, interval: float = 1.0) -> Panel:
+    def panel(
+        self,
+        interval: float = 1.0,
+        *,
+        alerts: Sequence[Alert] | None = None,
+        on_alert: Callable[[Breach], Any] | None = None,
+    ) -> Panel:
         """A live monitoring panel of this lab (see :meth:`Client.panel`); it stops when the lab stops."""
-        return self.client.panel(interval)
+        return self.client.panel(interval, alerts=alerts, on_alert=on_alert)
 
     async def _stop_at_exit(self) -> None:
         self._stopped = True

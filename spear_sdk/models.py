@@ -121,6 +121,10 @@ class Stats:
         self.timeout = executions.timeout_executions
         self.success_rate = executions.success_rate_percent
         self.average_execution_time = dt.timedelta(milliseconds=executions.average_execution_time_ms)
+        #: Run-time percentiles of the completed executions in ms (0.0 without any).
+        self.p50_latency_ms = executions.p50_execution_time_ms
+        self.p95_latency_ms = executions.p95_execution_time_ms
+        self.p99_latency_ms = executions.p99_execution_time_ms
         self.cpu_percent = service.cpu_usage_percent
         self.memory_percent = service.memory_usage_percent
         self.memory_bytes = service.total_memory_used
@@ -137,12 +141,12 @@ class Stats:
 
     @property
     def by_function(self) -> pd.DataFrame:
-        """Executions per function, most first."""
-        from . import frames
+        """Each function's figures over the window, most executions first: counts, ``success_rate`` (%),
+        run times of the completed executions (``mean``/``p50``/``p95``/``p99``/``max_latency_ms``, NaN
+        without any) and ``mean_memory_bytes``."""
+        from .function_stats import function_frame
 
-        return frames.counts_frame(
-            self.response.execution_stats.executions_by_function, "function", "executions"
-        )
+        return function_frame(self.response.execution_stats)
 
     @property
     def tasks_by_type(self) -> pd.DataFrame:
@@ -185,8 +189,25 @@ class Stats:
             uptime=str(self.uptime),
             cpu=f"{self.cpu_percent:.1f} %",
             memory=_repr.size(self.memory_bytes),
-            functions=_repr.rows(sorted(self.response.execution_stats.executions_by_function.items())),
+            functions=_repr.rows(_function_rows(self.response.execution_stats)),
         )
+
+
+def _function_rows(stats: function_pb2.ExecutionStats) -> list[tuple[str, str]]:
+    if not stats.function_stats:
+        return [(name, str(n)) for name, n in sorted(stats.executions_by_function.items())]
+    return [
+        (
+            f.function,
+            f"{f.executions} ({f.success_rate_percent:.1f} % ok)"
+            + (
+                f", p50 {f.p50_execution_time_ms:.1f} ms, p95 {f.p95_execution_time_ms:.1f} ms"
+                if f.completed
+                else ""
+            ),
+        )
+        for f in stats.function_stats
+    ]
 
 
 class Health:

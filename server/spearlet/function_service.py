@@ -18,6 +18,7 @@ from . import convert
 from .engine import lifecycle as lc
 from .engine.core import Engine
 from .engine.logs import log_lines
+from .function_stats import active_counts, add_function_stats, window_seconds
 from .health import HealthMonitor, ResourceMeter
 from .pages import chunk_message, execution_page
 from .rpc import Encoded, check_enum, fitting, page_size, paginate, require, server_stream, unary
@@ -305,8 +306,7 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
 
     @unary
     async def GetStats(self, request: fpb.GetStatsRequest, context: Context) -> fpb.GetStatsResponse:
-        if request.time_range_hours < 0:
-            raise InvalidArgument("time_range_hours must not be negative")
+        window_s = window_seconds(request)
         engine = self.engine
         tasks = await engine.all_tasks()
         pids = engine.worker_pids()
@@ -323,13 +323,22 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
         )
         if not (request.include_task_stats or request.include_execution_stats):
             return response
+        # A window longer than the clock's history means all of it (and keeps id_floor finite).
+        since_time = max(0.0, time.time() - window_s) if window_s else 0.0
+        if request.only_function_stats:
+            active = active_counts((live.record for live in engine.live.values()), since_time)
+            add_function_stats(response.execution_stats, None, engine.stats.latencies, since_time, active)
+            return response
         figures = engine.stats.figures
-        if request.time_range_hours > 0:
-            figures = await engine.figures_since(time.time() - request.time_range_hours * 3600)
+        if since_time:
+            figures = await engine.figures_since(since_time)
         if request.include_task_stats:
             response.task_stats.CopyFrom(_task_stats(tasks, figures, engine.active_counts()[2]))
         if request.include_execution_stats:
             response.execution_stats.CopyFrom(_execution_stats(figures))
+            add_function_stats(
+                response.execution_stats, figures.by_function, engine.stats.latencies, since_time
+            )
         return response
 
 

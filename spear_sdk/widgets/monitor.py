@@ -14,9 +14,11 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from .._core import PAGE_LIMIT, Core
 from .._status import TERMINAL, status_name
+from ..models import Stats
 from ..wire import function_pb2
 
 #: The newest executions the panel lists.
@@ -64,6 +66,10 @@ class PanelState:
     p95: tuple[float, ...] = ()
     functions: tuple[FunctionRate, ...] = ()
     recent: tuple[Row, ...] = ()
+    #: Breaches of the panel's alert rules (``spear_sdk.alerts.Breach``), when it has rules.
+    alerts: tuple[Any, ...] | None = None
+    #: p50, p95 and p99 run time in ms of each function's completed executions, from the server's stats.
+    latency: dict[str, tuple[float, float, float]] = field(default_factory=dict)
 
     @property
     def counters(self) -> dict[str, int]:
@@ -185,7 +191,16 @@ class Monitor:
                 for name, (completed, total) in sorted(self._by_function.items())
             ),
             recent=self.feed.recent,
+            latency=percentiles(stats),
         )
+
+
+def percentiles(stats: Stats) -> dict[str, tuple[float, float, float]]:
+    return {
+        f.function: (f.p50_execution_time_ms, f.p95_execution_time_ms, f.p99_execution_time_ms)
+        for f in stats.response.execution_stats.function_stats
+        if f.completed
+    }
 
 
 def quantile(ordered: Sequence[float], q: float) -> float:
