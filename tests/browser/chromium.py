@@ -43,9 +43,7 @@ def works(path: str) -> bool:
     if not (os.path.isfile(path) and os.access(path, os.X_OK)):
         return False
     try:
-        probe = subprocess.run(
-            [path, "--version"], capture_output=True, timeout=PROBE_TIMEOUT_S, check=False
-        )
+        probe = subprocess.run([path, "--version"], capture_output=True, timeout=PROBE_TIMEOUT_S, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return False
     return probe.returncode == 0
