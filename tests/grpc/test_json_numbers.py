@@ -14,6 +14,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 from harness import Harness
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,7 +46,8 @@ CLIENT = textwrap.dedent(
         for message in (struct_pb2.Value(), wrappers_pb2.Int64Value()):
             if result.result.Is(message.DESCRIPTOR):
                 result.result.Unpack(message)
-                answer["value"] = message.number_value if message.DESCRIPTOR.name == "Value" else message.value
+                is_value = message.DESCRIPTOR.name == "Value"
+                answer["value"] = message.number_value if is_value else message.value
         return answer
 
     print(json.dumps({"exit": call("os:_exit", 3), "factorial": call("math:factorial", 5)}))
@@ -53,9 +55,9 @@ CLIENT = textwrap.dedent(
 )
 
 
-async def test_a_client_built_from_the_proto_files_sends_integral_numbers_as_ints(
-    shared: Harness, tmp_path: Path
-) -> None:
+@pytest.fixture
+def generated(tmp_path: Path) -> Path:
+    """Python modules generated from ``proto/spearlet/*.proto`` by grpc_tools, in a folder of their own."""
     generated = tmp_path / "generated"
     generated.mkdir()
     protos = sorted(str(p.relative_to(ROOT / "proto")) for p in (ROOT / "proto" / "spearlet").glob("*.proto"))
@@ -71,6 +73,12 @@ async def test_a_client_built_from_the_proto_files_sends_integral_numbers_as_int
         ],
         check=True,
     )
+    return generated
+
+
+async def test_a_client_built_from_the_proto_files_sends_integral_numbers_as_ints(
+    shared: Harness, generated: Path, tmp_path: Path
+) -> None:
     script = tmp_path / "client.py"
     script.write_text(CLIENT)
     client = await asyncio.create_subprocess_exec(
