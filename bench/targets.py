@@ -158,7 +158,7 @@ TARGETS: tuple[Target, ...] = (
     # against the line, the p50 beside it.
     Target(
         "R5",
-        "R5 time limit due -> process ended, p99 (baseline: p50)",
+        "R5 time limit due -> work stopped, p99 (baseline: p50)",
         "stop.timeout_p99_ms",
         "stop.timeout_p50_ms",
         "ms",
@@ -168,7 +168,7 @@ TARGETS: tuple[Target, ...] = (
     ),
     Target(
         "R5",
-        "R5 cancel asked -> process ended, p99 (baseline: p50)",
+        "R5 cancel asked -> work stopped, p99 (baseline: p50)",
         "stop.cancel_p99_ms",
         "stop.cancel_p50_ms",
         "ms",
