@@ -89,13 +89,23 @@ def start_lab(**options: Any) -> Lab:
     ``port=0`` and ``store="memory://"``.
     """
     global _current
+    from spearlet import preflight
+
     config = lab_config(options)
     runtime = get_runtime()
     with _lock:
-        if _current is not None and _current.running:
-            if _current.config == config:
-                return _current
-            _current.stop()
+        running = _current if _current is not None and _current.running else None
+        if running is not None and running.config == config:
+            return running
+        # Everything that can be checked is checked before the running lab is stopped: a bad option
+        # must not cost the user the lab (and every handle on it) they have.
+        preflight.check(
+            config,
+            free_store=running.config.store if running else "",
+            free_port=running._server.port if running else 0,
+        )
+        if running is not None:
+            running.stop()
         _current = Lab(runtime.run(_start_server(config)), config, runtime)
         return _current
 

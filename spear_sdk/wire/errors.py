@@ -43,6 +43,15 @@ class FailedPrecondition(SpearError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class StoreInUse(FailedPrecondition):
+    """A server's store is held by another server (process ``pid``): one server per SQLite file."""
+
+    def __init__(self, message: str = "", *, path: str = "", pid: int | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.pid = pid
+
+
 class ResourceExhausted(SpearError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
     #: Seconds the server suggests waiting before a retry, when it gave a hint.
