@@ -7,13 +7,10 @@ import hashlib
 import inspect
 import json
 import os
-import pickle
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import cloudpickle
-
-from . import _repr
+from . import _repr, _shipping
 from ._connection import Connection, TlsOption
 from ._core import Core, PickledFunction, Target
 from ._runtime import Runtime, get_runtime
@@ -54,11 +51,9 @@ def pickled_function(
     if not callable(fn):
         raise TypeError(f"client.function needs a callable, not {type(fn).__name__}")
     try:
-        payload = cloudpickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception as exc:  # cloudpickle raises many types for what it cannot serialize
-        raise InvalidArgument(
-            f"cannot ship {_label(fn)} to the server: {type(exc).__name__}: {exc}"
-        ) from None
+        payload = _shipping.ship(fn, _label(fn))
+    except _shipping.ShippingError as exc:
+        raise InvalidArgument(str(exc)) from None
     default = _label(fn)
     if default == "<lambda>":
         # A lambda has no name of its own; its code names it, so that two lambdas never share a task.
