@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import _repr, _shipping
+from . import _nested, _repr, _shipping
 from ._connection import Connection, TlsOption
 from ._core import Core, PickledFunction, Target
 from ._runtime import Runtime, get_runtime
@@ -139,6 +139,16 @@ class FunctionBase:
         ref = self.ref
         return ref.version if ref else None
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A handle travels without its client: where it lands, it finds one (see ``_nested``).
+        return (_rebuild_function, (type(self), self._target, self.call_options, self._core.connection.address))
+
+    def __copy__(self: H) -> H:
+        return type(self)(self._core, self._runtime, self._target, self.call_options, self._fn, self._ref)
+
+    def __deepcopy__(self: H, memo: dict[int, Any]) -> H:
+        return self.__copy__()  # a handle is a reference to a task: copies share the client
+
     def options(self: H, **changes: Any) -> H:
         """A handle that calls with these options: ``timeout`` (server-side limit, seconds), ``retries``
         (reruns after a lost worker), ``metadata`` and ``environment`` (merged with the current ones)."""
@@ -174,6 +184,10 @@ class FunctionBase:
             task_id=self.task_id or "",
             options=", ".join(f"{k}={v!r}" for k, v in options.items()) or "defaults",
         )
+
+
+def _rebuild_function(cls: type[H], target: Target, options: CallOptions, address: str) -> H:
+    return cls(_nested.core_for(address), get_runtime(), target, options)
 
 
 class ExecutionBase:
@@ -215,6 +229,7 @@ class ClientBase:
     def __init__(self, address: str, *, token: str | None = None, tls: TlsOption = None) -> None:
         self._connection = Connection(address, token=token, tls=tls)
         self._core = Core(self._connection)
+        _nested.remember(self._core)
         self._runtime: Runtime = get_runtime()
         self._has_token = bool(token)
         self._runtime.on_shutdown(self._connection.close)

@@ -95,6 +95,9 @@ class Engine:
         self.batches: set[Batch] = set()
         self.started_at = time.time()
         self._accepting = False
+        #: Given to every job, under the names the SDK reads (``spear_sdk._nested``): how a function
+        #: reaches this server; set by the server once it listens.
+        self.worker_environment: dict[str, str] = {}
 
     # -- life of the engine -------------------------------------------------------------------------
 
@@ -247,7 +250,7 @@ class Engine:
                 cache_key=f"{task.task_id}:{task.version}",
             ),
             stream=inv.stream,
-            environment=inv.environment,
+            environment={**self.worker_environment, **inv.environment},
             exact_results=PYTHON_ACCEPT in inv.headers.get("accept", ""),
             allow_pickle=self.config.allows_pickle,
             log_limit_bytes=self.config.log_limit_bytes,

@@ -1,0 +1,108 @@
+"""What travels with a notebook function: stable code identity, handles that pickle, clear refusals."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import os
+import pickle
+import textwrap
+import threading
+from typing import Any
+
+import pytest
+
+import spear_sdk
+from spear_sdk import errors
+
+
+def cell(source: str, filename: str, namespace: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run ``source`` as a notebook cell does: compiled under the kernel's cell file name, in ``__main__``."""
+    namespace = {"__name__": "__main__"} if namespace is None else namespace
+    exec(compile(textwrap.dedent(source), filename, "exec"), namespace)
+    return namespace
+
+
+def test_an_unchanged_cell_after_a_kernel_restart_keeps_its_version(client: spear_sdk.Client) -> None:
+    source = """
+        def tokenize(text):
+            return text.split()
+    """
+    # ipykernel names a cell's file by the kernel's pid and a hash of the cell's text.
+    first = cell(source, "/tmp/ipykernel_4101/2871930519.py")
+    restarted = cell(source, "/tmp/ipykernel_4977/2871930519.py")
+    before = client.function(first["tokenize"], name="tokenize-restart")
+    after = client.function(restarted["tokenize"], name="tokenize-restart")
+    assert (after.task_id, after.version) == (before.task_id, before.version)
+    assert after("a b") == ["a", "b"]
+
+
+def test_a_remote_traceback_of_a_cell_still_shows_its_source(client: spear_sdk.Client, tmp_path: Any) -> None:
+    cell_file = tmp_path / "ipykernel_4101" / "11.py"
+    cell_file.parent.mkdir()
+    source = "def explode(x):\n    return 1 / x\n"
+    cell_file.write_text(source)
+    explode = client.function(cell(source, str(cell_file))["explode"], name="explode-cell")
+    with pytest.raises(errors.RemoteFunctionError) as caught:
+        explode(0)
+    assert f'File "{cell_file}", line 2' in caught.value.remote_traceback
+    assert "return 1 / x" in caught.value.remote_traceback
+
+
+def test_a_closure_over_an_unpicklable_global_names_it(client: spear_sdk.Client) -> None:
+    namespace = cell(
+        """
+        def locked_sum(xs):
+            with guard:
+                return sum(xs)
+        """,
+        "/tmp/ipykernel_4101/42.py",
+        {"__name__": "__main__", "guard": threading.Lock()},
+    )
+    with pytest.raises(errors.InvalidArgument, match=r"cannot ship locked_sum.*global 'guard'.*lock"):
+        client.function(namespace["locked_sum"])
+
+
+def test_function_handles_pickle_and_deepcopy(client: spear_sdk.Client) -> None:
+    @client.function
+    def double(x: int) -> int:
+        return x * 2
+
+    assert copy.deepcopy(double)(4) == 8
+    assert copy.copy(double)(5) == 10
+    assert pickle.loads(pickle.dumps(double))(6) == 12
+
+
+def test_a_remote_function_calls_another(client: spear_sdk.Client) -> None:
+    @client.function
+    def inner(x: int) -> int:
+        return x * 10
+
+    @client.function
+    def outer(x: int) -> int:
+        return inner(x) + 1
+
+    @client.function
+    def fan_out(xs: list[int]) -> list[int]:
+        return [e.result() for e in [inner.submit(x) for x in xs]]
+
+    assert outer(4) == 41
+    assert fan_out([1, 2]) == [10, 20]
+    assert os.environ.get("SPEAR_ADDRESS") is None  # the kernel's environment is left alone
+
+
+def test_async_handles_compose_remotely(lab: spear_sdk.Lab) -> None:
+    async def main() -> int:
+        async with spear_sdk.AsyncClient(lab.address) as aclient:
+
+            @aclient.function
+            async def inner(x: int) -> int:
+                return x + 100
+
+            @aclient.function
+            async def outer(x: int) -> int:
+                return await inner(x) * 2
+
+            return int(await outer(1))
+
+    assert asyncio.run(main()) == 202
