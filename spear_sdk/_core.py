@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 from google.protobuf import any_pb2
 
-from . import _provenance
+from . import _listing, _output, _provenance
 from ._connection import Connection
+from ._output import OutputFollower
 from ._status import TERMINAL, status_code, status_name
 from .models import CallOptions, ExecutionState, Health, Stats, TaskRef
 from .wire import codec, function_pb2, object_pb2
@@ -66,6 +67,9 @@ class Core:
         self.connection = connection
         self._refs: dict[str, TaskRef] = {}  # task name -> the newest registration seen
         self._registering: dict[tuple[str, str], asyncio.Future[TaskRef]] = {}
+        self.output = OutputFollower(connection)
+        #: Forward what functions print to this process (a call's ``forward_output`` overrides it).
+        self.forward_output = True
 
     @property
     def _functions(self) -> Any:
@@ -167,6 +171,8 @@ class Core:
         except NotFound:
             self._forget(target)
             raise
+        if _output.SESSION_KEY in request.invocation_metadata:
+            await self.output.settle(response.execution_id, response.result.metrics)
         return await self._outcome(response.execution_id, response.result, target)
 
     async def submit(
@@ -284,6 +290,9 @@ class Core:
         cell = _provenance.current_cell()
         if cell is not None:
             metadata.setdefault(_provenance.CELL_KEY, str(cell))
+        forward = self.forward_output if options.forward_output is None else options.forward_output
+        if forward and (session := await self.output.session_for_call()) is not None:
+            metadata[_output.SESSION_KEY] = session
         return function_pb2.InvokeFunctionRequest(
             invocation_type=function_pb2.INVOCATION_TYPE_EXISTING_TASK,
             task_id=ref.task_id,
@@ -326,7 +335,10 @@ class Core:
         return response
 
     async def state(self, execution_id: str) -> ExecutionState:
-        return ExecutionState.from_result((await self.status(execution_id)).result)
+        response = await self.status(execution_id)
+        state = ExecutionState.from_result(response.result)
+        state.task_name = response.task_name
+        return state
 
     async def wait(self, execution_id: str, timeout: float | None = None) -> ExecutionState:
         """Poll until the execution is terminal; ``TimeoutError`` after ``timeout`` seconds."""
@@ -381,8 +393,15 @@ class Core:
     # -- listings and figures ----------------------------------------------------------------------
 
     async def list_executions(
-        self, task: Target | None, status: str | None, limit: int | None
+        self,
+        task: Target | None,
+        status: str | None,
+        limit: int | None,
+        last: int | None = None,
+        since: _listing.Since = None,
     ) -> ExecutionColumns:
+        if last is not None and limit is not None:
+            raise ValueError("give limit (the first rows) or last (the newest rows), not both")
         request = function_pb2.ListExecutionsRequest()
         if task is not None:
             request.task_id = (await self.resolve(task)).task_id
@@ -391,7 +410,12 @@ class Core:
         from .frames import ExecutionColumns  # pandas loads on the first listing, not at import
 
         columns = ExecutionColumns()
-        await self._paginate(self._functions.ListExecutions, request, "executions", limit, columns.add)
+        if last is None and since is None:
+            await self._paginate(self._functions.ListExecutions, request, "executions", limit, columns.add)
+            return columns
+        rows = await _listing.newest(self.connection, request, last, since)
+        rows.reverse()  # creation order, like every listing
+        columns.add(rows if limit is None else rows[:limit])
         return columns
 
     async def list_tasks(self, prefix: str | None, limit: int | None) -> list[Any]:

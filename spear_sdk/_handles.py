@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from .widgets.panel import Panel
     from .widgets.watch import Watch
 
-CALL_OPTIONS = frozenset({"timeout", "retries", "metadata", "environment"})
+CALL_OPTIONS = frozenset({"timeout", "retries", "metadata", "environment", "forward_output"})
 #: Task options that travel in the artifact's metadata and apply to every run of the task.
 TASK_OPTIONS = frozenset({"memory_limit_mb"})
 
@@ -141,7 +141,10 @@ class FunctionBase:
 
     def __reduce__(self) -> tuple[Any, ...]:
         # A handle travels without its client: where it lands, it finds one (see ``_nested``).
-        return (_rebuild_function, (type(self), self._target, self.call_options, self._core.connection.address))
+        return (
+            _rebuild_function,
+            (type(self), self._target, self.call_options, self._core.connection.address),
+        )
 
     def __copy__(self: H) -> H:
         return type(self)(self._core, self._runtime, self._target, self.call_options, self._fn, self._ref)
@@ -226,9 +229,12 @@ TaskLike = str | FunctionBase | TaskRef
 class ClientBase:
     """The connection and the reprs that ``Client`` and ``AsyncClient`` share."""
 
-    def __init__(self, address: str, *, token: str | None = None, tls: TlsOption = None) -> None:
+    def __init__(
+        self, address: str, *, token: str | None = None, tls: TlsOption = None, forward_output: bool = True
+    ) -> None:
         self._connection = Connection(address, token=token, tls=tls)
         self._core = Core(self._connection)
+        self.forward_output = forward_output
         _nested.remember(self._core)
         self._runtime: Runtime = get_runtime()
         self._has_token = bool(token)
@@ -239,6 +245,18 @@ class ClientBase:
     @property
     def address(self) -> str:
         return self._connection.address
+
+    @property
+    def forward_output(self) -> bool:
+        """Whether what remote functions print shows here as it is printed (per call: the
+        ``forward_output`` option)."""
+        return self._core.forward_output
+
+    @forward_output.setter
+    def forward_output(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise TypeError(f"forward_output is True or False, not {value!r}")
+        self._core.forward_output = value
 
     def _registration(
         self,

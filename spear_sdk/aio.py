@@ -3,6 +3,7 @@ loop (a notebook's, ``asyncio.run``'s, several threads' at once): each call hops
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -169,7 +170,7 @@ class AsyncClient(ClientBase):
 
     async def execution(self, execution_id: str) -> AsyncExecution:
         state = await self._runtime.hop(self._core.state(execution_id))
-        execution = AsyncExecution(self._core, self._runtime, execution_id, "")
+        execution = AsyncExecution(self._core, self._runtime, execution_id, state.task_name)
         execution._last_status = state.status
         return execution
 
@@ -186,9 +187,13 @@ class AsyncClient(ClientBase):
         task: TaskLike | None = None,
         status: str | None = None,
         limit: int | None = None,
+        *,
+        last: int | None = None,
+        since: dt.datetime | dt.timedelta | None = None,
     ) -> pd.DataFrame:
         target = None if task is None else self._target(task)
-        return (await self._runtime.hop(self._core.list_executions(target, status, limit))).frame()
+        listing = self._core.list_executions(target, status, limit, last, since)
+        return (await self._runtime.hop(listing)).frame()
 
     async def tasks(self, prefix: str | None = None, limit: int | None = None) -> pd.DataFrame:
         from . import frames

@@ -4,6 +4,7 @@ work runs on the runtime loop, so it behaves the same in a script, a thread or a
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, overload
@@ -213,7 +214,7 @@ class Client(ClientBase):
     def execution(self, execution_id: str) -> Execution:
         """A handle for an execution known by its id (from ``executions()`` or another session)."""
         state = self._runtime.run(self._core.state(execution_id))
-        execution = Execution(self._core, self._runtime, execution_id, "")
+        execution = Execution(self._core, self._runtime, execution_id, state.task_name)
         execution._last_status = state.status
         return execution
 
@@ -229,11 +230,16 @@ class Client(ClientBase):
         task: TaskLike | None = None,
         status: str | None = None,
         limit: int | None = None,
+        *,
+        last: int | None = None,
+        since: dt.datetime | dt.timedelta | None = None,
     ) -> pd.DataFrame:
-        """Executions in creation order (``frames.EXECUTION_SCHEMA``), all of them or the first ``limit``."""
+        """Executions in creation order (``frames.EXECUTION_SCHEMA``): all of them, the first ``limit``,
+        or the newest ``last``; ``since`` (a datetime, or a timedelta back from now) keeps those created
+        at or after it."""
 
         target = None if task is None else self._target(task)
-        return self._runtime.run(self._core.list_executions(target, status, limit)).frame()
+        return self._runtime.run(self._core.list_executions(target, status, limit, last, since)).frame()
 
     def tasks(self, prefix: str | None = None, limit: int | None = None) -> pd.DataFrame:
         """Tasks in name order (``frames.TASK_SCHEMA``)."""

@@ -86,16 +86,21 @@ def start_lab(**options: Any) -> Lab:
 
     ``options`` are those of ``spearlet serve`` (``store``, ``executor``, ``max_concurrent``,
     ``max_queued``, ``default_timeout_ms``, ``token``, ``tls_cert``/``tls_key``, ...); a lab defaults to
-    ``port=0`` and ``store="memory://"``.
+    ``port=0`` and ``store="memory://"``. ``forward_output`` (default ``True``) shows what remote functions
+    print in the calling cell as it is printed.
     """
     global _current
     from spearlet import preflight
 
+    forward_output = options.pop("forward_output", True)
+    if not isinstance(forward_output, bool):
+        raise TypeError(f"forward_output is True or False, not {forward_output!r}")
     config = lab_config(options)
     runtime = get_runtime()
     with _lock:
         running = _current if _current is not None and _current.running else None
         if running is not None and running.config == config:
+            running.client.forward_output = forward_output
             return running
         # Everything that can be checked is checked before the running lab is stopped: a bad option
         # must not cost the user the lab (and every handle on it) they have.
@@ -107,6 +112,7 @@ def start_lab(**options: Any) -> Lab:
         if running is not None:
             running.stop()
         _current = Lab(runtime.run(_start_server(config)), config, runtime)
+        _current.client.forward_output = forward_output
         return _current
 
 

@@ -19,6 +19,7 @@ from .engine import lifecycle as lc
 from .engine.core import Engine
 from .engine.ids import id_floor
 from .engine.live import log_lines
+from .engine.output import SENT_METRIC
 from .health import HealthMonitor, ResourceMeter
 from .pages import chunk_message, execution_page
 from .rpc import Encoded, check_enum, fitting, page_size, paginate, require, server_stream, unary
@@ -62,7 +63,7 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
             record = await self.engine.accepted(live)
             success, message = True, "accepted"
             estimate = self.engine.stats.estimate_ms(record.task_name, record.function_name)
-        return fpb.InvokeFunctionResponse(
+        response = fpb.InvokeFunctionResponse(
             success=success,
             message=message,
             execution_id=record.execution_id,
@@ -72,6 +73,23 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
             status_endpoint=convert.STATUS_ENDPOINT.format(record.execution_id),
             estimated_completion_ms=estimate,
         )
+        if live.forwarded and record.status in lc.TERMINAL:
+            response.result.metrics[SENT_METRIC] = str(live.forwarded)
+        return response
+
+    @server_stream
+    async def FollowOutput(
+        self, request: fpb.FollowOutputRequest, context: Context
+    ) -> AsyncIterator[fpb.FollowOutputResponse]:
+        require(request.session, "session")
+
+        async def opened() -> None:
+            # The client waits for this before it names the session in an invocation: from here on,
+            # nothing the session's executions print is missed.
+            await context.send_initial_metadata(())
+
+        async for message in self.engine.output.follow(request.session, opened):
+            yield message
 
     @server_stream
     async def StreamFunction(
@@ -175,6 +193,7 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
             result=convert.execution_result(record, include_value=request.include_result),
             logs=logs,
             message=lc.status_name(record.status),
+            task_name=record.task_name,
         )
 
     @unary
@@ -265,6 +284,7 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
             status=request.status_filter,
             start_after=request.start_after,
             count=size + 1,
+            newest_first=request.newest_first,
         )
         page, has_more, next_after = paginate(rows, size, lambda row: row[0])
         infos = self.engine.current_infos(page)

@@ -37,6 +37,7 @@ from .executors import Artifact, Executor, Job, Outcome, SubprocessRunner, creat
 from .executors.base import ARTIFACT_LOAD_FAILED, COMPLETED, job_for_call
 from .ids import new_id
 from .live import LiveExecution
+from .output import OutputHub
 from .scheduler import Scheduler
 from .tasks import MEMORY_LIMIT_MB, OBJECT_SCHEME, Registration, TaskRegistry, memory_limit_mb
 
@@ -98,6 +99,7 @@ class Engine:
         #: Given to every job, under the names the SDK reads (``spear_sdk._nested``): how a function
         #: reaches this server; set by the server once it listens.
         self.worker_environment: dict[str, str] = {}
+        self.output = OutputHub()
 
     # -- life of the engine -------------------------------------------------------------------------
 
@@ -132,6 +134,7 @@ class Engine:
             live.request_cancel("server shutting down")
         if running:
             await asyncio.wait(running)
+        self.output.close()  # every execution has ended: its output is all sent
         for batch in list(self.batches):
             await batch.wait()
         await self.executions.flush()
@@ -187,6 +190,7 @@ class Engine:
         self.scheduler.admit(lambda: self._mean_run_ms(task.name, inv.function_name))
         record = _new_record(task, inv, execution_id)
         live = LiveExecution(record, stream=inv.stream, log_limit_bytes=self.config.log_limit_bytes)
+        self.output.attach(live)
         live.stops_work = self._runner_for(task.artifact.artifact_type).stops_work
         live.waited = inv.stream  # its reader waits for the end (a SYNC caller says so in wait())
         self.live[execution_id] = live

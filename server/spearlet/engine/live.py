@@ -17,9 +17,11 @@ class LogBuffer:
         self._limiter = LogLimiter(limit_bytes)
         self._parts: list[str] = []
 
-    def append(self, text: str) -> None:
+    def append(self, text: str) -> str:
+        """Keep ``text`` (within the limit); returns the part kept."""
         if kept := self._limiter.clip(text):
             self._parts.append(kept)
+        return kept
 
     def text(self) -> str:
         return "".join(self._parts)
@@ -53,6 +55,10 @@ class LiveExecution:
         self.created = self.stored
         #: Why the record could not be stored, if it could not.
         self.store_error: BaseException | None = None
+        #: Where printed text goes as it is printed, besides the logs (see ``engine.output``).
+        self.output: Callable[[str], None] | None = None
+        #: Pieces of text handed to ``output``.
+        self.forwarded = 0
 
     @property
     def execution_id(self) -> str:
@@ -97,4 +103,6 @@ class LiveExecution:
             await self.chunks.room()
 
     def log(self, text: str) -> None:
-        self.logs.append(text)
+        kept = self.logs.append(text)
+        if kept and self.output is not None:
+            self.output(kept)

@@ -84,7 +84,9 @@ class SqliteStore(KvStore):
         try:
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         except OSError as e:
-            raise StoreError(f"sqlite store {self.url}: cannot create directory for {self.path!r}: {e}") from e
+            raise StoreError(
+                f"sqlite store {self.url}: cannot create directory for {self.path!r}: {e}"
+            ) from e
         return True
 
     def _release_file_lock(self) -> None:

@@ -217,16 +217,18 @@ class GetExecutionStatusRequest(_message.Message):
     def __init__(self, execution_id: _Optional[str] = ..., include_result: _Optional[bool] = ..., include_logs: _Optional[bool] = ...) -> None: ...
 
 class GetExecutionStatusResponse(_message.Message):
-    __slots__ = ("found", "result", "logs", "message")
+    __slots__ = ("found", "result", "logs", "message", "task_name")
     FOUND_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     LOGS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    TASK_NAME_FIELD_NUMBER: _ClassVar[int]
     found: bool
     result: ExecutionResult
     logs: _containers.RepeatedScalarFieldContainer[str]
     message: str
-    def __init__(self, found: _Optional[bool] = ..., result: _Optional[_Union[ExecutionResult, _Mapping]] = ..., logs: _Optional[_Iterable[str]] = ..., message: _Optional[str] = ...) -> None: ...
+    task_name: str
+    def __init__(self, found: _Optional[bool] = ..., result: _Optional[_Union[ExecutionResult, _Mapping]] = ..., logs: _Optional[_Iterable[str]] = ..., message: _Optional[str] = ..., task_name: _Optional[str] = ...) -> None: ...
 
 class CancelExecutionRequest(_message.Message):
     __slots__ = ("execution_id", "reason", "force")
@@ -367,16 +369,18 @@ class DeleteTaskResponse(_message.Message):
     def __init__(self, success: _Optional[bool] = ..., message: _Optional[str] = ..., deleted: _Optional[bool] = ..., cleaned_executions: _Optional[int] = ...) -> None: ...
 
 class ListExecutionsRequest(_message.Message):
-    __slots__ = ("task_id", "limit", "start_after", "status_filter")
+    __slots__ = ("task_id", "limit", "start_after", "status_filter", "newest_first")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     START_AFTER_FIELD_NUMBER: _ClassVar[int]
     STATUS_FILTER_FIELD_NUMBER: _ClassVar[int]
+    NEWEST_FIRST_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     limit: int
     start_after: str
     status_filter: ExecutionStatus
-    def __init__(self, task_id: _Optional[str] = ..., limit: _Optional[int] = ..., start_after: _Optional[str] = ..., status_filter: _Optional[_Union[ExecutionStatus, str]] = ...) -> None: ...
+    newest_first: bool
+    def __init__(self, task_id: _Optional[str] = ..., limit: _Optional[int] = ..., start_after: _Optional[str] = ..., status_filter: _Optional[_Union[ExecutionStatus, str]] = ..., newest_first: _Optional[bool] = ...) -> None: ...
 
 class ListExecutionsResponse(_message.Message):
     __slots__ = ("executions", "has_more", "next_start_after")
@@ -624,3 +628,25 @@ class InvokeBatchResponse(_message.Message):
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[BatchCallResult]
     def __init__(self, results: _Optional[_Iterable[_Union[BatchCallResult, _Mapping]]] = ...) -> None: ...
+
+class FollowOutputRequest(_message.Message):
+    __slots__ = ("session",)
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    def __init__(self, session: _Optional[str] = ...) -> None: ...
+
+class OutputText(_message.Message):
+    __slots__ = ("execution_id", "task_name", "text")
+    EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_NAME_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    execution_id: str
+    task_name: str
+    text: str
+    def __init__(self, execution_id: _Optional[str] = ..., task_name: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
+
+class FollowOutputResponse(_message.Message):
+    __slots__ = ("texts",)
+    TEXTS_FIELD_NUMBER: _ClassVar[int]
+    texts: _containers.RepeatedCompositeFieldContainer[OutputText]
+    def __init__(self, texts: _Optional[_Iterable[_Union[OutputText, _Mapping]]] = ...) -> None: ...

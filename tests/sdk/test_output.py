@@ -1,0 +1,81 @@
+"""What a remote function prints shows in the calling cell as it is printed, and stays in its logs."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from conftest import wait_until
+
+import spear_sdk
+
+
+def test_printed_lines_show_before_the_call_returns(
+    client: spear_sdk.Client, capsys: pytest.CaptureFixture[str]
+) -> None:
+    @client.function
+    def chatty(n: int) -> int:
+        for i in range(n):
+            print(f"step {i}")
+        print("no newline at the end", end="")
+        return n
+
+    assert chatty(3) == 3
+    out = capsys.readouterr().out
+    assert out == ("[chatty] step 0\n[chatty] step 1\n[chatty] step 2\n[chatty] no newline at the end\n")
+    last = client.executions(task=chatty, last=1)["execution_id"].iloc[0]
+    assert client.execution(last).logs() == ["step 0", "step 1", "step 2", "no newline at the end"]
+
+
+def test_lines_show_while_the_function_runs(
+    client: spear_sdk.Client, capsys: pytest.CaptureFixture[str]
+) -> None:
+    @client.function
+    def slow(marker: str) -> str:
+        import os
+
+        print("started")
+        while not os.path.exists(marker):  # runs until the test has seen the line
+            time.sleep(0.01)
+        return "done"
+
+    import tempfile
+
+    marker = tempfile.mktemp()
+    execution = slow.submit(marker)
+    seen: list[str] = []
+    try:
+        wait_until(
+            lambda: seen.append(capsys.readouterr().out) or "[slow] started" in "".join(seen),
+            10,
+            "the line printed by the running function",
+        )
+    finally:
+        open(marker, "w").close()
+    assert execution.result() == "done"
+
+
+def test_forwarding_can_be_turned_off_per_client_and_per_call(
+    lab: spear_sdk.Lab, capsys: pytest.CaptureFixture[str]
+) -> None:
+    @lab.client.function
+    def shout() -> int:
+        print("HELLO")
+        return 1
+
+    assert shout.options(forward_output=False)() == 1
+    assert capsys.readouterr().out == ""
+    quiet = spear_sdk.connect(lab.address, forward_output=False)
+    try:
+        assert quiet.invoke("shout") == 1
+        assert capsys.readouterr().out == ""
+        assert quiet.task("shout").options(forward_output=True)() == 1
+        assert capsys.readouterr().out == "[shout] HELLO\n"
+    finally:
+        quiet.close()
+    assert spear_sdk.start_lab(max_concurrent=2, forward_output=False) is lab
+    try:
+        assert shout() == 1 and capsys.readouterr().out == ""
+    finally:
+        spear_sdk.start_lab(max_concurrent=2, forward_output=True)
+    assert shout() == 1 and capsys.readouterr().out == "[shout] HELLO\n"
