@@ -24,7 +24,15 @@ from ._output import OutputFollower
 from ._status import TERMINAL, status_code, status_name
 from .models import CallOptions, ExecutionState, Health, Stats, TaskRef
 from .wire import codec, function_pb2, object_pb2
-from .wire.errors import InvalidArgument, NotFound, SpearError, Unimplemented, error_for_execution
+from .wire.errors import (
+    ExecutionError,
+    InvalidArgument,
+    NotFound,
+    SpearError,
+    Unimplemented,
+    error_for_execution,
+)
+from .wire.names import task_name_too_long
 
 if TYPE_CHECKING:
     from .frames import ExecutionColumns
@@ -114,7 +122,10 @@ class Core:
         response = await self.connection.call(
             self._functions.RegisterTask,
             function_pb2.RegisterTaskRequest(
-                task_name=name, task_description=description, artifact_spec=spec
+                task_name=name,
+                task_description=description,
+                artifact_spec=spec,
+                check_import=spec.artifact_type == "python",
             ),
         )
         ref = task_ref(response.task)
@@ -142,6 +153,8 @@ class Core:
         """The task registered under ``name``."""
         if not isinstance(name, str) or not name:
             raise InvalidArgument(f"a task is named by a non-empty string, not {name!r}")
+        if (too_long := task_name_too_long(name)) is not None:
+            raise InvalidArgument(too_long)
         response = await self.connection.call(
             self._functions.ListTasks,
             function_pb2.ListTasksRequest(prefix=name, limit=1, include_details=True),
@@ -206,9 +219,11 @@ class Core:
         calls: Sequence[tuple[Sequence[object], Mapping[str, object]]],
         options: CallOptions,
         on_done: Callable[[int], object],
+        return_exceptions: bool = False,
     ) -> list[object]:
         """Run every call; results in call order. The first failure cancels the calls still running and is
-        raised.
+        raised, with the call's position as its ``index``; with ``return_exceptions`` each failure is the
+        result of its call instead.
 
         The calls go in ``InvokeBatch`` requests of at most :data:`BATCH_CALLS` calls and
         :data:`BATCH_BYTES` of arguments, :data:`BATCH_CONCURRENCY` at a time; a server without that
@@ -217,18 +232,20 @@ class Core:
         if not calls:
             return []
         template = await self._request(target, (), {}, options, function_pb2.EXECUTION_MODE_SYNC)
-        batches = _batches([_parameters(args, kwargs) for args, kwargs in calls])
+        batches = _batches(
+            [_item_parameters(index, args, kwargs) for index, (args, kwargs) in enumerate(calls)]
+        )
         results: list[object] = [None] * len(calls)
         pending = iter(batches)
 
         async def work() -> None:
             for start, batch in pending:
-                await self._run_batch(target, template, batch, start, results, on_done)
+                await self._run_batch(target, template, batch, start, results, on_done, return_exceptions)
 
         try:
             await _all(work() for _ in range(min(BATCH_CONCURRENCY, len(batches))))
         except Unimplemented:
-            return await self._map_one_by_one(target, calls, options, on_done)
+            return await self._map_one_by_one(target, calls, options, on_done, return_exceptions)
         except NotFound:
             self._forget(target)
             raise
@@ -242,13 +259,16 @@ class Core:
         start: int,
         results: list[object],
         on_done: Callable[[int], object],
+        return_exceptions: bool,
     ) -> None:
         request = function_pb2.InvokeBatchRequest(template=template, calls=batch)
         async for message in self.connection.stream(self._functions.InvokeBatch, request):
             for item in message.results:
-                if item.result.status != _COMPLETED:
-                    await self._outcome(item.execution_id, item.result, target)  # raises its error
-                results[start + item.index] = _decode(item.result.result)
+                index = start + item.index
+                try:
+                    results[index] = await self._outcome(item.execution_id, item.result, target)
+                except _ITEM_ERRORS as exc:
+                    results[index] = _map_failure(exc, index, return_exceptions)
             on_done(len(message.results))
 
     async def _map_one_by_one(
@@ -257,6 +277,7 @@ class Core:
         calls: Sequence[tuple[Sequence[object], Mapping[str, object]]],
         options: CallOptions,
         on_done: Callable[[int], object],
+        return_exceptions: bool,
     ) -> list[object]:
         results: list[object] = [None] * len(calls)
         indexes = iter(range(len(calls)))
@@ -264,7 +285,10 @@ class Core:
         async def work() -> None:
             for index in indexes:
                 args, kwargs = calls[index]
-                results[index] = await self.invoke(target, args, kwargs, options)
+                try:
+                    results[index] = await self.invoke(target, args, kwargs, options)
+                except _ITEM_ERRORS as exc:
+                    results[index] = _map_failure(exc, index, return_exceptions)
                 on_done(1)
 
         await _all(work() for _ in range(min(MAP_CONCURRENCY, len(calls))))
@@ -526,6 +550,30 @@ def _parameters(args: Sequence[object], kwargs: Mapping[str, object]) -> list[fu
         for name, v in kwargs.items()
     ]
     return parameters
+
+
+#: How one call of a map fails (the others are the map's own failures: the server, the task).
+_ITEM_ERRORS = (ExecutionError, InvalidArgument)
+
+
+def _item_parameters(
+    index: int, args: Sequence[object], kwargs: Mapping[str, object]
+) -> list[function_pb2.FunctionParameter]:
+    try:
+        return _parameters(args, kwargs)
+    except InvalidArgument as exc:
+        raise _map_failure(exc, index, False) from None
+
+
+def _map_failure(error: SpearError, index: int, return_exceptions: bool) -> SpearError:
+    """``error`` of the map's call ``index``, marked with it: returned as that call's result when
+    ``return_exceptions``, else raised."""
+    error.index = index
+    error.message = f"map item {index}: {error.message}"
+    error.args = (error.message,)
+    if return_exceptions:
+        return error
+    raise error
 
 
 def _batches(

@@ -17,6 +17,7 @@ from ._runtime import Runtime, get_runtime
 from .models import CallOptions, TaskRef
 from .wire import function_pb2
 from .wire.errors import InvalidArgument
+from .wire.names import task_name_too_long
 
 if TYPE_CHECKING:
     from .widgets.panel import Panel
@@ -50,6 +51,8 @@ def pickled_function(
     """Serialize a notebook function (closures, lambdas, inner imports) with cloudpickle."""
     if not callable(fn):
         raise TypeError(f"client.function needs a callable, not {type(fn).__name__}")
+    if name is not None:
+        check_task_name(name)  # before the work of serializing
     try:
         payload = _shipping.ship(fn, _label(fn))
     except _shipping.ShippingError as exc:
@@ -58,6 +61,7 @@ def pickled_function(
     if default == "<lambda>":
         # A lambda has no name of its own; its code names it, so that two lambdas never share a task.
         default = f"lambda-{hashlib.sha256(payload).hexdigest()[:8]}"
+    check_task_name(name or default)
     return PickledFunction(
         name=name or default,
         payload=payload,
@@ -65,6 +69,12 @@ def pickled_function(
         artifact_metadata=dict(artifact_metadata),
         source_file=getattr(getattr(fn, "__code__", None), "co_filename", ""),
     )
+
+
+def check_task_name(name: str) -> None:
+    """The server's limit, checked here so that nothing is uploaded for a name it would refuse."""
+    if isinstance(name, str) and (too_long := task_name_too_long(name)) is not None:
+        raise InvalidArgument(too_long)
 
 
 def module_spec(target: str, artifact_metadata: Mapping[str, str]) -> tuple[str, function_pb2.ArtifactSpec]:
@@ -157,6 +167,44 @@ class FunctionBase:
         (reruns after a lost worker), ``metadata`` and ``environment`` (merged with the current ones)."""
         options = self.call_options.merged(**changes)
         return type(self)(self._core, self._runtime, self._target, options, self._fn, self._ref)
+
+    def _bound(self, args: Sequence[object], kwargs: Mapping[str, object], item: int | None = None) -> None:
+        """Raise ``TypeError`` here, before any round trip, for a call the function's signature refuses
+        (known for notebook functions; tasks registered otherwise are checked by the server)."""
+        signature = self._call_signature()
+        if signature is None:
+            return
+        try:
+            signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            where = f"map item {item}: " if item is not None else f"{self.name}(): "
+            raise TypeError(f"{where}{exc}") from None
+
+    def _call_signature(self) -> inspect.Signature | None:
+        if self._fn is None:
+            return None
+        cached = self.__dict__.get("_cached_signature", False)
+        if cached is False:
+            try:
+                cached = inspect.signature(self._fn)
+            except (TypeError, ValueError):  # a builtin or callable without an introspectable signature
+                cached = None
+            self.__dict__["_cached_signature"] = cached
+        return cached  # type: ignore[no-any-return]
+
+    def _map_calls(
+        self, iterables: Sequence[Iterable[Any]], kwargs: Mapping[str, Any]
+    ) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+        """``map``'s calls: one item of each iterable, and the keyword arguments every call shares."""
+        columns = [list(iterable) for iterable in iterables]
+        lengths = {len(column) for column in columns}
+        if len(lengths) > 1:
+            sizes = ", ".join(str(len(column)) for column in columns)
+            raise ValueError(f"map needs iterables of the same length, not of lengths {sizes}")
+        calls = [(args, dict(kwargs)) for args in zip(*columns, strict=True)]
+        for index, (args, shared) in enumerate(calls):
+            self._bound(args, shared, index)
+        return calls
 
     def _signature(self) -> str:
         try:
@@ -269,6 +317,7 @@ class ClientBase:
         (``spec_for`` builds the artifact, and its default task name, from the task options)."""
         options, task_options = split_options(defaults)
         default_name, spec = spec_for(task_options)
+        check_task_name(name or default_name)
         return options, self._core.register(name or default_name, spec, description=description)
 
     def panel(self, interval: float = 1.0) -> Panel:

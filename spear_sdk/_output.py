@@ -56,15 +56,18 @@ class OutputFollower:
         such stream (then output stays in the logs only)."""
         if self._unsupported:
             return None
+        opened = self._opened
+        if opened is not None and opened.done() and self._task is not None and not self._task.done():
+            return self.session if opened.result() else None  # the stream is open: the common case
         if self._task is None or self._task.done():
             self._opened = asyncio.get_running_loop().create_future()
             self._task = asyncio.ensure_future(self._follow(self._opened))
         assert self._opened is not None
         try:
-            opened = await asyncio.wait_for(asyncio.shield(self._opened), OPEN_TIMEOUT_S)
+            ready = await asyncio.wait_for(asyncio.shield(self._opened), OPEN_TIMEOUT_S)
         except asyncio.TimeoutError:
             return None
-        return self.session if opened else None
+        return self.session if ready else None
 
     async def _follow(self, opened: asyncio.Future[bool]) -> None:
         request = function_pb2.FollowOutputRequest(session=self.session)

@@ -39,14 +39,17 @@ class AsyncFunction(FunctionBase):
         return self._ref
 
     async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self._bound(args, kwargs)
         return await self._runtime.hop(self._core.invoke(self._target, args, kwargs, self.call_options))
 
     async def submit(self, *args: Any, **kwargs: Any) -> AsyncExecution:
+        self._bound(args, kwargs)
         coro = self._core.submit(self._target, args, kwargs, self.call_options)
         execution_id, _ = await self._runtime.hop(coro)
         return AsyncExecution(self._core, self._runtime, execution_id, self.name, self._target)
 
     async def stream(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        self._bound(args, kwargs)
         chunks = self._core.stream(self._target, args, kwargs, self.call_options)
         try:
             while (chunk := await self._runtime.hop(next_chunk(chunks))) is not END:
@@ -54,14 +57,19 @@ class AsyncFunction(FunctionBase):
         finally:
             await self._runtime.hop(chunks.aclose())
 
-    async def map(self, *iterables: Iterable[Any], progress: bool = True) -> list[Any]:
-        calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
-            (args, {}) for args in zip(*iterables, strict=False)
-        ]
+    async def map(
+        self,
+        *iterables: Iterable[Any],
+        progress: bool = True,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[Any]:
+        calls = self._map_calls(iterables, kwargs)
         # The runtime loop only counts; the bar is drawn on this loop's thread.
         model = ProgressModel(self.name, len(calls))
         shown = view(model, progress)
-        work = self._runtime.hop(self._core.map(self._target, calls, self.call_options, model.add))
+        mapping = self._core.map(self._target, calls, self.call_options, model.add, return_exceptions)
+        work = self._runtime.hop(mapping)
         return await follow_async(work, model, shown)
 
 
@@ -165,8 +173,17 @@ class AsyncClient(ClientBase):
     def stream(self, task: TaskLike, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
         return self._handle(task).stream(*args, **kwargs)
 
-    async def map(self, task: TaskLike, *iterables: Iterable[Any], progress: bool = True) -> list[Any]:
-        return await self._handle(task).map(*iterables, progress=progress)
+    async def map(
+        self,
+        task: TaskLike,
+        *iterables: Iterable[Any],
+        progress: bool = True,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[Any]:
+        return await self._handle(task).map(
+            *iterables, progress=progress, return_exceptions=return_exceptions, **kwargs
+        )
 
     async def execution(self, execution_id: str) -> AsyncExecution:
         state = await self._runtime.hop(self._core.state(execution_id))

@@ -4,6 +4,7 @@ work runs on the runtime loop, so it behaves the same in a script, a thread or a
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import datetime as dt
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -21,6 +22,7 @@ from ._handles import (
     process_spec,
     split_options,
 )
+from ._runtime import Runtime
 from .models import CallOptions, ExecutionState, Health, Stats
 from .widgets.progress import ProgressModel, follow, view
 
@@ -29,6 +31,9 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 _WAIT_POLL_S = 0.05
+_DONE = frozenset({"completed", "failed", "cancelled", "timeout"})
+#: How long an interrupted wait waits for its cancels to reach the server.
+_CANCEL_WAIT_S = 5.0
 
 ReturnWhen = Literal["ALL_COMPLETED", "FIRST_COMPLETED", "FIRST_EXCEPTION"]
 ALL_COMPLETED: Final = "ALL_COMPLETED"
@@ -40,15 +45,18 @@ class Function(FunctionBase):
     """A remote function called like a local one: ``f(x)``, ``f.submit(x)``, ``f.stream(x)``, ``f.map()``."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self._bound(args, kwargs)
         return self._runtime.run(self._core.invoke(self._target, args, kwargs, self.call_options))
 
     def submit(self, *args: Any, **kwargs: Any) -> Execution:
         """Start an execution and return at once; ``.result()`` waits for it."""
+        self._bound(args, kwargs)
         execution_id, _ = self._runtime.run(self._core.submit(self._target, args, kwargs, self.call_options))
         return Execution(self._core, self._runtime, execution_id, self.name, self._target)
 
     def stream(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
         """The values the function yields, as they arrive; leaving the loop early cancels the execution."""
+        self._bound(args, kwargs)
         chunks = self._core.stream(self._target, args, kwargs, self.call_options)
         try:
             while (chunk := self._runtime.run(next_chunk(chunks))) is not END:
@@ -56,19 +64,26 @@ class Function(FunctionBase):
         finally:
             self._runtime.submit(chunks.aclose())
 
-    def map(self, *iterables: Iterable[Any], progress: bool = True) -> list[Any]:
-        """``[f(*args) for args in zip(*iterables, strict=False)]``, run concurrently; results in order.
+    def map(
+        self,
+        *iterables: Iterable[Any],
+        progress: bool = True,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[Any]:
+        """``[f(*args, **kwargs) for args in zip(*iterables, strict=True)]``, run concurrently; results in
+        order. ``kwargs`` go to every call; iterables of unequal length are a ``ValueError``.
 
         ``progress`` shows a progress bar (a widget in a notebook, drawn by this thread; text elsewhere).
-        The first failure cancels the calls still running and is raised.
+        The first failure cancels the calls still running and is raised, with the failing call's position
+        as its ``.index`` (and in its message); ``return_exceptions=True`` puts errors in the results.
         """
-        calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
-            (args, {}) for args in zip(*iterables, strict=False)
-        ]
+        calls = self._map_calls(iterables, kwargs)
         model = ProgressModel(self.name, len(calls))
         self._runtime.check_blocking_allowed()
         shown = view(model, progress)
-        future = self._runtime.submit(self._core.map(self._target, calls, self.call_options, model.add))
+        mapping = self._core.map(self._target, calls, self.call_options, model.add, return_exceptions)
+        future = self._runtime.submit(mapping)
         return follow(future, model, shown)
 
 
@@ -208,8 +223,17 @@ class Client(ClientBase):
     def stream(self, task: TaskLike, *args: Any, **kwargs: Any) -> Iterator[Any]:
         return self._handle(task).stream(*args, **kwargs)
 
-    def map(self, task: TaskLike, *iterables: Iterable[Any], progress: bool = True) -> list[Any]:
-        return self._handle(task).map(*iterables, progress=progress)
+    def map(
+        self,
+        task: TaskLike,
+        *iterables: Iterable[Any],
+        progress: bool = True,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[Any]:
+        return self._handle(task).map(
+            *iterables, progress=progress, return_exceptions=return_exceptions, **kwargs
+        )
 
     def execution(self, execution_id: str) -> Execution:
         """A handle for an execution known by its id (from ``executions()`` or another session)."""
@@ -305,6 +329,22 @@ def as_completed(
         return
     runtime = pending[0]._runtime
     deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        yield from _completed(runtime, pending, deadline, timeout, _quiet_timeout)
+    except KeyboardInterrupt:
+        # Ctrl-C stops what was waited for, as it does in f() and .result().
+        cancels = [runtime.submit(e._cancel_on_interrupt()) for e in pending if e._last_status not in _DONE]
+        concurrent.futures.wait(cancels, timeout=_CANCEL_WAIT_S)
+        raise
+
+
+def _completed(
+    runtime: Runtime,
+    pending: list[Execution],
+    deadline: float | None,
+    timeout: float | None,
+    quiet_timeout: bool,
+) -> Iterator[Execution]:
     while pending:
         states = runtime.run(_states(pending))
         still = []
@@ -318,7 +358,7 @@ def as_completed(
         if not pending:
             return
         if deadline is not None and time.monotonic() >= deadline:
-            if _quiet_timeout:
+            if quiet_timeout:
                 return
             raise TimeoutError(f"{len(pending)} executions still running after {timeout} s")
         time.sleep(_WAIT_POLL_S)

@@ -46,11 +46,19 @@ class Lab:
 
     def stop(self, grace_s: float | None = None) -> None:
         """Shut the server down: running work gets ``grace_s`` (default: the configured grace) to finish."""
+        self._stop(grace_s, "was stopped; start a lab and")
+
+    def _stop(self, grace_s: float | None, what_happened: str) -> None:
         if self._stopped:
             return
         self._stopped = True
         self._runtime.forget(self._stop_at_exit)
         self.client.close()
+        # Handles made with this lab's client keep its (closed) connection: tell them why it is gone.
+        self.client._connection.retire(
+            f"cannot reach the spearlet at {self.address}: its lab {what_happened} re-run the cell that "
+            "defines the function (handles belong to the lab they were made with)"
+        )
         self._runtime.run(self._server.stop(grace_s))
 
     def panel(self, interval: float = 1.0) -> Panel:
@@ -110,7 +118,7 @@ def start_lab(**options: Any) -> Lab:
             free_port=running._server.port if running else 0,
         )
         if running is not None:
-            running.stop()
+            running._stop(None, "was replaced by a new start_lab(); use the new lab's client and")
         _current = Lab(runtime.run(_start_server(config)), config, runtime)
         _current.client.forward_output = forward_output
         return _current

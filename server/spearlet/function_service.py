@@ -21,6 +21,7 @@ from .engine.ids import id_floor
 from .engine.live import log_lines
 from .engine.output import SENT_METRIC
 from .health import HealthMonitor, ResourceMeter
+from .importable import check_module
 from .pages import chunk_message, execution_page
 from .rpc import Encoded, check_enum, fitting, page_size, paginate, require, server_stream, unary
 from .stats import ExecutionFigures
@@ -215,6 +216,9 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
     ) -> fpb.RegisterTaskResponse:
         if not request.HasField("artifact_spec"):
             raise InvalidArgument("artifact_spec is required")
+        spec = request.artifact_spec
+        if request.check_import and spec.artifact_type == "python" and ":" in spec.location:
+            check_module(spec.location)
         registration = await self.engine.register_task(
             request.task_name,
             convert.artifact_from_proto(request.artifact_spec),

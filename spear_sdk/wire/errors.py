@@ -18,6 +18,8 @@ class SpearError(Exception):
     """Base of every error Spear Lab raises for a failed call."""
 
     code: ClassVar[grpc.StatusCode] = grpc.StatusCode.UNKNOWN
+    #: In ``map``: the position of the call that failed (``None`` elsewhere).
+    index: int | None = None
 
     def __init__(self, message: str = "") -> None:
         super().__init__(message)

@@ -567,7 +567,7 @@ class ExecutionStats(_message.Message):
     def __init__(self, running_executions: _Optional[int] = ..., pending_executions: _Optional[int] = ..., completed_executions: _Optional[int] = ..., failed_executions: _Optional[int] = ..., average_execution_time_ms: _Optional[float] = ..., success_rate_percent: _Optional[float] = ..., executions_by_function: _Optional[_Mapping[str, int]] = ..., cancelled_executions: _Optional[int] = ..., timeout_executions: _Optional[int] = ...) -> None: ...
 
 class RegisterTaskRequest(_message.Message):
-    __slots__ = ("task_name", "task_description", "artifact_spec", "metadata")
+    __slots__ = ("task_name", "task_description", "artifact_spec", "metadata", "check_import")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -579,11 +579,13 @@ class RegisterTaskRequest(_message.Message):
     TASK_DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_SPEC_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    CHECK_IMPORT_FIELD_NUMBER: _ClassVar[int]
     task_name: str
     task_description: str
     artifact_spec: ArtifactSpec
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, task_name: _Optional[str] = ..., task_description: _Optional[str] = ..., artifact_spec: _Optional[_Union[ArtifactSpec, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    check_import: bool
+    def __init__(self, task_name: _Optional[str] = ..., task_description: _Optional[str] = ..., artifact_spec: _Optional[_Union[ArtifactSpec, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., check_import: _Optional[bool] = ...) -> None: ...
 
 class RegisterTaskResponse(_message.Message):
     __slots__ = ("success", "message", "task", "created", "updated")
