@@ -8,6 +8,7 @@ import os
 import pickle
 import textwrap
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -106,3 +107,13 @@ def test_async_handles_compose_remotely(lab: spear_sdk.Lab) -> None:
             return int(await outer(1))
 
     assert asyncio.run(main()) == 202
+
+
+def test_globals_are_captured_when_the_cell_runs(client: spear_sdk.Client) -> None:
+    namespace = cell("threshold = 0.5\ndef above(x):\n    return x > threshold\n", "/tmp/ipykernel_4101/7.py")
+    above = client.function(namespace["above"], name="above-threshold")
+    namespace["threshold"] = 0.9  # a later cell changes the global...
+    assert above(0.7) is True  # ...and the shipped function still has the value of its cell's run
+    assert client.function(namespace["above"], name="above-threshold")(0.7) is False  # the cell re-run
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert "Globals are captured when the cell runs" in readme
