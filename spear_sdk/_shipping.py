@@ -1,48 +1,96 @@
-"""How a notebook function becomes bytes: cloudpickle, with a code identity that survives a kernel restart
-and a refusal that names the global it could not serialize."""
+"""How a notebook function becomes bytes: cloudpickle, with bytes that depend only on the code (so that an
+unchanged cell registers nothing new, in this kernel or the next one) and a refusal that names the global
+it could not serialize.
+
+cloudpickle already writes every code object's file name as ``<dynamic-code>``. Two things still differ
+from one kernel to the next for the same code:
+
+- a class defined in the notebook travels with a tracker id, a random ``uuid4`` per class object, which
+  the unpickling side uses to recognise the class. Here a class gets a tracker id derived from its own
+  pickled bytes instead: the same definition has the same id, in any kernel; a changed one a new id.
+- a ``frozenset`` constant (``x in {"a", "b"}`` compiles to one) is written in hash order, and string
+  hashes are salted per process. Here such constants are written sorted.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import pickle
-import re
+import threading
 import types
 from collections.abc import Callable
 from typing import Any
 
 import cloudpickle
-from cloudpickle import cloudpickle as _cloudpickle_impl
+from cloudpickle import cloudpickle as _impl
 
-#: The file name shipped for code defined in a notebook cell. ipykernel compiles a cell under
-#: ``<tmp>/ipykernel_<pid>/<hash of the cell>.py``: the pid changes with every kernel, and the code's file
-#: name is part of the pickle, so the same cell would be new code after each restart. The SDK puts the
-#: real file back when it shows a remote traceback (``_core._localize``).
-SHIPPED_CELL_FILE = "<dynamic-code>"
-_KERNEL_CELL = re.compile(r"[/\\]ipykernel_\d+[/\\][^/\\]+\.py$|^<ipython-input-\d+-[0-9a-f]+>$")
+#: Held by a class while its content id is computed (its own pickle refers to it).
+_PENDING_ID = "0" * 32
+_assigning = threading.RLock()
 
 
 class ShippingError(Exception):
     """What could not be serialized, in words for the user."""
 
 
-def is_kernel_cell(filename: str) -> bool:
-    return bool(_KERNEL_CELL.search(filename))
+class _SortedFrozenset(frozenset):  # type: ignore[type-arg]
+    """A frozenset constant, pickled with its elements in a stable order."""
+
+
+def _order(value: object) -> tuple[str, str]:
+    return type(value).__qualname__, repr(value)
+
+
+def _reduce_sorted_frozenset(value: _SortedFrozenset) -> Any:
+    return frozenset, (sorted(value, key=_order),)
 
 
 def _stable_code(code: types.CodeType) -> types.CodeType:
-    consts = tuple(_stable_code(c) if isinstance(c, types.CodeType) else c for c in code.co_consts)
-    filename = SHIPPED_CELL_FILE if is_kernel_cell(code.co_filename) else code.co_filename
-    if filename == code.co_filename and consts == code.co_consts:
+    consts = tuple(
+        _stable_code(c)
+        if isinstance(c, types.CodeType)
+        else _SortedFrozenset(c)
+        if type(c) is frozenset and len(c) > 1
+        else c
+        for c in code.co_consts
+    )
+    if all(a is b for a, b in zip(consts, code.co_consts, strict=True)):
         return code
-    return code.replace(co_filename=filename, co_consts=consts)
+    return code.replace(co_consts=consts)
 
 
 def _reduce_code(code: types.CodeType) -> Any:
-    return _cloudpickle_impl._code_reduce(_stable_code(code))
+    return _impl._code_reduce(_stable_code(code))
+
+
+def _assign_content_id(cls: type) -> None:
+    """Give a notebook class the tracker id its pickled bytes determine (before cloudpickle draws one)."""
+    with _assigning:
+        with _impl._DYNAMIC_CLASS_TRACKER_LOCK:
+            if cls in _impl._DYNAMIC_CLASS_TRACKER_BY_CLASS:
+                return
+            _impl._DYNAMIC_CLASS_TRACKER_BY_CLASS[cls] = _PENDING_ID
+        try:
+            content = hashlib.sha256(dumps(cls)).hexdigest()[:32]
+        except BaseException:
+            with _impl._DYNAMIC_CLASS_TRACKER_LOCK:
+                _impl._DYNAMIC_CLASS_TRACKER_BY_CLASS.pop(cls, None)
+            raise
+        with _impl._DYNAMIC_CLASS_TRACKER_LOCK:
+            _impl._DYNAMIC_CLASS_TRACKER_BY_CLASS[cls] = content
+            _impl._DYNAMIC_CLASS_TRACKER_BY_ID.setdefault(content, cls)
 
 
 class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
-    dispatch_table = cloudpickle.Pickler.dispatch_table.new_child({types.CodeType: _reduce_code})
+    dispatch_table = cloudpickle.Pickler.dispatch_table.new_child(
+        {types.CodeType: _reduce_code, _SortedFrozenset: _reduce_sorted_frozenset}
+    )
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, type) and not _impl._should_pickle_by_reference(obj):
+            _assign_content_id(obj)
+        return super().reducer_override(obj)
 
 
 def dumps(obj: object) -> bytes:

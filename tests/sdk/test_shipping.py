@@ -6,6 +6,8 @@ import asyncio
 import copy
 import os
 import pickle
+import subprocess
+import sys
 import textwrap
 import threading
 from pathlib import Path
@@ -20,22 +22,56 @@ from spear_sdk import errors
 def cell(source: str, filename: str, namespace: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run ``source`` as a notebook cell does: compiled under the kernel's cell file name, in ``__main__``."""
     namespace = {"__name__": "__main__"} if namespace is None else namespace
-    exec(compile(textwrap.dedent(source), filename, "exec"), namespace)
+    exec(compile(textwrap.dedent(source), filename, "exec", dont_inherit=True), namespace)
     return namespace
 
 
+#: A cell as a data scientist writes it: a class of their own, a set literal in a condition.
+RESTART_CELL = """
+class Token:
+    def __init__(self, text):
+        self.text = text
+
+def tokenize(text):
+    return [Token(w).text for w in text.split() if w.lower() not in {"a", "an", "the", "of", "to"}]
+"""
+
+
 def test_an_unchanged_cell_after_a_kernel_restart_keeps_its_version(client: spear_sdk.Client) -> None:
-    source = """
-        def tokenize(text):
-            return text.split()
-    """
-    # ipykernel names a cell's file by the kernel's pid and a hash of the cell's text.
-    first = cell(source, "/tmp/ipykernel_4101/2871930519.py")
-    restarted = cell(source, "/tmp/ipykernel_4977/2871930519.py")
+    # Each kernel defines its own class object, and salts string hashes with its own seed.
+    first = cell(RESTART_CELL, "/tmp/ipykernel_4101/2871930519.py")
+    restarted = cell(RESTART_CELL, "/tmp/ipykernel_4977/2871930519.py")
     before = client.function(first["tokenize"], name="tokenize-restart")
     after = client.function(restarted["tokenize"], name="tokenize-restart")
     assert (after.task_id, after.version) == (before.task_id, before.version)
-    assert after("a b") == ["a", "b"]
+    assert after("the cat of a dog") == ["cat", "dog"]
+    script = (
+        "import sys, textwrap\n"
+        "from spear_sdk._handles import pickled_function\n"
+        "namespace = {'__name__': '__main__'}\n"
+        "exec(compile(textwrap.dedent(sys.argv[1]), '/tmp/ipykernel_1/1.py', 'exec'), namespace)\n"
+        "print(pickled_function(namespace['tokenize'], None, {}).checksum)\n"
+    )
+    checksums = {
+        subprocess.run(
+            [sys.executable, "-c", script, RESTART_CELL],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        for seed in ("1", "2", "3")
+    }
+    assert len(checksums) == 1 and before.ref is not None and before.ref.checksum in checksums
+
+
+def test_a_changed_class_is_new_code(client: spear_sdk.Client) -> None:
+    old = cell("class Unit:\n    size = 1\ndef measure():\n    return Unit.size\n", "/tmp/ipykernel_1/2.py")
+    new = cell("class Unit:\n    size = 2\ndef measure():\n    return Unit.size\n", "/tmp/ipykernel_1/2.py")
+    first = client.function(old["measure"], name="measure-class")
+    second = client.function(new["measure"], name="measure-class")
+    assert second.version == first.version + 1  # type: ignore[operator]
+    assert (first(), second()) == (1, 2)
 
 
 def test_a_remote_traceback_of_a_cell_still_shows_its_source(client: spear_sdk.Client, tmp_path: Any) -> None:
