@@ -18,14 +18,14 @@ from spear_sdk import errors
 @pytest.mark.parametrize(
     ("options", "error", "names"),
     [
-        ({"store": "postgres://x"}, ValueError, "store"),
-        ({"store": "sqlite:///"}, ValueError, "sqlite"),
-        ({"host": "999.1.1.1"}, ValueError, "host"),
-        ({"tls_cert": "/no/such/cert.pem", "tls_key": "/no/such/key.pem"}, ValueError, "tls_cert"),
-        ({"port": 99999}, ValueError, "port"),
-        ({"port": "abc"}, TypeError, "port"),
-        ({"max_concurrent": "4"}, TypeError, "max_concurrent"),
-        ({"shutdown_grace_s": "1"}, TypeError, "shutdown_grace_s"),
+        ({"store": "postgres://x"}, ValueError, r"unsupported store URL 'postgres://x'"),
+        ({"store": "sqlite:///"}, ValueError, r"malformed sqlite URL"),
+        ({"host": "999.1.1.1"}, ValueError, r"host '999\.1\.1\.1'"),
+        ({"tls_cert": "/no/such/cert.pem", "tls_key": "/no/such/key.pem"}, ValueError, r"tls_cert '/no/such"),
+        ({"port": 99999}, ValueError, r"port must be 0 \(any free port\) to 65535, not 99999"),
+        ({"port": "abc"}, TypeError, r"port must be int, not str 'abc'"),
+        ({"max_concurrent": "4"}, TypeError, r"max_concurrent must be int, not str '4'"),
+        ({"shutdown_grace_s": "1"}, TypeError, r"shutdown_grace_s must be int or float, not str '1'"),
     ],
 )
 def test_a_bad_option_leaves_the_running_lab_alone(
