@@ -79,3 +79,21 @@ def test_forwarding_can_be_turned_off_per_client_and_per_call(
     finally:
         spear_sdk.start_lab(max_concurrent=2, forward_output=True)
     assert shout() == 1 and capsys.readouterr().out == "[shout] HELLO\n"
+
+
+def test_maps_output_is_forwarded_too(client: spear_sdk.Client, capsys: pytest.CaptureFixture[str]) -> None:
+    @client.function
+    def loud(x: int) -> int:
+        print(f"item {x}")
+        return x
+
+    assert loud.map(range(3), progress=False) == [0, 1, 2]
+    seen: list[str] = []
+    wait_until(
+        lambda: (
+            seen.append(capsys.readouterr().out)
+            or all(f"[loud] item {x}\n" in "".join(seen) for x in range(3))
+        ),
+        10,
+        "the lines printed by the map's calls",
+    )

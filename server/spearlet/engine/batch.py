@@ -152,6 +152,7 @@ class Batch:
         engine = self._engine
         record = self._new_record()
         live = LiveExecution(record, stream=False, log_limit_bytes=self._job.log_limit_bytes)
+        engine.output.attach(live)
         live.stops_work = self._runner.stops_work
         live.waited = True  # the batch's caller gets every end as it comes
         live.on_cancel = self._canceller(call)
