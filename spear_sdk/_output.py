@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import sys
 import uuid
 from collections import OrderedDict
@@ -50,12 +51,17 @@ class OutputFollower:
         self._received: OrderedDict[str, int] = OrderedDict()
         self._partial: dict[str, tuple[str, str]] = {}  # execution id -> (task name, unfinished line)
         self._waiters: dict[str, tuple[int, asyncio.Future[None]]] = {}
+        self._context: contextvars.Context | None = None
 
     async def session_for_call(self) -> str | None:
         """The session to name in an invocation, once the stream is open; ``None`` if the server has no
         such stream (then output stays in the logs only)."""
         if self._unsupported:
             return None
+        # Output is written in the context of the latest call: in a notebook the context carries the cell
+        # that made it (ipykernel keeps a cell's header in a context variable), so lines land in that cell
+        # rather than in the one that happened to open the stream.
+        self._context = contextvars.copy_context()
         opened = self._opened
         if opened is not None and opened.done() and self._task is not None and not self._task.done():
             return self.session if opened.result() else None  # the stream is open: the common case
@@ -98,7 +104,7 @@ class OutputFollower:
         if rest:
             self._partial[execution_id] = (name, rest)
         if lines:
-            self.write("".join(f"[{name}] {line}\n" for line in lines))
+            self._write("".join(f"[{name}] {line}\n" for line in lines))
         waiting = self._waiters.get(execution_id)
         if waiting is not None and count >= waiting[0] and not waiting[1].done():
             waiting[1].set_result(None)
@@ -117,7 +123,13 @@ class OutputFollower:
         self._received.pop(execution_id, None)
         name, rest = self._partial.pop(execution_id, ("", ""))
         if rest:
-            self.write(f"[{name}] {rest}\n")
+            self._write(f"[{name}] {rest}\n")
+
+    def _write(self, text: str) -> None:
+        if self._context is None:
+            self.write(text)
+        else:
+            self._context.copy().run(self.write, text)
 
     def close(self) -> None:
         if self._task is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import time
 
 import pytest
@@ -97,3 +98,36 @@ def test_maps_output_is_forwarded_too(client: spear_sdk.Client, capsys: pytest.C
         10,
         "the lines printed by the map's calls",
     )
+
+
+def test_in_a_kernel_each_cells_remote_output_lands_in_that_cell() -> None:
+    from jupyter_client.manager import start_new_kernel
+
+    cells = [
+        "import spear_sdk\nlab = spear_sdk.start_lab()",
+        "@lab.client.function\ndef shout(x):\n    print('hello', x)\n    return x",
+        "shout(1)",
+        "execution = shout.submit(2)\nexecution.result()",
+        "print('local')",
+    ]
+    manager, kernel = start_new_kernel(kernel_name="python3")
+    streams: dict[int | None, list[str]] = collections.defaultdict(list)
+    try:
+        for index, source in enumerate(cells):
+            ids = {kernel.execute(source): index}
+            while True:
+                message = kernel.get_iopub_msg(timeout=60)
+                owner = ids.get(message["parent_header"].get("msg_id"))
+                if message["msg_type"] == "stream":
+                    streams[owner].append(message["content"]["text"])
+                idle = message["msg_type"] == "status" and message["content"]["execution_state"] == "idle"
+                if owner == index and idle:
+                    break
+        kernel.execute("lab.stop()")
+    finally:
+        kernel.stop_channels()
+        manager.shutdown_kernel(now=True)
+    assert "".join(streams[2]) == "[shout] hello 1\n"
+    assert "".join(streams[3]) == "[shout] hello 2\n"  # not in the cell that opened the output stream
+    assert "".join(streams[4]) == "local\n"
+    assert not streams[None]
