@@ -24,6 +24,7 @@ from ._connection import Connection
 from .wire import function_pb2
 
 SESSION_KEY = "spear.output-session"
+TRACEBACK_HEADER = "Traceback (most recent call last):\n"
 SENT_METRIC = "spear.output-lines"
 #: Longest a returning call waits for output still on its way.
 SETTLE_TIMEOUT_S = 2.0
@@ -100,7 +101,13 @@ class OutputFollower:
         while len(self._received) > _REMEMBERED:
             self._received.popitem(last=False)
         _, partial = self._partial.pop(execution_id, (name, ""))
-        *lines, rest = (partial + text).split("\n")
+        text = partial + text
+        # The server ends a failed execution's output with its traceback, in the same piece as any text
+        # still unsent; the error the call raises shows that traceback already (the logs keep it).
+        failure = text.find(TRACEBACK_HEADER)
+        if failure == 0 or (failure > 0 and text[failure - 1] == "\n"):
+            text = text[:failure]
+        *lines, rest = text.split("\n")
         if rest:
             self._partial[execution_id] = (name, rest)
         if lines:

@@ -131,3 +131,18 @@ def test_in_a_kernel_each_cells_remote_output_lands_in_that_cell() -> None:
     assert "".join(streams[3]) == "[shout] hello 2\n"  # not in the cell that opened the output stream
     assert "".join(streams[4]) == "local\n"
     assert not streams[None]
+
+
+def test_a_failures_traceback_is_raised_not_printed(
+    client: spear_sdk.Client, capsys: pytest.CaptureFixture[str]
+) -> None:
+    @client.function
+    def fragile(x: int) -> float:
+        print("dividing")
+        return 1 / x
+
+    with pytest.raises(spear_sdk.errors.RemoteFunctionError, match="division by zero"):
+        fragile(0)
+    assert capsys.readouterr().out == "[fragile] dividing\n"
+    last = client.executions(task=fragile, last=1)["execution_id"].iloc[0]
+    assert "Traceback (most recent call last):" in client.execution(last).logs()  # the logs keep it
