@@ -47,7 +47,8 @@ class OutputHub:
         self, session: str, opened: Callable[[], Awaitable[None]]
     ) -> AsyncIterator[fpb.FollowOutputResponse]:
         """The session's texts until the caller goes away; a newer stream of the session replaces this one.
-        ``opened`` is awaited once texts are collected for the session (to tell the client so)."""
+        ``opened`` is awaited once texts are collected for the session (to tell the client so), then an
+        empty message is sent, so that the stream answers at once."""
         queue: asyncio.Queue[fpb.OutputText | None] = asyncio.Queue()
         replaced = self._queues.get(session)
         if replaced is not None:
@@ -55,6 +56,7 @@ class OutputHub:
         self._queues[session] = queue
         try:
             await opened()
+            yield fpb.FollowOutputResponse()  # an empty first answer: the stream is open
             while (first := await queue.get()) is not None:
                 texts = [first]
                 ended = False
