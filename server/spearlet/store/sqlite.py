@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .base import KvStore, StoreError
+from .file_lock import StoreLock
 from .memory import check_batch, check_bound, check_key, check_value, prefix_upper_bound
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID"
@@ -82,7 +83,27 @@ class SqliteStore(KvStore):
         self._lock = threading.Lock()
         #: Why the last write failed, until a write succeeds again (None: the store writes).
         self._write_failure: str | None = None
-        self._conn: sqlite3.Connection | None = self._connect(busy_timeout_ms)
+        self._file_lock = StoreLock(self.path, self.url) if self._on_disk() else None
+        try:
+            self._conn: sqlite3.Connection | None = self._connect(busy_timeout_ms)
+        except BaseException:
+            self._release_file_lock()
+            raise
+
+    def _on_disk(self) -> bool:
+        if self.path == _MEMORY:
+            return False
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        except OSError as e:
+            raise StoreError(
+                f"sqlite store {self.url}: cannot create directory for {self.path!r}: {e}"
+            ) from e
+        return True
+
+    def _release_file_lock(self) -> None:
+        if self._file_lock is not None:
+            self._file_lock.release()
 
     @classmethod
     def from_url(cls, url: str, *, busy_timeout_ms: int = _DEFAULT_BUSY_TIMEOUT_MS) -> SqliteStore:
@@ -289,6 +310,7 @@ class SqliteStore(KvStore):
                 )
             finally:
                 conn.close()
+                self._release_file_lock()
 
     def integrity_check(self) -> str:
         """``PRAGMA integrity_check``: ``"ok"`` for a sound database (for tests and diagnostics)."""
