@@ -20,6 +20,7 @@ from google.protobuf import any_pb2
 
 from . import _listing, _output, _provenance
 from ._connection import Connection
+from ._listing import PAGE_LIMIT
 from ._output import OutputFollower
 from ._status import TERMINAL, status_code, status_name
 from .models import CallOptions, ExecutionState, Health, Stats, TaskRef
@@ -40,7 +41,6 @@ if TYPE_CHECKING:
 #: Asks the server for exact Python results (tuples stay tuples), see the README's "values" section.
 PYTHON_ACCEPT = "application/x-python-pickle"
 FUNCTION_OBJECT_PREFIX = "spear/functions/"
-PAGE_LIMIT = 1000
 MAP_CONCURRENCY = 64
 #: How ``map`` cuts its calls into InvokeBatch requests, and how many it keeps in flight.
 BATCH_CALLS = 5000
