@@ -21,6 +21,7 @@ from .client import (
 )
 from .lab import Lab, start_lab
 from .models import CallOptions, ExecutionState, Health, Stats, TaskRef
+from .objects import AsyncObjectRef, ObjectRef
 
 __version__ = "0.1.0"
 
@@ -28,10 +29,14 @@ __version__ = "0.1.0"
 CONNECT_TIMEOUT_S = 10.0
 
 
-def connect(address: str, token: str | None = None, tls: TlsOption = None) -> Client:
+def connect(
+    address: str, token: str | None = None, tls: TlsOption = None, inline_limit_bytes: int | None = None
+) -> Client:
     """A client for the spearlet at ``address`` ("host:port"), checked with one health call so that a
-    wrong address or token fails here, with a clear error, rather than at the first invocation."""
-    client = Client(address, token=token, tls=tls)
+    wrong address or token fails here, with a clear error, rather than at the first invocation.
+
+    Arguments whose serialized size passes ``inline_limit_bytes`` (default 1 MiB) travel by reference."""
+    client = Client(address, token=token, tls=tls, inline_limit_bytes=inline_limit_bytes)
     client.check(timeout=CONNECT_TIMEOUT_S)
     return client
 
@@ -43,6 +48,7 @@ __all__ = [
     "AsyncClient",
     "AsyncExecution",
     "AsyncFunction",
+    "AsyncObjectRef",
     "CallOptions",
     "Client",
     "Execution",
@@ -50,6 +56,7 @@ __all__ = [
     "Function",
     "Health",
     "Lab",
+    "ObjectRef",
     "Stats",
     "TaskRef",
     "as_completed",

@@ -271,9 +271,17 @@ TaskLike = str | FunctionBase | TaskRef
 class ClientBase:
     """The connection and the reprs that ``Client`` and ``AsyncClient`` share."""
 
-    def __init__(self, address: str, *, token: str | None = None, tls: TlsOption = None) -> None:
-        self._connection = Connection(address, token=token, tls=tls)
-        self._core = Core(self._connection)
+    def __init__(
+        self,
+        address: str,
+        *,
+        token: str | None = None,
+        tls: TlsOption = None,
+        inline_limit_bytes: int | None = None,
+        message_limit: int | None = None,
+    ) -> None:
+        self._connection = Connection(address, token=token, tls=tls, message_limit=message_limit)
+        self._core = Core(self._connection, inline_limit_bytes)
         self._runtime: Runtime = get_runtime()
         self._has_token = bool(token)
         self._runtime.on_shutdown(self._connection.close)

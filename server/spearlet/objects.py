@@ -124,7 +124,7 @@ class ObjectRepository:
         files = self._files()
         try:
             _require_key(key)
-            size = source.stat().st_size
+            size = os.stat(source).st_size
             if size > self.max_object_bytes:
                 raise over_limit(f"object {key!r}", size, self.max_object_bytes)
             async with self._lock:
@@ -134,8 +134,14 @@ class ObjectRepository:
                 now = time.time()
                 if existing is None:
                     obj = StoredObject(
-                        key=key, value=b"", created_at=now, updated_at=now, ref_count=ref_count,
-                        metadata=metadata, in_file=True, file_size=size,
+                        key=key,
+                        value=b"",
+                        created_at=now,
+                        updated_at=now,
+                        ref_count=ref_count,
+                        metadata=metadata,
+                        in_file=True,
+                        file_size=size,
                     )
                 else:
                     obj = replace(
@@ -147,7 +153,7 @@ class ObjectRepository:
                 return obj
         finally:
             with contextlib.suppress(FileNotFoundError):
-                source.unlink()  # still there: it did not become the object
+                os.unlink(source)  # still there: it did not become the object
 
     def read_value(self, obj: StoredObject, limit: int) -> bytes:
         """The whole value of ``obj`` in memory (for the unary reads), refused past ``limit`` bytes."""

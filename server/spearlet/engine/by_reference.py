@@ -60,7 +60,10 @@ async def adopt_outcome(objects: ObjectRepository, outcome: Outcome, execution_i
     except (SpearError, ValueError, OSError) as exc:
         message = exc.message if isinstance(exc, SpearError) else str(exc)
         return dataclasses.replace(
-            outcome, status=FAILED, result=None, error_code=RESULT_TOO_LARGE,
+            outcome,
+            status=FAILED,
+            result=None,
+            error_code=RESULT_TOO_LARGE,
             error_message=f"the result cannot be returned: {message}",
         )
     return outcome

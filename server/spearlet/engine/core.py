@@ -239,7 +239,9 @@ class Engine:
             timeout_ms=inv.timeout_ms or self.config.default_timeout_ms,
             max_retries=inv.max_retries,
             on_result=on_result,
-            adopt=lambda outcome, execution_id: by_reference.adopt_outcome(self.objects, outcome, execution_id),
+            adopt=lambda outcome, execution_id: by_reference.adopt_outcome(
+                self.objects, outcome, execution_id
+            ),
         )
         batch.start()
         self.batches.add(batch)

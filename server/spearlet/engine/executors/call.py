@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from spear_sdk.wire import codec
+from spearlet.engine.executors import large_values, object_cache
 from spearlet.engine.executors.base import (
     BAD_ARGUMENTS,
     COMPLETED,
@@ -28,7 +29,6 @@ from spearlet.engine.executors.base import (
     Job,
     Outcome,
 )
-from spearlet.engine.executors import large_values, object_cache
 from spearlet.engine.executors.capture import OutputCapture, attach, detach, install_stream_proxies
 from spearlet.engine.executors.loading import Failure, describe, format_exception, load
 from spearlet.engine.executors.memory_limit import memory_limit
