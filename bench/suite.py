@@ -9,7 +9,8 @@ Phases, in order (each only when a selected group needs it):
 4. map and fill: ``f.map`` against ``ProcessPoolExecutor.map`` (P4), then the planned number of further
    executions in map batches, the server's RSS sampled before and after each batch (MEM);
 5. frames: ``client.executions(limit=N)`` against the no-RPC floor over the same N rows (P6);
-6. start-up and idle children (P7, IDLE); the panel child (P9).
+6. start-up and idle children (P7, IDLE); the panel child (P9);
+7. large values (BIG): a child each for the lab, ``connect()`` to a local server, and Ray.
 
 A phase that fails is recorded as a note (and makes the run's exit status 1); the others still run.
 """
@@ -17,6 +18,7 @@ A phase that fails is recorded as a note (and makes the run's exit status 1); th
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import importlib.util
 import os
 import platform
@@ -33,7 +35,7 @@ from .measure import Loop, Samples, alternate, median, quantile
 from .memory import tree_rss
 from .ours import Sdk, Spear
 from .plan import Sizes
-from .servers import Peer, Server, echo_server, spearlet_server
+from .servers import Peer, Server, echo_server, run_script, spearlet_server
 from .storage import RawSqlite, StoreLayer
 
 MB = 1024 * 1024
@@ -101,6 +103,8 @@ class Suite:
                 self._phase("startup", self._startup)
             if self.wants("P9"):
                 self._phase("panel", self._panel)
+            if self.wants("BIG"):
+                self._phase("big", self._big)
         finally:
             if spear is not None:
                 self.loop.run(spear.close())
@@ -320,6 +324,18 @@ class Suite:
         figures = panel.panel_traffic(self.sizes.panel_s, self.workdir)
         self.extra["panel"] = figures
         self.figures["panel.messages_per_s"] = figures["messages_per_s"]
+
+    def _big(self) -> None:
+        """Large values: a fresh child each for the lab, connect() to a local server, and Ray."""
+        kinds = ["lab", "connect"] + (["ray"] if self.has("ray") else [])
+        for kind in kinds:
+            line = run_script(
+                f"big-{kind}", ["-m", "bench.big_child", kind, str(self.sizes.big_rounds)], self.workdir, 600
+            )
+            figures = json.loads(line)
+            for name, value in figures.items():
+                self.figures[f"big.{kind}_{name}"] = value
+            self.figures[f"big.{kind}_ref_extra_ms"] = figures["ref_ms"] - figures["plain_ms"]
 
     # -- figures ---------------------------------------------------------------------------------------
 
