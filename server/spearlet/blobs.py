@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import secrets
 import shutil
 import tempfile
@@ -30,6 +31,7 @@ INCOMING = "incoming"
 OBJECTS = "objects"
 HOST_FILE = ".spear-host"
 _SHM = Path("/dev/shm")
+_INCOMING_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def file_name(key: str) -> str:
@@ -80,8 +82,10 @@ class ObjectFiles:
 
     def incoming_file(self, name: str) -> Path:
         """A file a client or worker wrote into ``incoming/``, by its bare name."""
-        if not name or "/" in name or "\\" in name or name.startswith("."):
-            raise ValueError(f"{name!r} is not a file name in the incoming folder")
+        if not _INCOMING_NAME.fullmatch(name):
+            raise ValueError(
+                f"{name[:80]!r} is not a file name in the incoming folder (1 to 64 letters, digits, - or _)"
+            )
         return self.incoming / name
 
     def settle(self, source: Path, key: str) -> Path:

@@ -40,6 +40,9 @@ RESULTS_PREFIX = "spear/results/"
 IMPLICIT = "spear.implicit"
 #: Metadata naming the execution a result object belongs to.
 EXECUTION = "spear.execution"
+#: Largest value ``PutObject`` takes in its one message (kept in the store record); larger objects are
+#: files, put with ``PutObjectStream`` (or ``AdoptObjectFile``).
+MAX_UNARY_VALUE = 64 << 20
 #: Pieces of a streamed object.
 CHUNK_BYTES = 1 << 20
 
@@ -99,6 +102,11 @@ class ObjectRepository:
         if len(value) > self.max_object_bytes:
             raise ResourceExhausted(
                 f"object {key!r} is {len(value)} bytes, over the limit of {self.max_object_bytes} bytes"
+            )
+        if len(value) > MAX_UNARY_VALUE:
+            raise ResourceExhausted(
+                f"object {key!r} is {len(value)} bytes, over the limit of {MAX_UNARY_VALUE} bytes for a "
+                "value put in one message; send it in pieces with PutObjectStream"
             )
         async with self._lock:
             existing = await self.get(key)
