@@ -155,13 +155,12 @@ def main() -> None:
         ref = side.put(data)
         ref_ms, plain_ms = [], []
         for _ in range(REF_CALLS):
-            seconds, value = timed(lambda: side.call_length(ref))
+            seconds, value = timed(lambda r=ref: side.call_length(r))
             assert value == data.shape[0]
             ref_ms.append(seconds * 1000)
             seconds, value = timed(lambda: side.call_one(1))
             assert value == 2
             plain_ms.append(seconds * 1000)
-        del ref
         result = []
         for _ in range(rounds):
             seconds, value = timed(lambda: side.call_make(RESULT_BYTES // 8))

@@ -18,8 +18,8 @@ A phase that fails is recorded as a note (and makes the run's exit status 1); th
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import importlib.util
+import json
 import os
 import platform
 import sys

@@ -16,6 +16,7 @@ machine rebuilds the value from one buffer of the object's size.
 
 from __future__ import annotations
 
+import mmap
 import os
 import pickle
 import struct
@@ -102,11 +103,11 @@ def dumps(value: object) -> Blob:
     return Blob(header, payload, tuple(buffers))
 
 
-def is_blob(data: bytes | memoryview) -> bool:
+def is_blob(data: bytes | bytearray | memoryview) -> bool:
     return bytes(data[: len(MAGIC)]) == MAGIC
 
 
-def loads(data: bytes | bytearray | memoryview) -> object:
+def loads(data: bytes | bytearray | memoryview | mmap.mmap) -> object:
     """The value of an object; its arrays point into ``data`` (keep it alive, and read-only if it is)."""
     view = memoryview(data).cast("B")
     if len(view) < _HEAD.size:
