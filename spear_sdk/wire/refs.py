@@ -13,6 +13,7 @@ that is how a client names the objects a call needs, at any depth.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Iterator
 
 from google.protobuf import any_pb2
@@ -38,9 +39,15 @@ class RefMarker:
         return hash(self.key)
 
 
-_resolver: Callable[[str], object] | None = None
+class _PerThread(threading.local):
+    """Jobs of the thread executor decode arguments in several threads at once."""
+
+    resolver: Callable[[str], object] | None = None
+    collected: list[str] | None = None
+
+
+_state = _PerThread()
 _factory: Callable[[str], object] = RefMarker
-_collected: list[str] | None = None
 
 
 def ref_any(key: str) -> any_pb2.Any:
@@ -61,15 +68,16 @@ def ref_key_of_bytes(data: bytes) -> str | None:
 
 def resolve(key: str) -> object:
     """What a reference becomes here: the value (with a resolver), else the factory's object."""
-    if _resolver is not None:
-        return _resolver(key)
+    resolver = _state.resolver
+    if resolver is not None:
+        return resolver(key)
     return _factory(key)
 
 
 def reduce_ref(key: str) -> tuple[Callable[[str], object], tuple[str]]:
     """``__reduce__`` of a reference: noted while collecting, rebuilt by :func:`resolve`."""
-    if _collected is not None:
-        _collected.append(key)
+    if _state.collected is not None:
+        _state.collected.append(key)
     return resolve, (key,)
 
 
@@ -81,20 +89,18 @@ def set_factory(factory: Callable[[str], object]) -> None:
 @contextlib.contextmanager
 def resolving(resolver: Callable[[str], object]) -> Iterator[None]:
     """References decoded inside this block become values through ``resolver``."""
-    global _resolver
-    saved, _resolver = _resolver, resolver
+    saved, _state.resolver = _state.resolver, resolver
     try:
         yield
     finally:
-        _resolver = saved
+        _state.resolver = saved
 
 
 @contextlib.contextmanager
 def collecting() -> Iterator[list[str]]:
-    """The keys of the references pickled inside this block (one thread at a time)."""
-    global _collected
-    saved, _collected = _collected, []
+    """The keys of the references pickled inside this block (in this thread)."""
+    saved, _state.collected = _state.collected, []
     try:
-        yield _collected
+        yield _state.collected
     finally:
-        _collected = saved
+        _state.collected = saved

@@ -270,3 +270,18 @@ def test_an_argument_naming_a_deleted_object_is_refused(client: spear_sdk.Client
     total = client.function(lambda a: float(a.sum()), name="total-of-deleted")
     with pytest.raises(InvalidArgument, match="does not exist"):
         total(ref)
+
+
+def test_the_thread_executor_reads_and_writes_values_by_reference() -> None:
+    lab = spear_sdk.start_lab(max_concurrent=4, executor="thread")
+    try:
+        client = lab.client
+        array = np.arange(MIB, dtype=np.float64)  # 8 MiB
+        ref = client.put(array)
+        twice = client.function(lambda a, b: np.concatenate([a, b]), name="twice")
+        executions = [twice.submit(ref, array) for _ in range(4)]  # decoded in threads at once
+        for execution in executions:
+            assert np.array_equal(execution.result(), np.concatenate([array, array]))
+        ref.delete()
+    finally:
+        lab.stop(0)
