@@ -31,7 +31,8 @@ class Sizes:
     cold_rounds: int = 3
     idle_s: float = 10.0
     panel_s: float = 8.0  # seconds of load while the panel is watched (P9)
-    big_rounds: int = 5  # 200 MB arguments and 100 MB results per side (BIG)
+    big_rounds: int = 5  # 200 MB arguments and 100 MB results per side and pass (BIG)
+    big_passes: int = 2  # each side's child runs this many times, the sides in turn
 
     def scaled(self, factor: float) -> Sizes:
         """Every count times ``factor`` (rounds, concurrency and durations unchanged)."""
