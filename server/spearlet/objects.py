@@ -121,7 +121,7 @@ class ObjectRepository:
                 )
             await self._store.put(object_key(key), obj.encode())
             if existing is not None and existing.in_file:
-                self._files().remove(key)
+                await asyncio.to_thread(self._files().remove, key)
             self._account(existing, obj)
             return obj
 
@@ -308,7 +308,8 @@ class ObjectRepository:
     async def _drop(self, obj: StoredObject) -> None:
         await self._store.delete(object_key(obj.key))
         if obj.in_file and self.files is not None:
-            self.files.remove(obj.key)
+            # Freeing a large file's pages takes tens of milliseconds: not on the loop.
+            await asyncio.to_thread(self.files.remove, obj.key)
         timer = self._expiring.pop(obj.key, None)
         if timer is not None:
             timer.cancel()
