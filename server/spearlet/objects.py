@@ -87,10 +87,17 @@ class ObjectRepository:
         self.total_size = 0
 
     async def load_totals(self) -> None:
-        """Count the stored objects once at start; mutations keep the totals current after that."""
+        """Count the stored objects once at start; mutations keep the totals current after that.
+
+        Objects a client made for a call's arguments are needed only while the call runs, and no call
+        outlives a restart: those a previous process left are deleted."""
         rows = await self._store.scan(OBJECT)
-        self.count = len(rows)
-        self.total_size = sum(StoredObject.decode(data).size for _, data in rows)
+        objects = [StoredObject.decode(data) for _, data in rows]
+        self.count = len(objects)
+        self.total_size = sum(obj.size for obj in objects)
+        for obj in objects:
+            if obj.metadata.get(IMPLICIT) == "argument":
+                await self._drop(obj)
 
     async def get(self, key: str) -> StoredObject | None:
         _require_key(key)

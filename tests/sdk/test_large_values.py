@@ -285,3 +285,21 @@ def test_the_thread_executor_reads_and_writes_values_by_reference() -> None:
         ref.delete()
     finally:
         lab.stop(0)
+
+
+def test_argument_objects_a_previous_server_left_are_deleted_at_start(tmp_path: Path) -> None:
+    store = {"store": f"sqlite:///{tmp_path / 'lab.db'}", "max_concurrent": 1}
+    lab = spear_sdk.start_lab(**store)
+    try:
+        transfer = lab.client._core.transfer
+        kept = lab.client.put(np.ones(MIB))
+        left = lab.client._runtime.run(transfer.put(np.ones(MIB), implicit=True))  # a call never sent
+    finally:
+        lab.stop(0)
+    again = spear_sdk.start_lab(**store, max_queued=99)  # the same store, a new server
+    try:
+        keys = set(again.client.objects(prefix="spear/")["key"])
+        assert kept.key in keys and left.key not in keys
+        assert np.array_equal(again.client.put(np.ones(3)).get(), np.ones(3))
+    finally:
+        again.stop(0)
