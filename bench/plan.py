@@ -6,8 +6,9 @@ import dataclasses
 from dataclasses import dataclass
 
 #: Metric groups ``--only`` selects from: P1-P9 and R5 of docs/performance.md (R5: how soon a time limit or
-#: a cancel stops the work), server memory, the lab's idle footprint, and the Dask reference figures.
-GROUPS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "R5", "MEM", "IDLE", "DASK")
+#: a cancel stops the work), server memory, the lab's idle footprint, the Dask reference figures, and large
+#: values (BIG).
+GROUPS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "R5", "MEM", "IDLE", "DASK", "BIG")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,8 @@ class Sizes:
     cold_rounds: int = 3
     idle_s: float = 10.0
     panel_s: float = 8.0  # seconds of load while the panel is watched (P9)
+    big_rounds: int = 5  # 200 MB arguments and 100 MB results per side and pass (BIG)
+    big_passes: int = 2  # each side's child runs this many times, the sides in turn
 
     def scaled(self, factor: float) -> Sizes:
         """Every count times ``factor`` (rounds, concurrency and durations unchanged)."""
@@ -65,4 +68,5 @@ QUICK = Sizes(
     cold_rounds=1,
     idle_s=3.0,
     panel_s=3.0,
+    big_rounds=3,
 )
