@@ -77,6 +77,7 @@ class ChildProcess:
     async def _connect_pipes(self, read_limit: int) -> None:
         popen, loop = self._popen, self._loop
         assert popen.stdin is not None and popen.stdout is not None and popen.stderr is not None
+        # FlowControlMixin is the protocol behind asyncio's own StreamWriters: it gives drain() its wait.
         transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, popen.stdin)
         self._transports.append(transport)
         self.stdin = asyncio.StreamWriter(transport, protocol, None, loop)
@@ -90,11 +91,6 @@ class ChildProcess:
         )
         self._transports.append(transport)
         return reader
-
-    @property
-    def returncode(self) -> int | None:
-        """None until the child is reaped; negative: killed by that signal."""
-        return self._exited.result() if self._exited.done() else None
 
     def kill(self) -> None:
         """SIGKILL the child's process group (while the child is not reaped, so that the id is still its)."""
