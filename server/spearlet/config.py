@@ -7,12 +7,13 @@ import functools
 import ipaddress
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 MIB = 1 << 20
 DEFAULT_STORE = "sqlite:///.spear/spearlet.db"
 ENV_PREFIX = "SPEARLET_"
+EXECUTORS = ("process", "thread", "dask")
 
 
 def _cpu_count() -> int:
@@ -25,7 +26,10 @@ class Config:
     port: int = 50051
     store: str = DEFAULT_STORE
     executor: str = "process"
-    max_concurrent: int = field(default_factory=_cpu_count)
+    #: The Dask scheduler the dask executor uses (``tcp://HOST:PORT``); empty: it starts a local cluster.
+    dask_address: str = ""
+    #: 0: the executor's own size (the CPU count; for dask, the cluster's slots once connected).
+    max_concurrent: int = 0
     max_queued: int = 10_000
     default_timeout_ms: int = 0
     max_object_bytes: int = 64 * MIB
@@ -39,16 +43,24 @@ class Config:
     shutdown_grace_s: float = 5.0
 
     def __post_init__(self) -> None:
-        if self.executor not in ("process", "thread"):
-            raise ValueError(f"executor must be 'process' or 'thread', not {self.executor!r}")
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, not {self.executor!r}")
+        if self.dask_address and self.executor != "dask":
+            raise ValueError("dask_address needs executor='dask'")
+        if self.max_concurrent == 0 and self.executor != "dask":
+            object.__setattr__(self, "max_concurrent", _cpu_count())
         for name in ("max_concurrent", "max_queued"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) < (0 if name == "max_concurrent" else 1):
                 raise ValueError(f"{name} must be at least 1")
         for name in ("port", "default_timeout_ms", "max_object_bytes", "max_message_bytes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError("TLS needs both a certificate and a key")
+
+    def executor_options(self) -> dict[str, Any]:
+        """What the configured executor takes besides its size and log limit."""
+        return {"address": self.dask_address} if self.executor == "dask" else {}
 
     @property
     def message_limit(self) -> int:

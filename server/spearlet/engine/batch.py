@@ -19,7 +19,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..store.records import StoredExecution
 from . import lifecycle as lc
@@ -183,6 +183,10 @@ class Batch:
         if not runnable:
             return
         jobs = [job_for_call(self._job, c.execution_id, c.args, c.kwargs) for c in runnable]
+        for index, call in enumerate(runnable):
+            assert call.live is not None
+            if call.live.record.attempt:  # ran before and lost its worker: this is the next attempt
+                jobs[index] = replace(jobs[index], attempt=call.live.record.attempt + 1)
         sinks: list[Sink] = [_CallSink(self, c) for c in runnable]
         began = time.perf_counter()
         pipeline = await self._start_pipeline(jobs, sinks)

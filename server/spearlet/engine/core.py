@@ -97,7 +97,10 @@ class Engine:
         self.scheduler = Scheduler(config.max_concurrent, config.max_queued)
         self.ledger = Ledger(self.executions, StatsTracker(), config.log_limit_bytes)
         self.executor: Executor = create_executor(
-            config.executor, config.max_concurrent, log_limit_bytes=config.log_limit_bytes
+            config.executor,
+            config.max_concurrent,
+            log_limit_bytes=config.log_limit_bytes,
+            **config.executor_options(),
         )
         self.subprocesses = SubprocessRunner()
         self.batches: set[Batch] = set()
@@ -110,6 +113,11 @@ class Engine:
         """Mark work cut off by a previous process INTERRUPTED, rebuild the figures, warm the workers."""
         await self.ledger.recover()
         await self.executor.start()
+        if not self.config.max_concurrent:  # as many as the executor's cluster runs at once
+            cluster = self.executor.cluster()
+            slots = max(cluster.slots if cluster is not None else 0, 1)
+            self.config = self.config.replace(max_concurrent=slots)
+            self.scheduler.max_running = slots
         self.started_at = time.time()
         self._accepting = True
 
@@ -258,6 +266,7 @@ class Engine:
             log_limit_bytes=self.config.log_limit_bytes,
             fresh_instance=inv.force_new_instance,
             memory_limit_mb=memory_limit_mb(task.artifact),
+            timeout_ms=inv.timeout_ms or self.config.default_timeout_ms,
         )
 
     async def wait(self, live: LiveExecution) -> StoredExecution:
@@ -464,7 +473,9 @@ class Engine:
         ledger = self.ledger
         while True:
             ledger.start(live)
-            if live.record.attempt == 1 and task.artifact.artifact_type == "pickle":
+            if live.record.attempt > 1:
+                job = replace(job, attempt=live.record.attempt)
+            elif task.artifact.artifact_type == "pickle":
                 loaded = await self._load_pickle(task)
                 if isinstance(loaded, str):
                     ledger.end(live, lc.FAILED, ARTIFACT_LOAD_FAILED, loaded)
