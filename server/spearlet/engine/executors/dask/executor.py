@@ -1,8 +1,8 @@
 """Runs jobs on a Dask cluster: one asynchronous ``distributed.Client`` on the server's loop.
 
 Each job (or each pipeline of a batch) is one Dask task, :func:`.runner.run_task`, whose key names the
-execution and its attempt (``spear-{execution id}-a{attempt}``: Dask returns the existing future for an
-equal key, so a retry needs a key of its own). The task holds one ``spear_slot`` resource when the workers
+execution and its attempt, then this executor and a count (``spear-{execution id}-a{attempt}-{token}-{n}``:
+Dask returns the existing future for an equal key, so a retry needs a key of its own). The task holds one ``spear_slot`` resource when the workers
 advertise it, and is never retried by Dask: the cluster runs with ``allowed-failures=0`` so that a dead
 worker fails the task at once (``KilledWorker``), and the engine decides whether to run it again.
 
@@ -94,7 +94,8 @@ class DaskExecutor(Executor):
         self._local_workers = size or default_workers()
         self._log_cap = log_limit_bytes
         self._connect_timeout_s = connect_timeout_s
-        self._topic = f"spearlet-{uuid.uuid4().hex}"
+        self._token = uuid.uuid4().hex[:8]
+        self._topic = f"spearlet-{self._token}"
         self._cluster: Any = None
         self._client: Any = None
         self._info = ClusterInfo()
@@ -104,7 +105,7 @@ class DaskExecutor(Executor):
         self._reachable = False
         self._last_error = ""
         self._closed = False
-        self._pipelines = 0
+        self._submitted = 0
 
     # -- Executor -------------------------------------------------------------------------------------------
 
@@ -199,10 +200,11 @@ class DaskExecutor(Executor):
             for job in jobs
         ]
         first = capped[0]
-        key = f"{runner.KEY_PREFIX}{first.execution_id}-a{first.attempt}"
-        if len(capped) > 1:  # a pipeline's jobs may come back (not started): a key of its own each time
-            self._pipelines += 1
-            key += f"-p{self._pipelines}"
+        # The execution and its attempt, then this executor and a count: an equal key would get the
+        # existing future, and another spearlet on the cluster, or a batch's call that comes back not
+        # started, may have the same id and attempt.
+        self._submitted += 1
+        key = f"{runner.KEY_PREFIX}{first.execution_id}-a{first.attempt}-{self._token}-{self._submitted}"
         spec = runner.TaskSpec(self._topic, capped, pipeline=len(capped) > 1)
         task = _Task(key, capped, sinks, outcomes)
         self._tasks[key] = task

@@ -40,7 +40,7 @@ from spearlet.engine.executors.base import Job
 from spearlet.engine.executors.messages import CHUNK, INIT, LOG, READY, RESULT, STARTED, ResultMessage
 
 WORKER_MODULE = "spearlet.engine.executors.worker"
-#: Every task the executor submits has a key with this prefix: ``spear-{execution id}-a{attempt}``.
+#: Every task the executor submits has a key with this prefix: ``spear-{execution id}-a{attempt}-...``.
 KEY_PREFIX = "spear-"
 #: Event kinds: a job started, printed, yielded a value, or ended (a pipeline's job); the task was stopped
 #: and its process is gone.
@@ -224,9 +224,11 @@ def _relay(worker: Any, key: str, spec: TaskSpec, child: _Child, instance_id: st
     while index < len(jobs):
         try:
             if deadline is not None and not _wait_readable(child, deadline):
-                child.kill()  # the spearlet did not stop it in time (it may not reach us)
-                deadline = None
-                continue
+                # The spearlet did not stop it in time (it may not reach us): stop it here.
+                child.kill()
+                child.reap()
+                limit = jobs[index].timeout_ms
+                raise Stopped(f"the Dask worker stopped the call {DEADLINE_SLACK_S:g} s past its {limit} ms limit")
             message = pickle.loads(child.conn.recv_bytes())
         except (EOFError, OSError):
             code = child.reap()
