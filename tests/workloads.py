@@ -187,3 +187,13 @@ def kill_host_once(marker: str) -> str:
 def print_pid_then_sleep(seconds: float) -> None:
     print(os.getpid(), flush=True)
     time.sleep(seconds)
+
+
+def yield_then_wait(path: str) -> Iterator[str]:
+    """Yield, then wait (30 s at most) for ``path`` to exist before yielding again: a reader that gets
+    the first value before it creates the file sees the values as they are yielded."""
+    yield "first"
+    deadline = time.monotonic() + 30
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    yield "second"

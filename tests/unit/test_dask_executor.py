@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from dask_cluster import DaskCluster, require_distributed
-from processes import pid_gone
+from processes import pid_dead, pid_gone
 from test_executors import DEADLINE_S, Recorder, eventually, job, python, result, run
 
 from spearlet.engine.executors import COMPLETED, FAILED, OUT_OF_MEMORY, WORKER_CRASHED, create_executor
@@ -99,7 +99,7 @@ async def test_a_killed_worker_loses_the_call_and_the_cluster_heals(
     outcome, sink = await run(dask, job(python("kill_host_once"), str(marker)))
     assert (outcome.status, outcome.error_code) == (FAILED, WORKER_CRASHED) and outcome.worker_lost
     assert "died" in outcome.error_message
-    assert pid_gone(int(marker.read_text()))
+    await eventually(lambda: pid_dead(int(marker.read_text())))
     await asyncio.to_thread(dask_cluster.wait_workers, 2)  # the nanny starts the worker again
     again, _ = await run(dask, job(python("kill_host_once"), str(marker), job_attempt=2))
     assert result(again) == "recovered"

@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 _EVENTS_GRACE_S = 2.0
 _CONNECT_TIMEOUT_S = 10.0
 _RECONNECT_EVERY_S = 0.5
+#: A reconnection attempt's own limit: the watcher tries again soon after.
+_RECONNECT_TIMEOUT_S = 2.0
 _WATCH_EVERY_S = 0.5
 #: How long a cancelled run waits for the worker to confirm that its task stopped.
 _STOP_WAIT_S = 2.0
@@ -118,7 +120,7 @@ class DaskExecutor(Executor):
 
                 self._cluster = await start_local_cluster(self._local_workers)
                 self._address = self._cluster.scheduler_address
-            await self._connect()
+            await self._connect(self._connect_timeout_s)
         except BaseException:
             await self.close()
             raise
@@ -335,13 +337,13 @@ class DaskExecutor(Executor):
 
     # -- the connection ----------------------------------------------------------------------------------
 
-    async def _connect(self) -> None:
+    async def _connect(self, timeout_s: float) -> None:
         """Connect (again): a client, the worker plugin, the event topic, the cluster's figures."""
         from distributed import Client
 
         from spearlet.engine.executors.dask.plugin import PLUGIN_NAME, SpearletPlugin
 
-        client = await Client(self._address, asynchronous=True, timeout=self._connect_timeout_s)
+        client = await Client(self._address, asynchronous=True, timeout=timeout_s)
         try:
             await client.register_plugin(SpearletPlugin(), name=PLUGIN_NAME)
             client.subscribe_topic(self._topic, self._on_event)
@@ -379,7 +381,7 @@ class DaskExecutor(Executor):
                 with contextlib.suppress(Exception):
                     await client.close(timeout=1)
             try:
-                await self._connect()
+                await self._connect(_RECONNECT_TIMEOUT_S)
                 log.warning("connected to the Dask scheduler at %s again", self._address)
             except Exception as exc:
                 self._last_error = f"{type(exc).__name__}: {exc}"
