@@ -47,6 +47,8 @@ class _Call:
     pipeline: Pipeline | None = None
     timer: asyncio.TimerHandle | None = None
     started: bool = False
+    #: When its worker started it (``time.perf_counter()``; 0: not yet).
+    started_at: float = 0.0
     timed_out: bool = False
 
     @property
@@ -203,7 +205,11 @@ class Batch:
                 retry.append(call)
         ran = len(runnable) - len(retry)
         if ran:
+            # From the first start, not the send: on a remote cluster the way there is no run time.
+            began = min((c.started_at for c in runnable if c.started_at), default=began)
             self._run_ms = (time.perf_counter() - began) * 1000 / ran
+        for call in runnable:
+            call.started_at = 0.0
         self._todo.extendleft(reversed(retry))
 
     async def _start_pipeline(self, jobs: list[Job], sinks: list[Sink]) -> Pipeline:
@@ -263,6 +269,7 @@ class Batch:
         live = call.live
         assert live is not None
         call.started = True
+        call.started_at = time.perf_counter()
         self._ledger.start(live, instance_id)
         if live.cancel_reason is not None and call.pipeline is not None:
             call.pipeline.stop()  # cancelled while it waited in its pipeline

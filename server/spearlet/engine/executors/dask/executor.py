@@ -310,30 +310,34 @@ class DaskExecutor(Executor):
     # -- events ------------------------------------------------------------------------------------------
 
     def _on_event(self, event: tuple[float, Any]) -> None:
-        key, index, kind, payload = event[1]
+        key, items = event[1]
         task = self._tasks.get(key)
         if task is None:
             return
         task.events += 1
         task.arrived.set()
-        try:
-            if kind == runner.EVENT_STARTED:
-                task.instance_id = payload
-                self._started(task, index)
-            elif kind == runner.EVENT_STOPPED:
-                task.gone.set()
-                if task.outcomes[-1].done():
-                    self._forget(task)
-            elif kind == runner.EVENT_RESULT:
-                self._resolve(task, index, tuple(payload))  # type: ignore[arg-type]
-            elif task.outcomes[index].done():
-                return
-            elif kind == runner.EVENT_LOG:
-                task.sinks[index].log(payload)
-            elif kind == runner.EVENT_CHUNK:
-                task.sinks[index].chunk(payload)
-        except Exception:  # the engine's bug must not take the client's event handling down
-            log.exception("the sink of Dask task %s failed", key)
+        for index, kind, payload in items:
+            try:
+                self._dispatch(task, index, kind, payload)
+            except Exception:  # the engine's bug must not take the client's event handling down
+                log.exception("the sink of Dask task %s failed", key)
+
+    def _dispatch(self, task: _Task, index: int, kind: str, payload: Any) -> None:
+        if kind == runner.EVENT_STARTED:
+            task.instance_id = payload
+            self._started(task, index)
+        elif kind == runner.EVENT_STOPPED:
+            task.gone.set()
+            if task.outcomes[-1].done():
+                self._forget(task)
+        elif kind == runner.EVENT_RESULT:
+            self._resolve(task, index, tuple(payload))  # type: ignore[arg-type]
+        elif task.outcomes[index].done():
+            return
+        elif kind == runner.EVENT_LOG:
+            task.sinks[index].log(payload)
+        elif kind == runner.EVENT_CHUNK:
+            task.sinks[index].chunk(payload)
 
     # -- the connection ----------------------------------------------------------------------------------
 

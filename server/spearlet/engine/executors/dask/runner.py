@@ -7,9 +7,9 @@ child for the calls it runs one after another; a job with ``fresh_instance`` get
 
 What travels back to the spearlet:
 
-* while the jobs run, every "started", log and chunk message of the child as an event on the spearlet's
-  topic (``Worker.log_event``: worker → scheduler → the subscribed client, in order), each
-  ``[key, index, kind, payload]``;
+* while the jobs run, the child's "started", log and chunk messages (and a pipeline's results) as events
+  on the spearlet's topic (``Worker.log_event``: worker → scheduler → the subscribed client, in order),
+  each ``[key, [[job index, kind, payload], ...]]`` with what the child said since the last one;
 * the task's result, :data:`TaskResult`: the instance id, each job's result message, why the child died if
   it did, and how many events were sent (the client waits for that many before it trusts the result).
 
@@ -203,15 +203,18 @@ def run_task(spec_bytes: bytes) -> TaskResult:
 
 
 def _relay(worker: Any, key: str, spec: TaskSpec, child: _Child, instance_id: str) -> TaskResult:
-    topic = spec.topic
     jobs = spec.jobs
     results: dict[int, ResultMessage] = {}
     index = 0  # the job running now
+    pending: list[list[object]] = []  # events not yet sent
     sent = 0
 
-    def event(kind: str, payload: object) -> None:
+    def flush() -> None:
+        # One event for whatever the child said since the last one: a quick pipeline's starts and
+        # results cost the scheduler one message, not one each.
         nonlocal sent
-        worker.log_event(topic, [key, index, kind, payload])
+        worker.log_event(spec.topic, [key, pending.copy()])
+        pending.clear()
         sent += 1
 
     try:
@@ -223,6 +226,8 @@ def _relay(worker: Any, key: str, spec: TaskSpec, child: _Child, instance_id: st
     deadline = _deadline(jobs[0])
     while index < len(jobs):
         try:
+            if pending and not child.conn.poll(0):
+                flush()
             if deadline is not None and not _wait_readable(child, deadline):
                 # The spearlet did not stop it in time (it may not reach us): stop it here.
                 child.kill()
@@ -233,26 +238,29 @@ def _relay(worker: Any, key: str, spec: TaskSpec, child: _Child, instance_id: st
         except (EOFError, OSError):
             code = child.reap()
             if child.killed:
-                event(EVENT_STOPPED, instance_id)
+                pending.append([index, EVENT_STOPPED, instance_id])
+                flush()
                 raise Stopped(f"task {key} was stopped") from None
             died = f"the worker process died while running the function: {describe_exit(code)}"
             break
         kind = message[0]
         if kind == RESULT:
             if spec.pipeline and _small(message):
-                event(EVENT_RESULT, list(message))
+                pending.append([index, EVENT_RESULT, list(message)])
             else:
                 results[index] = message
             index += 1
             if index < len(jobs):
                 deadline = _deadline(jobs[index])
         elif kind == LOG:
-            event(EVENT_LOG, message[1])
+            pending.append([index, EVENT_LOG, message[1]])
         elif kind == CHUNK:
-            event(EVENT_CHUNK, message[1])
+            pending.append([index, EVENT_CHUNK, message[1]])
         elif kind == STARTED:
             deadline = _deadline(jobs[index])
-            event(EVENT_STARTED, instance_id)
+            pending.append([index, EVENT_STARTED, instance_id])
+    if pending:
+        flush()
     return instance_id, results, died, sent
 
 
