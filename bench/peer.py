@@ -1,9 +1,10 @@
 """A baseline system in a child process, driven by JSON lines on stdin (``python -m bench.peer KIND``).
 
 KIND is ``ray`` (``ray.init(num_cpus=2)``), ``dask`` (``LocalCluster`` of 2 single-threaded worker
-processes, or the cluster whose scheduler a second argument names) or ``ppe`` (``concurrent.futures.ProcessPoolExecutor(2)`` with spawned workers). The first line
-out says whether it is available and how long it took from interpreter start (imports included) to the
-first task's result. Then each command ``{"op": "rtt"|"rate"|"map", "n": N}`` gets one JSON answer:
+processes, or the cluster whose scheduler a second argument names) or ``ppe``
+(``concurrent.futures.ProcessPoolExecutor(2)`` with spawned workers). The first line out says whether it
+is available and how long it took from interpreter start (imports included) to the first task's result.
+Then each command ``{"op": "rtt"|"rate"|"map", "n": N}`` gets one JSON answer:
 
 * ``rtt``: ``samples_ms``, the round trip of N sequential tasks (submit, wait for the result);
 * ``rate``: ``per_s``, N tasks submitted at once, then every result awaited;

@@ -1,5 +1,6 @@
 """Fixtures every test directory may use: an in-process server (``harness``), ``spearlet serve``
-subprocesses (``served``) and a Dask cluster (``dask_cluster``); and the hand-over of ``anyio``-marked tests to anyio's plugin."""
+subprocesses (``served``) and a Dask cluster (``dask_cluster``); and the hand-over of ``anyio``-marked
+tests to anyio's plugin."""
 
 from __future__ import annotations
 

@@ -118,7 +118,8 @@ class HealthMonitor:
             cluster = engine.executor.cluster()
             if cluster is not None:
                 return Verdict(
-                    UNHEALTHY, f"the {engine.executor.name} executor cannot reach its cluster at {cluster.address}"
+                    UNHEALTHY,
+                    f"the {engine.executor.name} executor cannot reach its cluster at {cluster.address}",
                 )
             return Verdict(UNHEALTHY, f"the {engine.executor.name} executor cannot start workers")
         scheduler = engine.scheduler

@@ -87,9 +87,7 @@ async def test_a_killed_worker_is_retried_or_fails(
 ) -> None:
     h = await dask_server(make_harness, dask_cluster)
     task_id = await h.register("workloads:kill_host_once")
-    retried = await h.invoke(
-        task_id, str(tmp_path / "retried"), context=fpb.ExecutionContext(max_retries=1)
-    )
+    retried = await h.invoke(task_id, str(tmp_path / "retried"), context=fpb.ExecutionContext(max_retries=1))
     assert retried.result.status == COMPLETED and value(retried.result) == "recovered"
     assert retried.result.metrics["attempts"] == "2"
     await asyncio.to_thread(dask_cluster.wait_workers, 2)
@@ -110,5 +108,3 @@ async def test_a_batch_is_pipelined_to_the_cluster(
     assert all(found[i].result.status == COMPLETED for i in found)
     listing = await h.fn.ListExecutions(fpb.ListExecutionsRequest(task_id=task_id, limit=1000))
     assert {e.instance_id for e in listing.executions} <= WORKERS
-
-

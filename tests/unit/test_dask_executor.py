@@ -13,10 +13,9 @@ from pathlib import Path
 import pytest
 from dask_cluster import DaskCluster, require_distributed
 from processes import pid_dead, pid_gone
-from test_executors import DEADLINE_S, Recorder, eventually, job, python, result, run
-
 from spearlet.engine.executors import COMPLETED, FAILED, OUT_OF_MEMORY, WORKER_CRASHED, create_executor
 from spearlet.engine.executors.base import NOT_STARTED, STOPPED, Executor
+from test_executors import DEADLINE_S, Recorder, eventually, job, python, result, run
 
 
 @pytest.fixture
@@ -69,7 +68,7 @@ async def test_memory_limit_and_peak_memory(dask: Executor) -> None:
     big, _ = await run(dask, job(python("allocate"), 50, job_execution_id="big"))
     assert result(big) == 50 << 20
     assert big.memory_used_bytes > small.memory_used_bytes + (40 << 20)
-    limited, sink = await run(dask, job(python("allocate"), 200, job_memory_limit_mb=50))
+    limited, _ = await run(dask, job(python("allocate"), 200, job_memory_limit_mb=50))
     assert limited.error_code == OUT_OF_MEMORY and "50 MiB" in limited.error_message
 
 
@@ -96,7 +95,7 @@ async def test_a_killed_worker_loses_the_call_and_the_cluster_heals(
     dask: Executor, dask_cluster: DaskCluster, tmp_path: Path
 ) -> None:
     marker = tmp_path / "killed"
-    outcome, sink = await run(dask, job(python("kill_host_once"), str(marker)))
+    outcome, _ = await run(dask, job(python("kill_host_once"), str(marker)))
     assert (outcome.status, outcome.error_code) == (FAILED, WORKER_CRASHED) and outcome.worker_lost
     assert "died" in outcome.error_message
     await eventually(lambda: pid_dead(int(marker.read_text())))
@@ -139,5 +138,3 @@ async def test_scheduler_lost_then_back(tmp_path: Path) -> None:
     finally:
         await executor.close()
         cluster.close()
-
-

@@ -1,4 +1,5 @@
-"""The cluster side of the Dask executor: a local cluster to start, and what the scheduler says of its workers.
+"""The cluster side of the Dask executor: a local cluster to start, and what the scheduler says of its
+workers.
 
 ``--executor dask`` without an address starts :func:`start_local_cluster`: worker processes on 127.0.0.1,
 one thread and one ``spear_slot`` each, with the scheduler settings the executor relies on
@@ -68,7 +69,7 @@ async def start_local_cluster(n_workers: int) -> Any:
     from distributed import LocalCluster
 
     with dask.config.set(SCHEDULER_CONFIG):
-        cluster = LocalCluster(
+        cluster = LocalCluster(  # type: ignore[no-untyped-call]
             n_workers=n_workers,
             threads_per_worker=1,
             processes=True,

@@ -2,9 +2,10 @@
 
 Each job (or each pipeline of a batch) is one Dask task, :func:`.runner.run_task`, whose key names the
 execution and its attempt, then this executor and a count (``spear-{execution id}-a{attempt}-{token}-{n}``:
-Dask returns the existing future for an equal key, so a retry needs a key of its own). The task holds one ``spear_slot`` resource when the workers
-advertise it, and is never retried by Dask: the cluster runs with ``allowed-failures=0`` so that a dead
-worker fails the task at once (``KilledWorker``), and the engine decides whether to run it again.
+Dask returns the existing future for an equal key, so a retry needs a key of its own). The task holds
+one ``spear_slot`` resource when the workers advertise it, and is never retried by Dask: the cluster runs
+with ``allowed-failures=0`` so that a dead worker fails the task at once (``KilledWorker``), and the engine
+decides whether to run it again.
 
 What the task reports while it runs (started, logs, chunks, and each result of a pipeline) arrives as
 events of a topic of this executor's own, pushed by the scheduler; see :mod:`.runner`. Cancelling a run
@@ -108,6 +109,8 @@ class DaskExecutor(Executor):
         self._last_error = ""
         self._closed = False
         self._submitted = 0
+        #: The tasks that await each Dask future (and cancel them): kept until they end.
+        self._waiters: set[asyncio.Task[None]] = set()
 
     # -- Executor -------------------------------------------------------------------------------------------
 
@@ -218,7 +221,9 @@ class DaskExecutor(Executor):
             retries=0,
             resources={SLOT_RESOURCE: 1} if self._use_slots else None,
         )
-        loop.create_task(self._await_task(task))
+        waiter = loop.create_task(self._await_task(task))
+        self._waiters.add(waiter)
+        waiter.add_done_callback(self._waiters.discard)
         return outcomes, lambda: self._stop(task), task
 
     async def _await_task(self, task: _Task) -> None:
@@ -252,8 +257,8 @@ class DaskExecutor(Executor):
         if result is not None:
             instance_id, results, died, _ = result
             task.instance_id = instance_id
-            for index, message in results.items():
-                self._resolve(task, index, message)
+            for index, ended in results.items():
+                self._resolve(task, index, ended)
             error = died
         lost_at = next((i for i, fut in enumerate(task.outcomes) if not fut.done()), None)
         if lost_at is None:
@@ -301,7 +306,9 @@ class DaskExecutor(Executor):
                 fut.set_result(Outcome(FAILED, error_code=code, instance_id=task.instance_id))
         client = self._client
         if client is not None and task.future is not None:
-            asyncio.get_running_loop().create_task(self._cancel(client, task))
+            canceller = asyncio.get_running_loop().create_task(self._cancel(client, task))
+            self._waiters.add(canceller)
+            canceller.add_done_callback(self._waiters.discard)
 
     async def _cancel(self, client: Any, task: _Task) -> None:
         with contextlib.suppress(Exception):
@@ -331,7 +338,7 @@ class DaskExecutor(Executor):
             if task.outcomes[-1].done():
                 self._forget(task)
         elif kind == runner.EVENT_RESULT:
-            self._resolve(task, index, tuple(payload))  # type: ignore[arg-type]
+            self._resolve(task, index, tuple(payload))
         elif task.outcomes[index].done():
             return
         elif kind == runner.EVENT_LOG:
@@ -347,7 +354,9 @@ class DaskExecutor(Executor):
 
         from spearlet.engine.executors.dask.plugin import PLUGIN_NAME, SpearletPlugin
 
-        client = await Client(self._address, asynchronous=True, timeout=timeout_s)
+        client = await Client(  # type: ignore[no-untyped-call]
+            self._address, asynchronous=True, timeout=timeout_s
+        )
         try:
             await client.register_plugin(SpearletPlugin(), name=PLUGIN_NAME)
             client.subscribe_topic(self._topic, self._on_event)

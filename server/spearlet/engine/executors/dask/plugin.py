@@ -18,14 +18,19 @@ _RUNNING = ("executing", "long-running")
 _STOPPED = ("released", "cancelled", "forgotten")
 
 
-class SpearletPlugin(WorkerPlugin):  # type: ignore[misc]
+class SpearletPlugin(WorkerPlugin):
     name = PLUGIN_NAME
 
     def setup(self, worker: Any) -> None:
         self.worker = worker
 
     def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
-        if start in _RUNNING and finish in _STOPPED and isinstance(key, str) and key.startswith(runner.KEY_PREFIX):
+        if (
+            start in _RUNNING
+            and finish in _STOPPED
+            and isinstance(key, str)
+            and key.startswith(runner.KEY_PREFIX)
+        ):
             runner.kill(key)
 
     def teardown(self, worker: Any) -> None:

@@ -180,7 +180,7 @@ def describe_exit(returncode: int) -> str:
 def run_task(spec_bytes: bytes) -> TaskResult:
     """The Dask task: run the spec's jobs on a child process of this worker, relaying as they go."""
     from distributed import get_worker
-    from distributed.worker import thread_state
+    from distributed.threadpoolexecutor import thread_state
 
     spec: TaskSpec = pickle.loads(spec_bytes)
     worker = get_worker()
@@ -233,7 +233,9 @@ def _relay(worker: Any, key: str, spec: TaskSpec, child: _Child, instance_id: st
                 child.kill()
                 child.reap()
                 limit = jobs[index].timeout_ms
-                raise Stopped(f"the Dask worker stopped the call {DEADLINE_SLACK_S:g} s past its {limit} ms limit")
+                raise Stopped(
+                    f"the Dask worker stopped the call {DEADLINE_SLACK_S:g} s past its {limit} ms limit"
+                )
             message = pickle.loads(child.conn.recv_bytes())
         except (EOFError, OSError):
             code = child.reap()
