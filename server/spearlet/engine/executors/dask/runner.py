@@ -180,11 +180,10 @@ def describe_exit(returncode: int) -> str:
 def run_task(spec_bytes: bytes) -> TaskResult:
     """The Dask task: run the spec's jobs on a child process of this worker, relaying as they go."""
     from distributed import get_worker
-    from distributed.threadpoolexecutor import thread_state
 
     spec: TaskSpec = pickle.loads(spec_bytes)
     worker = get_worker()
-    key = str(thread_state.key)
+    key = str(worker.get_current_task())
     instance_id = f"dask-{worker.name}"
     child = _take_child(spec.jobs[0].fresh_instance)
     with _lock:
