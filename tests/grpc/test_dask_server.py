@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import time
 from pathlib import Path
 
-from dask_cluster import DaskCluster
-from harness import Harness, HarnessFactory, params, value
+import psutil
+from dask_cluster import DaskCluster, require_distributed
+from harness import Harness, HarnessFactory, params, poll, stop_harness, value
+from processes import children
 from test_batch import batch_request, results
 
 from spear_sdk.wire import codec
@@ -108,3 +112,31 @@ async def test_a_batch_is_pipelined_to_the_cluster(
     assert all(found[i].result.status == COMPLETED for i in found)
     listing = await h.fn.ListExecutions(fpb.ListExecutionsRequest(task_id=task_id, limit=1000))
     assert {e.instance_id for e in listing.executions} <= WORKERS
+
+
+async def test_without_an_address_the_server_starts_a_local_cluster(make_harness: HarnessFactory) -> None:
+    require_distributed()
+    before = set(children())
+    h = await make_harness(executor="dask")
+    health = await h.fn.GetHealth(fpb.GetHealthRequest(include_details=True))
+    cluster = health.details.cluster
+    assert cluster.address.startswith("tcp://127.0.0.1:") and cluster.workers == (os.cpu_count() or 1)
+    assert cluster.slots == cluster.workers and health.details.system_info[
+        "max_concurrent_executions"
+    ] == str(cluster.slots)
+    task_id = await h.register("workloads:square")
+    response = await h.invoke(task_id, 5)
+    assert value(response.result) == 25
+    await stop_harness(h)
+    await poll(lambda: _no_new_children(before), what="the local cluster's processes to end")
+
+
+async def _no_new_children(before: set[int]) -> bool:
+    """No process the cluster started is left (multiprocessing's resource tracker, which LocalCluster's
+    spawning starts, lives as long as this interpreter by design)."""
+    left = []
+    for pid in set(children()) - before:
+        with contextlib.suppress(psutil.Error):
+            if "multiprocessing.resource_tracker" not in " ".join(psutil.Process(pid).cmdline()):
+                left.append(pid)
+    return not left
