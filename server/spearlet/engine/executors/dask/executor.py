@@ -264,7 +264,6 @@ class DaskExecutor(Executor):
         if lost_at is None:
             return
         message = closing or error or "the Dask task ended without a result"
-        code = NOT_STARTED if closing else WORKER_CRASHED
         for index in range(lost_at, len(task.outcomes)):
             fut = task.outcomes[index]
             if fut.done():
@@ -272,7 +271,9 @@ class DaskExecutor(Executor):
             if index == lost_at:
                 self._started(task, index)
                 fut.set_result(
-                    Outcome(FAILED, error_code=code, error_message=message, instance_id=task.instance_id)
+                    Outcome(
+                        FAILED, error_code=WORKER_CRASHED, error_message=message, instance_id=task.instance_id
+                    )
                 )
             else:
                 fut.set_result(Outcome(FAILED, error_code=NOT_STARTED, instance_id=task.instance_id))
