@@ -197,11 +197,16 @@ class DaskExecutor(Executor):
             for fut in outcomes:
                 fut.set_result(failed)
             return outcomes, lambda: None, None
-        # Every job says when it starts: its record shows the worker, and a cancel knows it has work to stop.
+        # A pipeline's jobs wait behind each other: each must say when it starts (a batch's always do).
+        announce = len(jobs) > 1
         capped = [
             job
-            if job.announce_start and job.log_limit_bytes <= self._log_cap
-            else replace(job, announce_start=True, log_limit_bytes=min(job.log_limit_bytes, self._log_cap))
+            if job.log_limit_bytes <= self._log_cap and (job.announce_start or not announce)
+            else replace(
+                job,
+                log_limit_bytes=min(job.log_limit_bytes, self._log_cap),
+                announce_start=job.announce_start or announce,
+            )
             for job in jobs
         ]
         first = capped[0]

@@ -49,6 +49,9 @@ EVENT_STARTED, EVENT_LOG, EVENT_CHUNK, EVENT_RESULT, EVENT_STOPPED = "s", "l", "
 #: results travel as the task's result instead.
 RESULT_EVENT_LIMIT = 64 << 10
 _READY_TIMEOUT_S = 60.0
+#: How long what the child said may wait for company before it goes out as an event. An event sent just
+#: before the task's end would hold the end back a batching interval at the worker and at the scheduler.
+COALESCE_S = 0.005
 #: The worker stops a job this long after its deadline, if the spearlet has not stopped it by then.
 DEADLINE_SLACK_S = 1.0
 
@@ -221,11 +224,13 @@ def _relay(worker: Any, key: str, spec: TaskSpec, child: _Child, instance_id: st
             child.conn.send_bytes(pickle.dumps(job, pickle.HIGHEST_PROTOCOL))
     except OSError:
         pass  # dead already: the read below says how
+    if not jobs[0].announce_start:  # it starts on arrival, and the child will not say so
+        pending.append([0, EVENT_STARTED, instance_id])
     died = ""
     deadline = _deadline(jobs[0])
     while index < len(jobs):
         try:
-            if pending and not child.conn.poll(0):
+            if pending and not child.conn.poll(COALESCE_S):
                 flush()
             if deadline is not None and not _wait_readable(child, deadline):
                 # The spearlet did not stop it in time (it may not reach us): stop it here.
@@ -260,6 +265,9 @@ def _relay(worker: Any, key: str, spec: TaskSpec, child: _Child, instance_id: st
         elif kind == STARTED:
             deadline = _deadline(jobs[index])
             pending.append([index, EVENT_STARTED, instance_id])
+    if not spec.pipeline:
+        # The task's result names the worker: a start it says nothing else about needs no event.
+        pending[:] = [item for item in pending if item[1] != EVENT_STARTED]
     if pending:
         flush()
     return instance_id, results, died, sent
