@@ -28,8 +28,8 @@ class Config:
     executor: str = "process"
     #: The Dask scheduler the dask executor uses (``tcp://HOST:PORT``); empty: it starts a local cluster.
     dask_address: str = ""
-    #: 0: the executor's own size (the CPU count; for dask, the cluster's slots once connected).
-    max_concurrent: int = 0
+    #: None: the executor's own size, the CPU count (for dask, the cluster's slots once connected).
+    max_concurrent: int | None = None
     max_queued: int = 10_000
     default_timeout_ms: int = 0
     max_object_bytes: int = 64 * MIB
@@ -47,10 +47,11 @@ class Config:
             raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, not {self.executor!r}")
         if self.dask_address and self.executor != "dask":
             raise ValueError("dask_address needs executor='dask'")
-        if self.max_concurrent == 0 and self.executor != "dask":
+        if self.max_concurrent is None and self.executor != "dask":
             object.__setattr__(self, "max_concurrent", _cpu_count())
         for name in ("max_concurrent", "max_queued"):
-            if getattr(self, name) < (0 if name == "max_concurrent" else 1):
+            value = getattr(self, name)
+            if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1")
         for name in ("port", "default_timeout_ms", "max_object_bytes", "max_message_bytes"):
             if getattr(self, name) < 0:
@@ -91,7 +92,7 @@ class Config:
 def _parse(name: str, raw: str, annotation: object) -> object:
     kind = str(annotation)
     try:
-        if kind == "int":
+        if kind in ("int", "int | None"):
             return int(raw)
         if kind == "float":
             return float(raw)

@@ -15,7 +15,7 @@ def test_flags_and_environment_choose_the_cluster() -> None:
     args = _parser().parse_args(["serve", "--executor", "dask", "--dask-address", "tcp://10.0.0.5:8786"])
     config = config_from_args(args)
     assert (config.executor, config.dask_address) == ("dask", "tcp://10.0.0.5:8786")
-    assert config.max_concurrent == 0  # the cluster's slots, once connected
+    assert config.max_concurrent is None  # the cluster's slots, once connected
     env = Config.from_env({"SPEARLET_EXECUTOR": "dask", "SPEARLET_DASK_ADDRESS": "tcp://127.0.0.1:8786"})
     assert env.dask_address == "tcp://127.0.0.1:8786"
     assert Config.from_env({"SPEARLET_EXECUTOR": "dask", "SPEARLET_MAX_CONCURRENT": "6"}).max_concurrent == 6

@@ -94,11 +94,12 @@ class Engine:
         self.objects = objects
         self.tasks = TaskRegistry(store)
         self.executions = ExecutionStore(store)
-        self.scheduler = Scheduler(config.max_concurrent, config.max_queued)
+        # Without max_concurrent (the dask executor's default) the slots are known once the executor starts.
+        self.scheduler = Scheduler(config.max_concurrent or 1, config.max_queued)
         self.ledger = Ledger(self.executions, StatsTracker(), config.log_limit_bytes)
         self.executor: Executor = create_executor(
             config.executor,
-            config.max_concurrent,
+            config.max_concurrent or 0,
             log_limit_bytes=config.log_limit_bytes,
             **config.executor_options(),
         )
@@ -113,7 +114,7 @@ class Engine:
         """Mark work cut off by a previous process INTERRUPTED, rebuild the figures, warm the workers."""
         await self.ledger.recover()
         await self.executor.start()
-        if not self.config.max_concurrent:  # as many as the executor's cluster runs at once
+        if self.config.max_concurrent is None:  # as many as the executor's cluster runs at once
             cluster = self.executor.cluster()
             slots = max(cluster.slots if cluster is not None else 0, 1)
             self.config = self.config.replace(max_concurrent=slots)
