@@ -74,7 +74,9 @@ async def start_local_cluster(n_workers: int) -> Any:
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=None,
+            # Without a dashboard, the scheduler still serves HTTP (8787 by default, which may be taken):
+            # any free port on loopback.
+            dashboard_address="127.0.0.1:0",
             resources={SLOT_RESOURCE: 1},
             asynchronous=True,
             silence_logs=40,
