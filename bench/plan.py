@@ -22,6 +22,7 @@ class Sizes:
     peer_rate_calls: int = 3000  # Ray tasks submitted at once (P3, P4)
     dask_rtt_calls: int = 100
     dask_rate_calls: int = 1000
+    dask_map_calls: int = 2000  # one f.map / client.map on the Dask cluster (DASK)
     map_rounds: int = 3
     map_calls: int = 10_000  # one f.map / executor.map (P4); also the batch that fills the store
     executions: int = 100_000  # executions on the server for P6 and MEM
@@ -58,6 +59,7 @@ QUICK = Sizes(
     peer_rate_calls=1000,
     dask_rtt_calls=30,
     dask_rate_calls=300,
+    dask_map_calls=500,
     map_rounds=2,
     map_calls=2000,
     executions=10_000,

@@ -5,6 +5,8 @@ Phases, in order (each only when a selected group needs it):
 1. rpc: the bare grpc.aio server and ``spearlet serve`` (SQLite in a temporary directory) side by side:
    P1 latency, P3's in-flight rates, P5 streams;
 2. ray, then dask: each peer alive only in its phase, its rounds alternating with ours (P2, P3, P4);
+   then one two-worker Dask cluster shared by ``spearlet serve --executor dask`` and Dask's own client
+   (DASK);
 3. store: the store layer against raw sqlite3, in this process (P8);
 4. map and fill: ``f.map`` against ``ProcessPoolExecutor.map`` (P4), then the planned number of further
    executions in map batches, the server's RSS sampled before and after each batch (MEM);
@@ -36,7 +38,7 @@ from .measure import Loop, Samples, alternate, median, quantile
 from .memory import tree_rss
 from .ours import Sdk, Spear
 from .plan import Sizes
-from .servers import Peer, Server, echo_server, run_script, spearlet_server
+from .servers import DaskCluster, Peer, Server, echo_server, run_script, spearlet_server
 from .stops import stop_latencies
 from .storage import RawSqlite, StoreLayer
 
@@ -97,6 +99,8 @@ class Suite:
                 self._phase("ray", lambda: self._peer("ray", spear))
             if spear is not None and self.wants("DASK") and self.has("dask"):
                 self._phase("dask", lambda: self._peer("dask", spear))
+            if self.wants("DASK") and self.has("dask"):
+                self._phase("dask-cluster", self._dask_cluster)
             if self.wants("P8"):
                 self._phase("store", self._store)
             if spearlet is not None and spear is not None and self.wants("P4", "P6", "MEM"):
@@ -213,6 +217,57 @@ class Suite:
             alternate(s.rate_rounds, steps, self.samples)
         finally:
             peer.stop()
+
+    def _dask_cluster(self) -> None:
+        """One two-worker Dask cluster, used in turn by ``spearlet serve --executor dask`` and by Dask's own
+        client: sync call round trips, then ``f.map`` against ``client.map`` + ``gather``."""
+        s, loop = self.sizes, self.loop
+        cluster = DaskCluster(self.workdir)
+        server: Server | None = None
+        peer: Peer | None = None
+        spear: Spear | None = None
+        sdk: Sdk | None = None
+        try:
+            server = spearlet_server(
+                self.workdir,
+                f"sqlite:///{self.workdir / 'spearlet-dask.db'}",
+                "--executor",
+                "dask",
+                "--dask-address",
+                cluster.address,
+                name="spearlet-dask",
+            )
+            spear = Spear(server.address)
+            loop.run(spear.setup())
+            sdk = Sdk(server.address)
+            peer = Peer("dask", self.workdir, cluster.address)
+            # Warm the workers' call processes and the pipelines' sizing before anything is measured.
+            loop.run(spear.invoke_samples(50))
+            sdk.map_rate(s.dask_map_calls // 4)
+            ours_spear, ours_sdk = spear, sdk
+            alternate(
+                s.rate_rounds,
+                [
+                    ("cluster.rtt_ms", lambda: peer.ask("rtt", n=s.dask_rtt_calls)["samples_ms"]),
+                    (
+                        "cluster.ours_invoke_latency_ms",
+                        loop.step(lambda: ours_spear.invoke_samples(s.dask_rtt_calls)),
+                    ),
+                    ("cluster.map_per_s", lambda: peer.ask("map", n=s.dask_map_calls)["per_s"]),
+                    ("cluster.ours_map_per_s", lambda: ours_sdk.map_rate(s.dask_map_calls)),
+                ],
+                self.samples,
+            )
+        finally:
+            if peer is not None:
+                peer.stop()
+            if sdk is not None:
+                sdk.close()
+            if spear is not None:
+                loop.run(spear.close())
+            if server is not None:
+                server.stop()
+            cluster.stop()
 
     def _store(self) -> None:
         s = self.sizes

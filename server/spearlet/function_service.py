@@ -330,6 +330,8 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
                     total_object_size=engine.objects.total_size,
                 )
             )
+            if (cluster := self.monitor.cluster_details()) is not None:
+                response.details.cluster.CopyFrom(cluster)
         return response
 
     @unary
@@ -349,6 +351,8 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
                 memory_usage_percent=self.meter.memory_percent(memory),
             )
         )
+        if (cluster := self.monitor.cluster_details()) is not None:
+            response.service_stats.cluster.CopyFrom(cluster)
         if not (request.include_task_stats or request.include_execution_stats):
             return response
         # A window longer than the clock's history means all of it (and keeps id_floor finite).

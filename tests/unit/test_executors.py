@@ -119,15 +119,18 @@ async def process_executor() -> AsyncIterator[ProcessExecutor]:
     await executor.close()
 
 
-@pytest.fixture(params=["process", "thread"])
+@pytest.fixture(params=["process", "thread", "dask"])
 async def executor(request: pytest.FixtureRequest) -> AsyncIterator[Executor]:
-    executor = create_executor(request.param, 2)
+    options: dict[str, Any] = {}
+    if request.param == "dask":  # a real cluster: a scheduler and two workers of the session
+        options["address"] = request.getfixturevalue("dask_cluster").address
+    executor = create_executor(request.param, 2, **options)
     await executor.start()
     yield executor
     await executor.close()
 
 
-# -- both executors ----------------------------------------------------------------------------------
+# -- every executor ----------------------------------------------------------------------------------
 
 
 async def test_python_artifact_returns_the_result(executor: Executor) -> None:

@@ -98,11 +98,15 @@ class Engine:
         self.objects = objects
         self.tasks = TaskRegistry(store)
         self.executions = ExecutionStore(store)
-        self.scheduler = Scheduler(config.max_concurrent, config.max_queued)
+        # Without max_concurrent (the dask executor's default) the slots are known once the executor starts.
+        self.scheduler = Scheduler(config.max_concurrent or 1, config.max_queued)
         self.output = OutputHub()
         self.ledger = Ledger(self.executions, StatsTracker(), config.log_limit_bytes, self.output)
         self.executor: Executor = create_executor(
-            config.executor, config.max_concurrent, log_limit_bytes=config.log_limit_bytes
+            config.executor,
+            config.max_concurrent or 0,
+            log_limit_bytes=config.log_limit_bytes,
+            **config.executor_options(),
         )
         self.subprocesses = SubprocessRunner()
         self.batches: set[Batch] = set()
@@ -118,6 +122,11 @@ class Engine:
         """Mark work cut off by a previous process INTERRUPTED, rebuild the figures, warm the workers."""
         await self.ledger.recover()
         await self.executor.start()
+        if self.config.max_concurrent is None:  # as many as the executor's cluster runs at once
+            cluster = self.executor.cluster()
+            slots = max(cluster.slots if cluster is not None else 0, 1)
+            self.config = self.config.replace(max_concurrent=slots)
+            self.scheduler.max_running = slots
         self.started_at = time.time()
         self._accepting = True
 
@@ -277,6 +286,7 @@ class Engine:
             fresh_instance=inv.force_new_instance,
             memory_limit_mb=memory_limit_mb(task.artifact),
             **by_reference.job_settings(self.config, self.objects),
+            timeout_ms=inv.timeout_ms or self.config.default_timeout_ms,
         )
 
     async def wait(self, live: LiveExecution) -> StoredExecution:
@@ -499,7 +509,9 @@ class Engine:
         ledger = self.ledger
         while True:
             ledger.start(live)
-            if live.record.attempt == 1 and task.artifact.artifact_type == "pickle":
+            if live.record.attempt > 1:
+                job = replace(job, attempt=live.record.attempt)
+            elif task.artifact.artifact_type == "pickle":
                 loaded = await self._load_pickle(task)
                 if isinstance(loaded, str):
                     ledger.end(live, lc.FAILED, ARTIFACT_LOAD_FAILED, loaded)
