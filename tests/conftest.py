@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 from harness import anyio_backend, make_harness, shared
+from pg import pg_url, postgres_server
 from pytest_asyncio.plugin import PytestAsyncioFunction
 from served import launcher
 
-__all__ = ["anyio_backend", "launcher", "make_harness", "shared"]
+__all__ = ["anyio_backend", "launcher", "make_harness", "pg_url", "postgres_server", "shared"]
 
 
 @pytest.hookimpl(trylast=True)

@@ -53,6 +53,7 @@ class SpearletServer:
     async def start(self) -> None:
         config = self.config
         self._store = store = open_store(config.store)
+        await store.open()
         objects = ObjectRepository(store, config.max_object_bytes)
         await objects.load_totals()
         self._engine = engine = Engine(config, store, objects)

@@ -31,13 +31,17 @@ from ..config import Config
 from ..objects import ObjectRepository
 from ..stats import ExecutionFigures, StatsTracker
 from ..store import KvStore
+from ..store.notices import RESYNC, TASK, Notice
+from ..store.shared import SharedKvStore
 from ..store.records import StoredArtifact, StoredExecution, StoredTask
 from . import lifecycle as lc
 from .batch import Batch, OnResult
 from .executions import ExecutionStore
 from .executors import Artifact, Executor, Job, SubprocessRunner, create_executor
 from .executors.base import ARTIFACT_LOAD_FAILED, job_for_call
+from .figures import Figures, of_counts
 from .ids import id_floor, new_id
+from .leases import LeaseKeeper
 from .ledger import Ledger
 from .live import LiveExecution
 from .scheduler import Scheduler
@@ -101,14 +105,24 @@ class Engine:
         )
         self.subprocesses = SubprocessRunner()
         self.batches: set[Batch] = set()
+        #: On a shared store: this server's lease, and the reaper of dead servers' work.
+        self.leases: LeaseKeeper | None = None
         self.started_at = time.time()
         self._accepting = False
 
     # -- life of the engine -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Mark work cut off by a previous process INTERRUPTED, rebuild the figures, warm the workers."""
-        await self.ledger.recover()
+        """Mark work cut off by a previous process INTERRUPTED, rebuild the figures, warm the workers.
+
+        On a shared store the unfinished executions of other servers are theirs: only those whose server
+        holds no live lease are ended (:mod:`.leases`), and the figures are read from the store."""
+        if isinstance(self.store, SharedKvStore):
+            self.store.notices.subscribe(self._on_notice)
+            self.leases = LeaseKeeper(self.store)
+            await self.leases.start()
+        else:
+            await self.ledger.recover()
         await self.executor.start()
         self.started_at = time.time()
         self._accepting = True
@@ -128,6 +142,8 @@ class Engine:
         for batch in list(self.batches):
             await batch.wait()
         await self.executions.flush()
+        if self.leases is not None:
+            await self.leases.close(release=True)
         await self.executor.close()
         await self.subprocesses.close()
 
@@ -335,7 +351,44 @@ class Engine:
 
     async def figures_since(self, since: float) -> ExecutionFigures:
         """The figures of the executions created since the Unix time ``since``."""
+        if isinstance(self.store, SharedKvStore):
+            await self.executions.flush()
+            return of_counts(await self.store.execution_counts(id_floor(since)), {}).figures
         return ExecutionFigures.of([r async for r in self.executions.iterate(start_after=id_floor(since))])
+
+    async def current_figures(self) -> Figures:
+        """All executions' figures: this server's own, or on a shared store every server's (from SQL)."""
+        store = self.store
+        if not isinstance(store, SharedKvStore):
+            running, pending, active = self.active_counts()
+            return Figures(self.stats.figures, running, pending, frozenset(active))
+        await self.executions.flush()  # our own states count once stored
+        counts = await store.execution_counts()
+        task_ids = sorted({row.task_id for row in counts})
+        return of_counts(counts, await store.newest_executions(task_ids))
+
+    async def until_ended(self, execution_id: str) -> StoredExecution:
+        """Wait for the execution to end, wherever it runs, and return its stored terminal record.
+
+        One of ours is awaited through the Ledger; another server's through the store's notices (a
+        terminal write's notice, or a resync after a reconnect, prompts a new read)."""
+        live = self.live.get(execution_id)
+        if live is not None:
+            return await self.wait(live)
+        store = self.store
+        if not isinstance(store, SharedKvStore):
+            record = await self.executions.get(execution_id)
+            if record is None:
+                raise NotFound(f"execution {execution_id!r} not found")
+            return record  # not live here, and nobody else runs it: it has ended
+        with store.notices.waiter(execution_id) as waiter:  # subscribe before reading: miss nothing
+            while True:
+                record = await self.executions.get(execution_id)
+                if record is None:
+                    raise NotFound(f"execution {execution_id!r} not found")
+                if record.status in lc.TERMINAL:
+                    return record
+                await waiter.wait()
 
     async def tasks_page(self, prefix: str, start_after: str, count: int | None) -> list[StoredTask]:
         return await self.tasks.page(prefix, start_after, count)
@@ -373,6 +426,13 @@ class Engine:
         return running, len(self.live) - running, tasks
 
     # -- internals ------------------------------------------------------------------------------------
+
+    def _on_notice(self, notice: Notice) -> None:
+        """Another server changed a task (or notices were missed): drop our copy of it."""
+        if notice.kind == TASK:
+            self.tasks.forget(notice.key)
+        elif notice.kind == RESYNC:
+            self.tasks.forget()
 
     async def _resolve_task(self, inv: Invocation) -> StoredTask:
         if inv.existing_task:

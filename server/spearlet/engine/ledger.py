@@ -24,6 +24,7 @@ from ..store.records import StoredExecution
 from . import lifecycle as lc
 from .executions import ExecutionStore
 from .executors.base import COMPLETED, Outcome
+from .leases import interrupt
 from .live import LiveExecution
 
 log = logging.getLogger(__name__)
@@ -123,13 +124,8 @@ class Ledger:
         """At start: mark executions a previous process left unfinished INTERRUPTED; rebuild the figures."""
         records = [r async for r in self.executions.iterate()]
         interrupted = [r for r in records if r.status in lc.ACTIVE]
-        now = time.time()
         for record in interrupted:
-            record.status = lc.FAILED
-            record.error_code = lc.INTERRUPTED
-            record.error_message = "interrupted by a server restart"
-            record.completed_at = now
-            record.execution_time_ms = elapsed_ms(record.started_at, now)
+            interrupt(record, "interrupted by a server restart")
         if interrupted:
             await self.executions.save_many(interrupted)
             log.warning("marked %d executions left by a previous process INTERRUPTED", len(interrupted))

@@ -12,6 +12,7 @@ SUPPORTED_URLS = (
     "sqlite:///relative/path.db",
     "sqlite:////absolute/path.db",
     "sqlite://:memory:",
+    "postgresql://user@host:port/db",
 )
 
 
@@ -46,6 +47,14 @@ def open_store(url: str) -> KvStore:
         except ValueError as e:
             raise ValueError(f"{e}; supported: {_SUPPORTED_TEXT}") from None
         return SqliteStore(path, url=url)
+    if scheme in ("postgresql", "postgres"):
+        try:
+            from .postgres import PostgresStore
+        except ImportError as e:
+            raise StoreError(
+                f"store {url!r} needs psycopg 3 and psycopg-pool: pip install 'spear-lab[postgres]' ({e})"
+            ) from None
+        return PostgresStore(url)
     if scheme in ("redis", "rediss"):
         raise _unsupported(url, "the redis backend is not implemented yet")
     raise _unsupported(url, f"unknown scheme {scheme!r}")

@@ -1,0 +1,414 @@
+"""The PostgreSQL store behind ``postgresql://user@host:port/db``: several spearlets on one database.
+
+One table holds every key (``key TEXT COLLATE "C"``, so that the primary-key index orders keys by code
+point and a prefix scan is an index range scan). An execution record also fills a few columns of its row
+(status, task, function, run time, owner) in the same statement, so that figures over every server's
+executions are one SQL aggregate and a dead server's unfinished work is one indexed query; ``version``
+counts the writes of a row, for compare-and-set. A terminal execution record, and any task change, sends a
+``NOTIFY`` in the transaction that writes it (:mod:`.notices`); one connection LISTENs and reconnects with
+backoff, then announces a resync. Leases (:mod:`..engine.leases`) live in a table of their own.
+
+COMMIT returns once the WAL is flushed (``synchronous_commit`` is the server's, on by default), so an
+acknowledged write survives a killed database. When the database is unreachable every call raises
+:class:`StoreError` (the RPCs answer UNAVAILABLE) and ``ping`` fails (health says ``unhealthy``); the pool
+replaces broken connections in the background.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from spear_sdk.wire import function_pb2
+
+from ..engine.lifecycle import ACTIVE, TERMINAL
+from ..stats import function_label
+from .base import StoreError
+from .memory import check_batch, check_bound, check_key, check_value, scan_bounds
+from .notices import ENDED, RESYNC, TASK, Notice, Notices
+from .records import EXECUTION, TASK as TASK_PREFIX, execution_info_bytes
+from .shared import ExecutionCount, Orphan, SharedKvStore
+
+log = logging.getLogger(__name__)
+
+#: The schema this code reads and writes; a database at a newer version is refused.
+SCHEMA_VERSION = 1
+#: The NOTIFY channel every spearlet on the database listens to.
+CHANNEL = "spearlet"
+#: NOTIFY payloads must stay under 8,000 bytes; ids are packed into payloads up to this size.
+_PAYLOAD_LIMIT = 7000
+#: How long a call waits for a pooled connection before it fails (the database is down or saturated).
+CONNECT_TIMEOUT_S = 3.0
+_BACKOFF_FIRST_S, _BACKOFF_MAX_S = 0.05, 2.0
+
+_ACTIVE_SQL = "(" + ", ".join(str(s) for s in sorted(ACTIVE)) + ")"
+
+#: Each version's statements, applied in order under an advisory lock by whichever server starts first.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        """CREATE TABLE kv (
+            key TEXT COLLATE "C" PRIMARY KEY,
+            value BYTEA NOT NULL,
+            version BIGINT NOT NULL DEFAULT 1,
+            status SMALLINT,
+            task_id TEXT COLLATE "C",
+            label TEXT COLLATE "C",
+            time_ms BIGINT,
+            owner TEXT
+        )""",
+        "CREATE INDEX kv_executions ON kv (task_id, label, status) INCLUDE (time_ms) WHERE status IS NOT NULL",
+        f"CREATE INDEX kv_unfinished ON kv (owner) WHERE status IN {_ACTIVE_SQL}",
+        """CREATE TABLE spearlet_leases (
+            server_id TEXT PRIMARY KEY,
+            expires_at TIMESTAMPTZ NOT NULL
+        )""",
+    ),
+}
+_MIGRATION_LOCK = 0x5BEA_4CE7  # pg_advisory_xact_lock key: one server migrates at a time
+
+_GET = "SELECT value FROM kv WHERE key = %s"
+_UPSERT = """INSERT INTO kv (key, value, status, task_id, label, time_ms, owner)
+    VALUES (%s, %s, %s, %s, %s, %s, %s)
+    ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = kv.version + 1,
+        status = excluded.status, task_id = excluded.task_id, label = excluded.label,
+        time_ms = excluded.time_ms, owner = excluded.owner"""
+_UPDATE_IF_VERSION = """UPDATE kv SET value = %s, version = version + 1, status = %s, task_id = %s,
+    label = %s, time_ms = %s, owner = %s WHERE key = %s AND version = %s"""
+_DELETE = "DELETE FROM kv WHERE key = %s"
+_DELETE_MANY = "DELETE FROM kv WHERE key = ANY(%s)"
+_NOTIFY = "SELECT pg_notify(%s, %s)"
+
+Row = tuple[str, bytes, int | None, str | None, str | None, int | None, str | None]
+
+
+class PostgresStore(SharedKvStore):
+    """A :class:`KvStore` on a PostgreSQL database shared with other spearlets; :meth:`open` before use."""
+
+    synchronous_batch = False
+    shared = True
+
+    def __init__(self, url: str, *, pool_size: int = 4) -> None:
+        self.url = url
+        self.server_id = uuid.uuid4().hex
+        self.notices = Notices()
+        self._conninfo = url
+        self._pool = AsyncConnectionPool(
+            url,
+            min_size=1,
+            max_size=pool_size,
+            open=False,
+            kwargs={"autocommit": True},
+            reconnect_timeout=24 * 3600,  # keep trying while the database is away; calls fail meanwhile
+        )
+        self._closed = False
+        self._listener: asyncio.Task[None] | None = None
+        self._listening = asyncio.Event()
+
+    # -- life ------------------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect, create or migrate the schema, and start listening for notices."""
+        try:
+            await self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_S * 3)
+        except PoolTimeout as e:
+            await self._pool.close()
+            raise StoreError(f"postgres store {self._safe_url}: cannot connect: {e}") from e
+        try:
+            async with self._pool.connection(timeout=CONNECT_TIMEOUT_S) as conn:
+                await _migrate(conn)
+        except psycopg.Error as e:
+            await self._pool.close()
+            raise StoreError(f"postgres store {self._safe_url}: cannot set up the schema: {e}") from e
+        except StoreError:
+            await self._pool.close()
+            raise
+        self._listener = asyncio.get_running_loop().create_task(self._listen())
+        await asyncio.wait_for(self._listening.wait(), CONNECT_TIMEOUT_S * 3)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._listener is not None:
+            self._listener.cancel()
+            await asyncio.gather(self._listener, return_exceptions=True)
+        await self._pool.close()
+
+    @property
+    def _safe_url(self) -> str:
+        """The URL without its password, for messages."""
+        scheme, _, rest = self.url.partition("://")
+        auth, at, host = rest.rpartition("@")
+        return f"{scheme}://{auth.split(':')[0]}@{host}" if at else self.url
+
+    @contextlib.asynccontextmanager
+    async def _connection(self, op: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled connection; any failure to reach the database becomes a :class:`StoreError`."""
+        if self._closed:
+            raise StoreError(f"store {self._safe_url} is closed")
+        try:
+            async with self._pool.connection(timeout=CONNECT_TIMEOUT_S) as conn:
+                yield conn
+        except PoolTimeout as e:
+            raise StoreError(f"postgres store {self._safe_url}: {op}: the database does not answer") from e
+        except psycopg.OperationalError as e:
+            # A broken connection: have the pool check the others rather than hand them out one by one.
+            asyncio.get_running_loop().create_task(self._pool.check())
+            raise StoreError(f"postgres store {self._safe_url}: {op} failed: {e}") from e
+        except psycopg.Error as e:
+            raise StoreError(f"postgres store {self._safe_url}: {op} failed: {type(e).__name__}: {e}") from e
+
+    # -- the KvStore interface ---------------------------------------------------------------------------
+
+    async def get(self, key: str) -> bytes | None:
+        check_key(key)
+        async with self._connection(f"get {key!r}") as conn:
+            cur = await conn.execute(_GET, (key,))
+            row = await cur.fetchone()
+        return None if row is None else bytes(row[0])
+
+    async def put(self, key: str, value: bytes) -> None:
+        check_key(key)
+        await self.batch({key: check_value(key, value)})
+
+    async def delete(self, key: str) -> bool:
+        check_key(key)
+        async with self._connection(f"delete {key!r}") as conn:
+            async with conn.transaction():
+                cur = await conn.execute(_DELETE, (key,))
+                deleted = cur.rowcount > 0
+                notices = _notices_for_deletes([key])
+                await _send(conn, self.server_id, notices)
+        return deleted
+
+    async def scan(
+        self,
+        prefix: str,
+        *,
+        start_after: str = "",
+        limit: int | None = None,
+        reverse: bool = False,
+    ) -> list[tuple[str, bytes]]:
+        check_bound(prefix, "prefix")
+        check_bound(start_after, "start_after")
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must be >= 0 or None, not {limit}")
+        if limit == 0:
+            return []
+        lower_op, lower, upper = scan_bounds(prefix, start_after, reverse)
+        where = f"key {lower_op} %s"
+        params: list[Any] = [lower]
+        if upper is not None:
+            where += " AND key < %s"
+            params.append(upper)
+        sql = f"SELECT key, value FROM kv WHERE {where} ORDER BY key {'DESC' if reverse else 'ASC'}"
+        if limit is not None:
+            sql += " LIMIT %s"
+            params.append(limit)
+        async with self._connection(f"scan {prefix!r}") as conn:
+            cur = await conn.execute(sql, params)
+            rows = await cur.fetchall()
+        return [(key, bytes(value)) for key, value in rows]
+
+    async def batch(self, puts: Mapping[str, bytes] | None = None, deletes: Iterable[str] = ()) -> None:
+        put_items, delete_keys = check_batch(puts, deletes)
+        if not put_items and not delete_keys:
+            return
+        rows = [_row(key, value, self.server_id) for key, value in put_items]
+        notices = _notices_for_puts(rows) + _notices_for_deletes(delete_keys)
+        what = f"batch of {len(put_items)} puts and {len(delete_keys)} deletes"
+        async with self._connection(what) as conn:
+            async with conn.transaction():
+                async with conn.cursor() as cur:
+                    if delete_keys:
+                        await cur.execute(_DELETE_MANY, (delete_keys,))
+                    if rows:
+                        await cur.executemany(_UPSERT, rows)
+                    await _send(conn, self.server_id, notices)
+
+    async def ping(self) -> None:
+        if not self._listening.is_set() and not self._closed:
+            raise StoreError(f"postgres store {self._safe_url}: reconnecting to the database")
+        async with self._connection("ping") as conn:
+            await conn.execute("SELECT 1")
+
+    # -- the SharedKvStore interface ------------------------------------------------------------------
+
+    async def renew_lease(self, ttl_s: float) -> None:
+        async with self._connection("renew the lease") as conn:
+            await conn.execute(
+                """INSERT INTO spearlet_leases (server_id, expires_at)
+                VALUES (%s, now() + make_interval(secs => %s))
+                ON CONFLICT (server_id) DO UPDATE SET expires_at = excluded.expires_at""",
+                (self.server_id, ttl_s),
+            )
+
+    async def release_lease(self) -> None:
+        async with self._connection("release the lease") as conn:
+            await conn.execute("DELETE FROM spearlet_leases WHERE server_id = %s", (self.server_id,))
+
+    async def orphans(self, limit: int) -> list[Orphan]:
+        async with self._connection("find unfinished executions of dead servers") as conn:
+            cur = await conn.execute(
+                f"""SELECT key, value, version FROM kv k WHERE k.status IN {_ACTIVE_SQL}
+                AND NOT EXISTS (SELECT 1 FROM spearlet_leases l
+                                WHERE l.server_id = k.owner AND l.expires_at > now())
+                ORDER BY key LIMIT %s""",
+                (limit,),
+            )
+            rows = await cur.fetchall()
+            # Leases long expired have no executions left to find (they were just read): drop them.
+            await conn.execute("DELETE FROM spearlet_leases WHERE expires_at < now() - interval '1 hour'")
+        return [Orphan(key, bytes(value), version) for key, value, version in rows]
+
+    async def put_if_version(self, key: str, value: bytes, version: int) -> bool:
+        check_key(key)
+        row = _row(key, check_value(key, value), self.server_id)
+        async with self._connection(f"compare-and-set {key!r}") as conn:
+            async with conn.transaction():
+                cur = await conn.execute(_UPDATE_IF_VERSION, (*row[1:], key, version))
+                if cur.rowcount != 1:
+                    return False
+                await _send(conn, self.server_id, _notices_for_puts([row]))
+        return True
+
+    async def execution_counts(self, since_id: str = "") -> list[ExecutionCount]:
+        after = EXECUTION + since_id if since_id else EXECUTION
+        async with self._connection("count executions") as conn:
+            cur = await conn.execute(
+                """SELECT task_id, label, status, count(*), coalesce(sum(time_ms), 0)::bigint FROM kv
+                WHERE status IS NOT NULL AND key > %s GROUP BY task_id, label, status""",
+                (after,),
+            )
+            rows = await cur.fetchall()
+        return [ExecutionCount(*row) for row in rows]
+
+    async def newest_executions(self, task_ids: list[str]) -> dict[str, tuple[str, int]]:
+        if not task_ids:
+            return {}
+        async with self._connection("find each task's newest execution") as conn:
+            # One index probe per task: the task-exec index keys are in creation order.
+            cur = await conn.execute(
+                """SELECT t.id, n.key, k.status FROM unnest(%s::text[]) AS t(id)
+                CROSS JOIN LATERAL (SELECT key FROM kv WHERE key > 'task-exec:' || t.id || ':'
+                    AND key < 'task-exec:' || t.id || ';' ORDER BY key DESC LIMIT 1) n
+                JOIN kv k ON k.key = 'execution:' || substr(n.key, length('task-exec:' || t.id || ':') + 1)""",
+                (task_ids,),
+            )
+            rows = await cur.fetchall()
+        return {task_id: (key.rsplit(":", 1)[1], status) for task_id, key, status in rows}
+
+    # -- notices ----------------------------------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        """LISTEN on a connection of its own, for as long as the store is open; reconnect with backoff."""
+        delay = _BACKOFF_FIRST_S
+        connected_before = False
+        while not self._closed:
+            try:
+                conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+            except psycopg.Error as e:
+                log.warning("postgres store %s: listener cannot connect (%s); retrying", self._safe_url, e)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _BACKOFF_MAX_S)
+                continue
+            try:
+                async with conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    delay = _BACKOFF_FIRST_S
+                    self._listening.set()
+                    if connected_before:  # notices sent while away are lost: everyone reads again
+                        log.warning("postgres store %s: reconnected", self._safe_url)
+                        self.notices.publish(Notice(RESYNC))
+                    connected_before = True
+                    async for notify in conn.notifies():
+                        self._deliver(notify.payload)
+            except psycopg.Error as e:
+                log.warning("postgres store %s: lost the database (%s); reconnecting", self._safe_url, e)
+            finally:
+                self._listening.clear()
+            if not self._closed:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _BACKOFF_MAX_S)
+
+    def _deliver(self, payload: str) -> None:
+        origin, _, rest = payload.partition(" ")
+        if origin == self.server_id:  # our own: the Ledger reported it already
+            return
+        kind, _, keys = rest.partition(" ")
+        for key in keys.split(","):
+            if key:
+                self.notices.publish(Notice(kind, key))
+
+
+def _row(key: str, value: bytes, owner: str) -> Row:
+    """The row of ``key``: an execution record also fills its status, task, function and run time."""
+    if not key.startswith(EXECUTION):
+        return (key, value, None, None, None, None, None)
+    info = function_pb2.ExecutionInfo.FromString(execution_info_bytes(value))
+    label = function_label(info.task_name, info.function_name)
+    return (key, value, info.status, info.task_id, label, info.execution_time_ms, owner)
+
+
+def _notices_for_puts(rows: Iterable[Row]) -> list[tuple[str, str]]:
+    notices = []
+    for key, _, status, *_ in rows:
+        if status is not None and status in TERMINAL:
+            notices.append((ENDED, key[len(EXECUTION) :]))
+        elif key.startswith(TASK_PREFIX):
+            notices.append((TASK, key[len(TASK_PREFIX) :]))
+    return notices
+
+
+def _notices_for_deletes(keys: Iterable[str]) -> list[tuple[str, str]]:
+    return [(TASK, key[len(TASK_PREFIX) :]) for key in keys if key.startswith(TASK_PREFIX)]
+
+
+async def _send(conn: psycopg.AsyncConnection[Any], origin: str, notices: list[tuple[str, str]]) -> None:
+    """NOTIFY ``notices`` in the caller's transaction: delivered after its COMMIT, never if it rolls back.
+
+    Ids of one kind share a payload (``origin kind id,id,...``) up to the size NOTIFY allows."""
+    by_kind: dict[str, list[str]] = {}
+    for kind, key in notices:
+        by_kind.setdefault(kind, []).append(key)
+    for kind, keys in by_kind.items():
+        head = f"{origin} {kind} "
+        part: list[str] = []
+        size = len(head)
+        for key in keys:
+            if part and size + len(key) + 1 > _PAYLOAD_LIMIT:
+                await conn.execute(_NOTIFY, (CHANNEL, head + ",".join(part)))
+                part, size = [], len(head)
+            part.append(key)
+            size += len(key) + 1
+        if part:
+            await conn.execute(_NOTIFY, (CHANNEL, head + ",".join(part)))
+
+
+async def _migrate(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Bring the schema to :data:`SCHEMA_VERSION`; one server at a time (an advisory lock)."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        await conn.execute("CREATE TABLE IF NOT EXISTS spearlet_schema (version INTEGER NOT NULL)")
+        cur = await conn.execute("SELECT version FROM spearlet_schema")
+        row = await cur.fetchone()
+        current = row[0] if row is not None else 0
+        if current > SCHEMA_VERSION:
+            raise StoreError(
+                f"the database's spearlet schema is version {current}, newer than this spearlet's "
+                f"{SCHEMA_VERSION}: upgrade spear-lab on this machine"
+            )
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            for statement in _MIGRATIONS[version]:
+                await conn.execute(statement)  # type: ignore[arg-type]  # literal SQL of this module
+        if row is None:
+            await conn.execute("INSERT INTO spearlet_schema (version) VALUES (%s)", (SCHEMA_VERSION,))
+        elif current != SCHEMA_VERSION:
+            await conn.execute("UPDATE spearlet_schema SET version = %s", (SCHEMA_VERSION,))
