@@ -1,7 +1,8 @@
 """The PostgreSQL store behind ``postgresql://user@host:port/db``: several spearlets on one database.
 
-One table holds every key (``key TEXT COLLATE "C"``, so that the primary-key index orders keys by code
-point and a prefix scan is an index range scan). An execution record also fills a few columns of its row
+One table holds every key, as its UTF-8 bytes (``key BYTEA``: byte order is code-point order, so the
+primary-key index orders keys as the interface wants and a prefix scan is an index range scan; unlike
+``TEXT``, ``BYTEA`` also holds a key with a NUL). An execution record also fills a few columns of its row
 (status, task, function, run time, owner) in the same statement, so that figures over every server's
 executions are one SQL aggregate and a dead server's unfinished work is one indexed query; ``version``
 counts the writes of a row, for compare-and-set. A terminal execution record, and any task change, sends a
@@ -54,7 +55,7 @@ _ACTIVE_SQL = "(" + ", ".join(str(s) for s in sorted(ACTIVE)) + ")"
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
         """CREATE TABLE kv (
-            key TEXT COLLATE "C" PRIMARY KEY,
+            key BYTEA PRIMARY KEY,
             value BYTEA NOT NULL,
             version BIGINT NOT NULL DEFAULT 1,
             status SMALLINT,
@@ -85,7 +86,7 @@ _DELETE = "DELETE FROM kv WHERE key = %s"
 _DELETE_MANY = "DELETE FROM kv WHERE key = ANY(%s)"
 _NOTIFY = "SELECT pg_notify(%s, %s)"
 
-Row = tuple[str, bytes, int | None, str | None, str | None, int | None, str | None]
+Row = tuple[bytes, bytes, int | None, str | None, str | None, int | None, str | None]
 
 
 class PostgresStore(SharedKvStore):
@@ -170,7 +171,7 @@ class PostgresStore(SharedKvStore):
     async def get(self, key: str) -> bytes | None:
         check_key(key)
         async with self._connection(f"get {key!r}") as conn:
-            cur = await conn.execute(_GET, (key,))
+            cur = await conn.execute(_GET, (key.encode(),))
             row = await cur.fetchone()
         return None if row is None else bytes(row[0])
 
@@ -182,7 +183,7 @@ class PostgresStore(SharedKvStore):
         check_key(key)
         async with self._connection(f"delete {key!r}") as conn:
             async with conn.transaction():
-                cur = await conn.execute(_DELETE, (key,))
+                cur = await conn.execute(_DELETE, (key.encode(),))
                 deleted = cur.rowcount > 0
                 notices = _notices_for_deletes([key])
                 await _send(conn, self.server_id, notices)
@@ -204,10 +205,10 @@ class PostgresStore(SharedKvStore):
             return []
         lower_op, lower, upper = scan_bounds(prefix, start_after, reverse)
         where = f"key {lower_op} %s"
-        params: list[Any] = [lower]
+        params: list[Any] = [lower.encode()]
         if upper is not None:
             where += " AND key < %s"
-            params.append(upper)
+            params.append(upper.encode())
         sql = f"SELECT key, value FROM kv WHERE {where} ORDER BY key {'DESC' if reverse else 'ASC'}"
         if limit is not None:
             sql += " LIMIT %s"
@@ -215,7 +216,7 @@ class PostgresStore(SharedKvStore):
         async with self._connection(f"scan {prefix!r}") as conn:
             cur = await conn.execute(sql, params)
             rows = await cur.fetchall()
-        return [(key, bytes(value)) for key, value in rows]
+        return [(bytes(key).decode(), bytes(value)) for key, value in rows]
 
     async def batch(self, puts: Mapping[str, bytes] | None = None, deletes: Iterable[str] = ()) -> None:
         put_items, delete_keys = check_batch(puts, deletes)
@@ -228,7 +229,7 @@ class PostgresStore(SharedKvStore):
             async with conn.transaction():
                 async with conn.cursor() as cur:
                     if delete_keys:
-                        await cur.execute(_DELETE_MANY, (delete_keys,))
+                        await cur.execute(_DELETE_MANY, ([k.encode() for k in delete_keys],))
                     if rows:
                         await cur.executemany(_UPSERT, rows)
                     await _send(conn, self.server_id, notices)
@@ -266,14 +267,14 @@ class PostgresStore(SharedKvStore):
             rows = await cur.fetchall()
             # Leases long expired have no executions left to find (they were just read): drop them.
             await conn.execute("DELETE FROM spearlet_leases WHERE expires_at < now() - interval '1 hour'")
-        return [Orphan(key, bytes(value), version) for key, value, version in rows]
+        return [Orphan(bytes(key).decode(), bytes(value), version) for key, value, version in rows]
 
     async def put_if_version(self, key: str, value: bytes, version: int) -> bool:
         check_key(key)
         row = _row(key, check_value(key, value), self.server_id)
         async with self._connection(f"compare-and-set {key!r}") as conn:
             async with conn.transaction():
-                cur = await conn.execute(_UPDATE_IF_VERSION, (*row[1:], key, version))
+                cur = await conn.execute(_UPDATE_IF_VERSION, (*row[1:], row[0], version))
                 if cur.rowcount != 1:
                     return False
                 await _send(conn, self.server_id, _notices_for_puts([row]))
@@ -285,7 +286,7 @@ class PostgresStore(SharedKvStore):
             cur = await conn.execute(
                 """SELECT task_id, label, status, count(*), coalesce(sum(time_ms), 0)::bigint FROM kv
                 WHERE status IS NOT NULL AND key > %s GROUP BY task_id, label, status""",
-                (after,),
+                (after.encode(),),
             )
             rows = await cur.fetchall()
         return [ExecutionCount(*row) for row in rows]
@@ -296,14 +297,16 @@ class PostgresStore(SharedKvStore):
         async with self._connection("find each task's newest execution") as conn:
             # One index probe per task: the task-exec index keys are in creation order.
             cur = await conn.execute(
-                """SELECT t.id, n.key, k.status FROM unnest(%s::text[]) AS t(id)
-                CROSS JOIN LATERAL (SELECT key FROM kv WHERE key > 'task-exec:' || t.id || ':'
-                    AND key < 'task-exec:' || t.id || ';' ORDER BY key DESC LIMIT 1) n
-                JOIN kv k ON k.key = 'execution:' || substr(n.key, length('task-exec:' || t.id || ':') + 1)""",
+                """SELECT t.id, n.id, k.status FROM unnest(%s::text[]) AS t(id)
+                CROSS JOIN LATERAL (
+                    SELECT convert_from(substr(key, octet_length(convert_to(t.id, 'UTF8')) + 12), 'UTF8') AS id
+                    FROM kv WHERE key > convert_to('task-exec:' || t.id || ':', 'UTF8')
+                    AND key < convert_to('task-exec:' || t.id || ';', 'UTF8') ORDER BY key DESC LIMIT 1) n
+                JOIN kv k ON k.key = convert_to('execution:' || n.id, 'UTF8')""",
                 (task_ids,),
             )
             rows = await cur.fetchall()
-        return {task_id: (key.rsplit(":", 1)[1], status) for task_id, key, status in rows}
+        return {task_id: (execution_id, status) for task_id, execution_id, status in rows}
 
     # -- notices ----------------------------------------------------------------------------------------
 
@@ -351,15 +354,16 @@ class PostgresStore(SharedKvStore):
 def _row(key: str, value: bytes, owner: str) -> Row:
     """The row of ``key``: an execution record also fills its status, task, function and run time."""
     if not key.startswith(EXECUTION):
-        return (key, value, None, None, None, None, None)
+        return (key.encode(), value, None, None, None, None, None)
     info = function_pb2.ExecutionInfo.FromString(execution_info_bytes(value))
     label = function_label(info.task_name, info.function_name)
-    return (key, value, info.status, info.task_id, label, info.execution_time_ms, owner)
+    return (key.encode(), value, info.status, info.task_id, label, info.execution_time_ms, owner)
 
 
 def _notices_for_puts(rows: Iterable[Row]) -> list[tuple[str, str]]:
     notices = []
-    for key, _, status, *_ in rows:
+    for raw_key, _, status, *_ in rows:
+        key = raw_key.decode()
         if status is not None and status in TERMINAL:
             notices.append((ENDED, key[len(EXECUTION) :]))
         elif key.startswith(TASK_PREFIX):
