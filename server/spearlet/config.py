@@ -37,6 +37,8 @@ class Config:
     tls_key: str | None = None
     #: Seconds that shutdown waits for in-flight work before cancelling it.
     shutdown_grace_s: float = 5.0
+    #: On a shared store: seconds a server's lease lasts unrenewed before others end its unfinished work.
+    lease_ttl_s: float = 10.0
 
     def __post_init__(self) -> None:
         if self.executor not in ("process", "thread"):
@@ -47,6 +49,8 @@ class Config:
         for name in ("port", "default_timeout_ms", "max_object_bytes", "max_message_bytes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
+        if self.lease_ttl_s <= 0:
+            raise ValueError("lease_ttl_s must be positive")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError("TLS needs both a certificate and a key")
 

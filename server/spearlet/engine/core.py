@@ -119,7 +119,8 @@ class Engine:
         holds no live lease are ended (:mod:`.leases`), and the figures are read from the store."""
         if isinstance(self.store, SharedKvStore):
             self.store.notices.subscribe(self._on_notice)
-            self.leases = LeaseKeeper(self.store)
+            ttl = self.config.lease_ttl_s
+            self.leases = LeaseKeeper(self.store, ttl_s=ttl, renew_s=ttl / 5)
             await self.leases.start()
         else:
             await self.ledger.recover()
