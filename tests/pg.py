@@ -8,6 +8,7 @@ where they fail: CI installs them (``.ci/run``).
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import itertools
 import os
@@ -118,10 +119,8 @@ class PostgresServer:
         return self.url(name)
 
     def destroy(self) -> None:
-        try:
+        with contextlib.suppress(subprocess.CalledProcessError):  # not running
             self.stop("immediate")
-        except subprocess.CalledProcessError:
-            pass  # not running
         shutil.rmtree(self.root, ignore_errors=True)
 
 

@@ -26,7 +26,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port; 0 picks a free one (default 50051)")
-    serve.add_argument("--store", help=f"store URL: memory://, sqlite:///path or postgresql://user@host:port/db (default {DEFAULT_STORE})")
+    serve.add_argument(
+        "--store",
+        help="store URL: memory://, sqlite:///path or postgresql://user@host:port/db "
+        f"(default {DEFAULT_STORE})",
+    )
     serve.add_argument(
         "--executor", choices=("process", "thread"), help="how functions run (default process)"
     )

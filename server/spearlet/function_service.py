@@ -334,9 +334,7 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
         return response
 
 
-def _task_stats(
-    tasks: list[StoredTask], figures: ExecutionFigures, active: frozenset[str]
-) -> fpb.TaskStats:
+def _task_stats(tasks: list[StoredTask], figures: ExecutionFigures, active: frozenset[str]) -> fpb.TaskStats:
     by_type = Counter(task.artifact.artifact_type for task in tasks)
     busiest = sorted(
         (t for t in tasks if t.task_id in figures.tasks),

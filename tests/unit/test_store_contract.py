@@ -25,10 +25,9 @@ def _url(backend: str, tmp_path: Path) -> str:
 
 @pytest.fixture(params=BACKENDS)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[KvStore]:
-    if request.param == "postgres":  # a fresh database on the session's real server (tests/pg.py)
-        url = request.getfixturevalue("pg_url")
-    else:
-        url = _url(request.param, tmp_path)
+    # postgres: a fresh database on the session's real server (tests/pg.py)
+    postgres = request.param == "postgres"
+    url = request.getfixturevalue("pg_url") if postgres else _url(request.param, tmp_path)
     s = open_store(url)
     await s.open()
     yield s

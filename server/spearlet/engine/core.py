@@ -32,8 +32,8 @@ from ..objects import ObjectRepository
 from ..stats import ExecutionFigures, StatsTracker
 from ..store import KvStore
 from ..store.notices import RESYNC, TASK, Notice
-from ..store.shared import SharedKvStore
 from ..store.records import StoredArtifact, StoredExecution, StoredTask
+from ..store.shared import SharedKvStore
 from . import lifecycle as lc
 from .batch import Batch, OnResult
 from .executions import ExecutionStore

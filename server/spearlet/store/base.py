@@ -25,7 +25,7 @@ class KvStore(abc.ABC):
     #: Other processes write it too (``postgresql://``): see :class:`.shared.SharedKvStore`.
     shared = False
 
-    async def open(self) -> None:
+    async def open(self) -> None:  # noqa: B027 (optional: only a backend with a connection needs it)
         """Connect (a backend that needs a connection does it here); called once, before any other call."""
 
     @abc.abstractmethod

@@ -34,7 +34,8 @@ from ..stats import function_label
 from .base import StoreError
 from .memory import check_batch, check_bound, check_key, check_value, scan_bounds
 from .notices import ENDED, RESYNC, TASK, Notice, Notices
-from .records import EXECUTION, TASK as TASK_PREFIX, execution_info_bytes
+from .records import EXECUTION, execution_info_bytes
+from .records import TASK as TASK_PREFIX
 from .shared import ExecutionCount, Orphan, SharedKvStore
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,8 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             time_ms BIGINT,
             owner TEXT
         )""",
-        "CREATE INDEX kv_executions ON kv (task_id, label, status) INCLUDE (time_ms) WHERE status IS NOT NULL",
+        "CREATE INDEX kv_executions ON kv (task_id, label, status) INCLUDE (time_ms)"
+        " WHERE status IS NOT NULL",
         f"CREATE INDEX kv_unfinished ON kv (owner) WHERE status IN {_ACTIVE_SQL}",
         """CREATE TABLE spearlet_leases (
             server_id TEXT PRIMARY KEY,
@@ -181,12 +183,11 @@ class PostgresStore(SharedKvStore):
 
     async def delete(self, key: str) -> bool:
         check_key(key)
-        async with self._connection(f"delete {key!r}") as conn:
-            async with conn.transaction():
-                cur = await conn.execute(_DELETE, (key.encode(),))
-                deleted = cur.rowcount > 0
-                notices = _notices_for_deletes([key])
-                await _send(conn, self.server_id, notices)
+        async with self._connection(f"delete {key!r}") as conn, conn.transaction():
+            cur = await conn.execute(_DELETE, (key.encode(),))
+            deleted = cur.rowcount > 0
+            notices = _notices_for_deletes([key])
+            await _send(conn, self.server_id, notices)
         return deleted
 
     async def scan(
@@ -225,14 +226,12 @@ class PostgresStore(SharedKvStore):
         rows = [_row(key, value, self.server_id) for key, value in put_items]
         notices = _notices_for_puts(rows) + _notices_for_deletes(delete_keys)
         what = f"batch of {len(put_items)} puts and {len(delete_keys)} deletes"
-        async with self._connection(what) as conn:
-            async with conn.transaction():
-                async with conn.cursor() as cur:
-                    if delete_keys:
-                        await cur.execute(_DELETE_MANY, ([k.encode() for k in delete_keys],))
-                    if rows:
-                        await cur.executemany(_UPSERT, rows)
-                    await _send(conn, self.server_id, notices)
+        async with self._connection(what) as conn, conn.transaction(), conn.cursor() as cur:
+            if delete_keys:
+                await cur.execute(_DELETE_MANY, ([k.encode() for k in delete_keys],))
+            if rows:
+                await cur.executemany(_UPSERT, rows)
+            await _send(conn, self.server_id, notices)
 
     async def ping(self) -> None:
         if not self._listening.is_set() and not self._closed:
@@ -272,12 +271,11 @@ class PostgresStore(SharedKvStore):
     async def put_if_version(self, key: str, value: bytes, version: int) -> bool:
         check_key(key)
         row = _row(key, check_value(key, value), self.server_id)
-        async with self._connection(f"compare-and-set {key!r}") as conn:
-            async with conn.transaction():
-                cur = await conn.execute(_UPDATE_IF_VERSION, (*row[1:], row[0], version))
-                if cur.rowcount != 1:
-                    return False
-                await _send(conn, self.server_id, _notices_for_puts([row]))
+        async with self._connection(f"compare-and-set {key!r}") as conn, conn.transaction():
+            cur = await conn.execute(_UPDATE_IF_VERSION, (*row[1:], row[0], version))
+            if cur.rowcount != 1:
+                return False
+            await _send(conn, self.server_id, _notices_for_puts([row]))
         return True
 
     async def execution_counts(self, since_id: str = "") -> list[ExecutionCount]:
@@ -299,7 +297,8 @@ class PostgresStore(SharedKvStore):
             cur = await conn.execute(
                 """SELECT t.id, n.id, k.status FROM unnest(%s::text[]) AS t(id)
                 CROSS JOIN LATERAL (
-                    SELECT convert_from(substr(key, octet_length(convert_to(t.id, 'UTF8')) + 12), 'UTF8') AS id
+                    SELECT convert_from(
+                        substr(key, octet_length(convert_to(t.id, 'UTF8')) + 12), 'UTF8') AS id
                     FROM kv WHERE key > convert_to('task-exec:' || t.id || ':', 'UTF8')
                     AND key < convert_to('task-exec:' || t.id || ';', 'UTF8') ORDER BY key DESC LIMIT 1) n
                 JOIN kv k ON k.key = convert_to('execution:' || n.id, 'UTF8')""",
@@ -411,7 +410,7 @@ async def _migrate(conn: psycopg.AsyncConnection[Any]) -> None:
             )
         for version in range(current + 1, SCHEMA_VERSION + 1):
             for statement in _MIGRATIONS[version]:
-                await conn.execute(statement)  # type: ignore[arg-type]  # literal SQL of this module
+                await conn.execute(statement)
         if row is None:
             await conn.execute("INSERT INTO spearlet_schema (version) VALUES (%s)", (SCHEMA_VERSION,))
         elif current != SCHEMA_VERSION:
