@@ -6,8 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 
 #: Metric groups ``--only`` selects from: P1-P9 of docs/performance.md, server memory, the lab's idle
-#: footprint, and the Dask reference figures.
-GROUPS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "MEM", "IDLE", "DASK")
+#: footprint, the Dask reference figures, and the PostgreSQL store against SQLite.
+GROUPS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "MEM", "IDLE", "DASK", "PG")
 
 
 @dataclass(frozen=True)
