@@ -389,7 +389,8 @@ class Engine:
                     raise NotFound(f"execution {execution_id!r} not found")
                 if record.status in lc.TERMINAL:
                     return record
-                await waiter.wait()
+                # A notice can be missed (a server that joined a moment ago): read again now and then.
+                await waiter.wait(timeout=_REREAD_S)
 
     async def tasks_page(self, prefix: str, start_after: str, count: int | None) -> list[StoredTask]:
         return await self.tasks.page(prefix, start_after, count)
@@ -560,6 +561,9 @@ class Engine:
             return f"checksum mismatch for object {key!r}: expected {task.artifact.checksum}, got {digest}"
         return obj.value, digest
 
+
+#: How often a wait for another server's execution reads the store even without a notice.
+_REREAD_S = 1.0
 
 _PICKLE_REFUSED = (
     "pickled code and values are refused: this server is bound beyond loopback without a token "

@@ -14,6 +14,7 @@ rule covers the start of a wait: subscribe first, then read, then wait for a not
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -77,9 +78,11 @@ class NoticeWaiter:
         if notice.kind == RESYNC or (notice.kind == ENDED and notice.key == self._key):
             self.event.set()
 
-    async def wait(self) -> None:
-        """Until a notice that concerns the key (or a resync) arrives; then armed again."""
-        await self.event.wait()
+    async def wait(self, timeout: float | None = None) -> None:
+        """Until a notice that concerns the key (or a resync) arrives, or ``timeout`` seconds pass; then
+        armed again."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.event.wait(), timeout)
         self.event.clear()
 
     def __enter__(self) -> NoticeWaiter:

@@ -77,16 +77,26 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
 _MIGRATION_LOCK = 0x5BEA_4CE7  # pg_advisory_xact_lock key: one server migrates at a time
 
 _GET = "SELECT value FROM kv WHERE key = %s"
-_UPSERT = """INSERT INTO kv (key, value, status, task_id, label, time_ms, owner)
-    VALUES (%s, %s, %s, %s, %s, %s, %s)
-    ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = kv.version + 1,
-        status = excluded.status, task_id = excluded.task_id, label = excluded.label,
-        time_ms = excluded.time_ms, owner = excluded.owner"""
 _UPDATE_IF_VERSION = """UPDATE kv SET value = %s, version = version + 1, status = %s, task_id = %s,
     label = %s, time_ms = %s, owner = %s WHERE key = %s AND version = %s"""
 _DELETE = "DELETE FROM kv WHERE key = %s"
-_DELETE_MANY = "DELETE FROM kv WHERE key = ANY(%s)"
 _NOTIFY = "SELECT pg_notify(%s, %s)"
+_NOTIFY_MANY = "SELECT count(pg_notify(%s, p)) FROM unnest(%s::text[]) AS p"
+#: A whole batch as one statement, so one round trip and its own transaction: the deletes, the upserts
+#: (the rows as arrays, one per column), and the notices, which NOTIFY sends only once it commits.
+_WRITE = """WITH deleted AS (DELETE FROM kv WHERE key = ANY(%s::bytea[]) RETURNING 1),
+    written AS (
+        INSERT INTO kv (key, value, status, task_id, label, time_ms, owner)
+        SELECT * FROM unnest(%s::bytea[], %s::bytea[], %s::int2[], %s::text[], %s::text[], %s::int8[],
+                             %s::text[])
+        ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = kv.version + 1,
+            status = excluded.status, task_id = excluded.task_id, label = excluded.label,
+            time_ms = excluded.time_ms, owner = excluded.owner
+        RETURNING 1),
+    notified AS (SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p)
+SELECT (SELECT count(*) FROM deleted), (SELECT count(*) FROM written), (SELECT count(*) FROM notified)"""
+#: The notice a server sends when it joins (not relayed to subscribers).
+_HELLO = "hello"
 
 Row = tuple[bytes, bytes, int | None, str | None, str | None, int | None, str | None]
 
@@ -111,6 +121,9 @@ class PostgresStore(SharedKvStore):
             reconnect_timeout=24 * 3600,  # keep trying while the database is away; calls fail meanwhile
         )
         self._closed = False
+        #: No other server holds a live lease: nobody listens, so no notice is sent (see renew_lease).
+        self._alone = False
+        self._greeted = False
         self._listener: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
 
@@ -187,7 +200,7 @@ class PostgresStore(SharedKvStore):
             cur = await conn.execute(_DELETE, (key.encode(),))
             deleted = cur.rowcount > 0
             notices = _notices_for_deletes([key])
-            await _send(conn, self.server_id, notices)
+            await self._notify(conn, notices)
         return deleted
 
     async def scan(
@@ -226,12 +239,15 @@ class PostgresStore(SharedKvStore):
         rows = [_row(key, value, self.server_id) for key, value in put_items]
         notices = _notices_for_puts(rows) + _notices_for_deletes(delete_keys)
         what = f"batch of {len(put_items)} puts and {len(delete_keys)} deletes"
-        async with self._connection(what) as conn, conn.transaction(), conn.cursor() as cur:
-            if delete_keys:
-                await cur.execute(_DELETE_MANY, ([k.encode() for k in delete_keys],))
-            if rows:
-                await cur.executemany(_UPSERT, rows)
-            await _send(conn, self.server_id, notices)
+        columns = [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * 7
+        params = [
+            [k.encode() for k in delete_keys],
+            *columns,
+            CHANNEL,
+            self._payloads(notices),
+        ]
+        async with self._connection(what) as conn:
+            await conn.execute(_WRITE, params)
 
     async def ping(self) -> None:
         if not self._listening.is_set() and not self._closed:
@@ -242,6 +258,10 @@ class PostgresStore(SharedKvStore):
     # -- the SharedKvStore interface ------------------------------------------------------------------
 
     async def renew_lease(self, ttl_s: float) -> None:
+        """Renew, and count the other servers alive: alone, a server sends no notices (nobody would hear
+        them, and a NOTIFY costs every commit a wake-up of each listener). The first renewal announces
+        this server, so that the others start sending at once rather than at their next renewal; a waiter
+        also reads again now and then (``Engine.until_ended``), for a notice missed in between."""
         async with self._connection("renew the lease") as conn:
             await conn.execute(
                 """INSERT INTO spearlet_leases (server_id, expires_at)
@@ -249,6 +269,15 @@ class PostgresStore(SharedKvStore):
                 ON CONFLICT (server_id) DO UPDATE SET expires_at = excluded.expires_at""",
                 (self.server_id, ttl_s),
             )
+            cur = await conn.execute(
+                "SELECT count(*) FROM spearlet_leases WHERE server_id <> %s AND expires_at > now()",
+                (self.server_id,),
+            )
+            row = await cur.fetchone()
+            self._alone = row is not None and row[0] == 0
+            if not self._greeted:
+                await conn.execute(_NOTIFY, (CHANNEL, f"{self.server_id} {_HELLO} "))
+                self._greeted = True
 
     async def release_lease(self) -> None:
         async with self._connection("release the lease") as conn:
@@ -275,7 +304,7 @@ class PostgresStore(SharedKvStore):
             cur = await conn.execute(_UPDATE_IF_VERSION, (*row[1:], row[0], version))
             if cur.rowcount != 1:
                 return False
-            await _send(conn, self.server_id, _notices_for_puts([row]))
+            await self._notify(conn, _notices_for_puts([row]))
         return True
 
     async def execution_counts(self, since_id: str = "") -> list[ExecutionCount]:
@@ -308,6 +337,15 @@ class PostgresStore(SharedKvStore):
         return {task_id: (execution_id, status) for task_id, execution_id, status in rows}
 
     # -- notices ----------------------------------------------------------------------------------------
+
+    def _payloads(self, notices: list[tuple[str, str]]) -> list[str]:
+        return _payloads(self.server_id, notices) if notices and not self._alone else []
+
+    async def _notify(self, conn: psycopg.AsyncConnection[Any], notices: list[tuple[str, str]]) -> None:
+        """Send ``notices`` in the caller's transaction: delivered after its COMMIT, never on rollback."""
+        payloads = self._payloads(notices)
+        if payloads:
+            await conn.execute(_NOTIFY_MANY, (CHANNEL, payloads))
 
     async def _listen(self) -> None:
         """LISTEN on a connection of its own, for as long as the store is open; reconnect with backoff."""
@@ -344,7 +382,10 @@ class PostgresStore(SharedKvStore):
         origin, _, rest = payload.partition(" ")
         if origin == self.server_id:  # our own: the Ledger reported it already
             return
+        self._alone = False  # someone else writes: tell them about ours
         kind, _, keys = rest.partition(" ")
+        if kind == _HELLO:
+            return
         for key in keys.split(","):
             if key:
                 self.notices.publish(Notice(kind, key))
@@ -374,25 +415,26 @@ def _notices_for_deletes(keys: Iterable[str]) -> list[tuple[str, str]]:
     return [(TASK, key[len(TASK_PREFIX) :]) for key in keys if key.startswith(TASK_PREFIX)]
 
 
-async def _send(conn: psycopg.AsyncConnection[Any], origin: str, notices: list[tuple[str, str]]) -> None:
-    """NOTIFY ``notices`` in the caller's transaction: delivered after its COMMIT, never if it rolls back.
-
-    Ids of one kind share a payload (``origin kind id,id,...``) up to the size NOTIFY allows."""
+def _payloads(origin: str, notices: list[tuple[str, str]]) -> list[str]:
+    """NOTIFY payloads for ``notices``: ids of one kind share one (``origin kind id,id,...``) up to the
+    size NOTIFY allows."""
     by_kind: dict[str, list[str]] = {}
     for kind, key in notices:
         by_kind.setdefault(kind, []).append(key)
+    payloads = []
     for kind, keys in by_kind.items():
         head = f"{origin} {kind} "
         part: list[str] = []
         size = len(head)
         for key in keys:
             if part and size + len(key) + 1 > _PAYLOAD_LIMIT:
-                await conn.execute(_NOTIFY, (CHANNEL, head + ",".join(part)))
+                payloads.append(head + ",".join(part))
                 part, size = [], len(head)
             part.append(key)
             size += len(key) + 1
         if part:
-            await conn.execute(_NOTIFY, (CHANNEL, head + ",".join(part)))
+            payloads.append(head + ",".join(part))
+    return payloads
 
 
 async def _migrate(conn: psycopg.AsyncConnection[Any]) -> None:
