@@ -83,17 +83,18 @@ _DELETE = "DELETE FROM kv WHERE key = %s"
 _NOTIFY = "SELECT pg_notify(%s, %s)"
 _NOTIFY_MANY = "SELECT count(pg_notify(%s, p)) FROM unnest(%s::text[]) AS p"
 #: A whole batch as one statement, so one round trip and its own transaction: the deletes, the upserts
-#: (the rows as arrays, one per column), and the notices, which NOTIFY sends only once it commits.
-_WRITE = """WITH deleted AS (DELETE FROM kv WHERE key = ANY(%s::bytea[]) RETURNING 1),
+#: (the rows as arrays, one per column, sent in binary: text arrays would be escaped value by value),
+#: and the notices, which NOTIFY sends only once it commits.
+_WRITE = """WITH deleted AS (DELETE FROM kv WHERE key = ANY(%b::bytea[]) RETURNING 1),
     written AS (
         INSERT INTO kv (key, value, status, task_id, label, time_ms, owner)
-        SELECT * FROM unnest(%s::bytea[], %s::bytea[], %s::int2[], %s::text[], %s::text[], %s::int8[],
-                             %s::text[])
+        SELECT * FROM unnest(%b::bytea[], %b::bytea[], %b::int2[], %b::text[], %b::text[], %b::int8[],
+                             %b::text[])
         ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = kv.version + 1,
             status = excluded.status, task_id = excluded.task_id, label = excluded.label,
             time_ms = excluded.time_ms, owner = excluded.owner
         RETURNING 1),
-    notified AS (SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p)
+    notified AS (SELECT pg_notify(%s, p) FROM unnest(%b::text[]) AS p)
 SELECT (SELECT count(*) FROM deleted), (SELECT count(*) FROM written), (SELECT count(*) FROM notified)"""
 #: The notice a server sends when it joins (not relayed to subscribers).
 _HELLO = "hello"
