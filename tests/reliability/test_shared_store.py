@@ -81,6 +81,13 @@ async def test_two_servers_share_tasks_records_figures_and_waits(
     assert record.status == COMPLETED and time.monotonic() - waited_at < 10
     assert (await b.status(execution_id)).result.status == COMPLETED
 
+    # A cancel through B stops the run on A.
+    long_run = (await a.invoke(sleeper, 30.0, mode=ASYNC)).execution_id
+    await b.wait_status(long_run, {RUNNING})
+    cancelled = await b.fn.CancelExecution(fpb.CancelExecutionRequest(execution_id=long_run))
+    assert cancelled.success and cancelled.final_status == fpb.EXECUTION_STATUS_CANCELLED, cancelled
+    assert (await a.status(long_run)).result.status == fpb.EXECUTION_STATUS_CANCELLED
+
 
 async def test_a_task_changed_on_one_server_is_the_new_one_on_the_other(
     make_harness: HarnessFactory, pg_url: str

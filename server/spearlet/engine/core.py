@@ -31,7 +31,7 @@ from ..config import Config
 from ..objects import ObjectRepository
 from ..stats import ExecutionFigures, StatsTracker
 from ..store import KvStore
-from ..store.notices import RESYNC, TASK, Notice
+from ..store.notices import CANCEL, RESYNC, TASK, Notice
 from ..store.records import StoredArtifact, StoredExecution, StoredTask
 from ..store.shared import SharedKvStore
 from . import lifecycle as lc
@@ -306,6 +306,8 @@ class Engine:
             record = await self.executions.get(execution_id)
             if record is None:
                 raise NotFound(f"execution {execution_id!r} not found")
+            if record.status in lc.ACTIVE and isinstance(self.store, SharedKvStore):
+                return await self._cancel_elsewhere(record, reason)
             return CancelResult(
                 False, record.status, f"execution already ended: {lc.status_name(record.status)}"
             )
@@ -430,11 +432,24 @@ class Engine:
     # -- internals ------------------------------------------------------------------------------------
 
     def _on_notice(self, notice: Notice) -> None:
-        """Another server changed a task (or notices were missed): drop our copy of it."""
+        """Another server changed a task (or notices were missed: drop our copy of it), or asks us to
+        cancel an execution of ours."""
         if notice.kind == TASK:
             self.tasks.forget(notice.key)
         elif notice.kind == RESYNC:
             self.tasks.forget()
+        elif notice.kind == CANCEL:
+            self.cancel_soon(notice.key, "cancelled through another server")
+
+    async def _cancel_elsewhere(self, record: StoredExecution, reason: str) -> CancelResult:
+        """Cancel an execution another server runs: ask it by a notice, and wait for the end. Should that
+        server be dead, its lease expires and the end is INTERRUPTED."""
+        assert isinstance(self.store, SharedKvStore)
+        await self.store.send_notice(CANCEL, record.execution_id)
+        ended = await self.until_ended(record.execution_id)
+        if ended.status != lc.CANCELLED:
+            return CancelResult(False, ended.status, f"execution ended first: {lc.status_name(ended.status)}")
+        return CancelResult(True, ended.status, "cancelled by the server running it")
 
     async def _resolve_task(self, inv: Invocation) -> StoredTask:
         if inv.existing_task:

@@ -27,6 +27,8 @@ ENDED = "ended"
 TASK = "task"
 #: ``Notice.kind``: notices may have been missed (the listener reconnected); read the store again.
 RESYNC = "resync"
+#: ``Notice.kind``: a client asked another server to cancel the execution ``key``, which runs here.
+CANCEL = "cancel"
 
 
 @dataclass(frozen=True)

@@ -308,6 +308,10 @@ class PostgresStore(SharedKvStore):
             await self._notify(conn, _notices_for_puts([row]))
         return True
 
+    async def send_notice(self, kind: str, key: str) -> None:
+        async with self._connection(f"send a {kind} notice") as conn:
+            await conn.execute(_NOTIFY_MANY, (CHANNEL, _payloads(self.server_id, [(kind, key)])))
+
     async def execution_counts(self, since_id: str = "") -> list[ExecutionCount]:
         after = EXECUTION + since_id if since_id else EXECUTION
         async with self._connection("count executions") as conn:

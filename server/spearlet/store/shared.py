@@ -57,6 +57,10 @@ class SharedKvStore(KvStore):
         """Replace ``key`` only if it is still at ``version`` (compare-and-set); whether it was."""
 
     @abc.abstractmethod
+    async def send_notice(self, kind: str, key: str) -> None:
+        """Tell the other servers now (outside any write), e.g. to cancel an execution one of them runs."""
+
+    @abc.abstractmethod
     async def execution_counts(self, since_id: str = "") -> list[ExecutionCount]:
         """Counts of the executions (created after the id ``since_id``) by task, function and status."""
 
