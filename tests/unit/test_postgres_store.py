@@ -187,3 +187,14 @@ async def test_figures_and_newest_executions_by_sql(stores: Callable[[], object]
         "t1": ("e3", fpb.EXECUTION_STATUS_RUNNING),
         "t2": ("e4", fpb.EXECUTION_STATUS_FAILED),
     }
+
+
+async def test_the_url_shown_has_no_password(pg_url: str) -> None:
+    with_password = pg_url.replace("postgres@", "postgres:s3cret@")  # trust auth ignores it
+    store = open_store(with_password)
+    await store.open()
+    try:
+        assert "s3cret" not in store.url and store.url == pg_url
+        await store.put("k", b"v")
+    finally:
+        await store.close()

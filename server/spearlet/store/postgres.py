@@ -108,14 +108,15 @@ class PostgresStore(SharedKvStore):
     synchronous_batch = False
     shared = True
 
-    def __init__(self, url: str, *, pool_size: int = 4) -> None:
-        self.url = url
+    def __init__(self, url: str, *, pool_size: int = 8) -> None:
+        #: Shown in health details, so without the password (which stays in the connection string).
+        self.url = _without_password(url)
         self.server_id = uuid.uuid4().hex
         self.notices = Notices()
         self._conninfo = url
         self._pool = AsyncConnectionPool(
             url,
-            min_size=1,
+            min_size=2,
             max_size=pool_size,
             open=False,
             kwargs={"autocommit": True},
@@ -126,6 +127,7 @@ class PostgresStore(SharedKvStore):
         self._alone = False
         self._greeted = False
         self._listener: asyncio.Task[None] | None = None
+        self._checking: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
 
     # -- life ------------------------------------------------------------------------------------------
@@ -136,51 +138,51 @@ class PostgresStore(SharedKvStore):
             await self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_S * 3)
         except PoolTimeout as e:
             await self._pool.close()
-            raise StoreError(f"postgres store {self._safe_url}: cannot connect: {e}") from e
+            raise StoreError(f"postgres store {self.url}: cannot connect: {e}") from e
         try:
             async with self._pool.connection(timeout=CONNECT_TIMEOUT_S) as conn:
                 await _migrate(conn)
         except psycopg.Error as e:
             await self._pool.close()
-            raise StoreError(f"postgres store {self._safe_url}: cannot set up the schema: {e}") from e
+            raise StoreError(f"postgres store {self.url}: cannot set up the schema: {e}") from e
         except StoreError:
             await self._pool.close()
             raise
         self._listener = asyncio.get_running_loop().create_task(self._listen())
-        await asyncio.wait_for(self._listening.wait(), CONNECT_TIMEOUT_S * 3)
+        try:
+            await asyncio.wait_for(self._listening.wait(), CONNECT_TIMEOUT_S * 3)
+        except asyncio.TimeoutError:
+            await self.close()
+            raise StoreError(f"postgres store {self.url}: cannot LISTEN for notices") from None
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        if self._listener is not None:
-            self._listener.cancel()
-            await asyncio.gather(self._listener, return_exceptions=True)
+        for task in (self._listener, self._checking):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await self._pool.close()
-
-    @property
-    def _safe_url(self) -> str:
-        """The URL without its password, for messages."""
-        scheme, _, rest = self.url.partition("://")
-        auth, at, host = rest.rpartition("@")
-        return f"{scheme}://{auth.split(':')[0]}@{host}" if at else self.url
 
     @contextlib.asynccontextmanager
     async def _connection(self, op: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """A pooled connection; any failure to reach the database becomes a :class:`StoreError`."""
         if self._closed:
-            raise StoreError(f"store {self._safe_url} is closed")
+            raise StoreError(f"store {self.url} is closed")
         try:
             async with self._pool.connection(timeout=CONNECT_TIMEOUT_S) as conn:
                 yield conn
         except PoolTimeout as e:
-            raise StoreError(f"postgres store {self._safe_url}: {op}: the database does not answer") from e
+            raise StoreError(f"postgres store {self.url}: {op}: the database does not answer") from e
         except psycopg.OperationalError as e:
-            # A broken connection: have the pool check the others rather than hand them out one by one.
-            asyncio.get_running_loop().create_task(self._pool.check())
-            raise StoreError(f"postgres store {self._safe_url}: {op} failed: {e}") from e
+            # A broken connection (the pool drops it): have the pool check the idle ones too, rather than
+            # hand them out to fail one call each.
+            if self._checking is None or self._checking.done():
+                self._checking = asyncio.get_running_loop().create_task(self._pool.check())
+            raise StoreError(f"postgres store {self.url}: {op} failed: {e}") from e
         except psycopg.Error as e:
-            raise StoreError(f"postgres store {self._safe_url}: {op} failed: {type(e).__name__}: {e}") from e
+            raise StoreError(f"postgres store {self.url}: {op} failed: {type(e).__name__}: {e}") from e
 
     # -- the KvStore interface ---------------------------------------------------------------------------
 
@@ -252,7 +254,7 @@ class PostgresStore(SharedKvStore):
 
     async def ping(self) -> None:
         if not self._listening.is_set() and not self._closed:
-            raise StoreError(f"postgres store {self._safe_url}: reconnecting to the database")
+            raise StoreError(f"postgres store {self.url}: reconnecting to the database")
         async with self._connection("ping") as conn:
             await conn.execute("SELECT 1")
 
@@ -360,7 +362,7 @@ class PostgresStore(SharedKvStore):
             try:
                 conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
             except psycopg.Error as e:
-                log.warning("postgres store %s: listener cannot connect (%s); retrying", self._safe_url, e)
+                log.warning("postgres store %s: listener cannot connect (%s); retrying", self.url, e)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _BACKOFF_MAX_S)
                 continue
@@ -370,13 +372,13 @@ class PostgresStore(SharedKvStore):
                     delay = _BACKOFF_FIRST_S
                     self._listening.set()
                     if connected_before:  # notices sent while away are lost: everyone reads again
-                        log.warning("postgres store %s: reconnected", self._safe_url)
+                        log.warning("postgres store %s: reconnected", self.url)
                         self.notices.publish(Notice(RESYNC))
                     connected_before = True
                     async for notify in conn.notifies():
                         self._deliver(notify.payload)
             except psycopg.Error as e:
-                log.warning("postgres store %s: lost the database (%s); reconnecting", self._safe_url, e)
+                log.warning("postgres store %s: lost the database (%s); reconnecting", self.url, e)
             finally:
                 self._listening.clear()
             if not self._closed:
@@ -394,6 +396,12 @@ class PostgresStore(SharedKvStore):
         for key in keys.split(","):
             if key:
                 self.notices.publish(Notice(kind, key))
+
+
+def _without_password(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    auth, at, host = rest.rpartition("@")
+    return f"{scheme}://{auth.split(':')[0]}@{host}" if at else url
 
 
 def _row(key: str, value: bytes, owner: str) -> Row:
