@@ -164,6 +164,37 @@ async def test_sigkilled_server_under_load_its_work_ends_on_a_survivor(
     assert stats.running_executions == 0 and stats.pending_executions == 0
 
 
+async def test_a_dead_servers_call_is_retried_on_a_survivor_where_max_retries_allows(
+    make_harness: HarnessFactory, launcher: Launcher, pg_url: str
+) -> None:
+    env = {"SPEARLET_LEASE_TTL_S": "1.5"}
+    a = await launcher.start("--store", pg_url, env=env)
+    b = await make_harness(store=pg_url, lease_ttl_s=1.5)
+    slow = (await a.fn.RegisterTask(_register("slow-retried", "workloads:sleep"))).task.task_id
+
+    async def start(retries: int) -> str:
+        request = fpb.InvokeFunctionRequest(
+            task_id=slow,
+            parameters=params(1.5, then_print="done"),
+            execution_mode=ASYNC,
+            context=fpb.ExecutionContext(max_retries=retries),
+        )
+        return (await a.fn.InvokeFunction(request)).execution_id
+
+    retried, not_retried = await start(1), await start(0)
+    await b.wait_status(retried, {RUNNING})
+    await b.wait_status(not_retried, {RUNNING})
+    a.proc.kill()
+    await a.wait_exit()
+    record = await asyncio.wait_for(b.server.engine.until_ended(retried), 30)
+    assert record.status == COMPLETED and record.attempt == 2, record
+    response = await b.status(retried, include_result=True, include_logs=True)
+    assert value(response.result) == 1.5
+    assert any("lost with its server; retrying" in line for line in response.logs), response.logs
+    ended = await asyncio.wait_for(b.server.engine.until_ended(not_retried), 30)
+    assert ended.status == FAILED and ended.error_code == "INTERRUPTED"
+
+
 def _register(name: str, location: str) -> fpb.RegisterTaskRequest:
     return fpb.RegisterTaskRequest(
         task_name=name, artifact_spec=fpb.ArtifactSpec(artifact_type="python", location=location)

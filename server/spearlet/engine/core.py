@@ -33,13 +33,14 @@ from ..stats import ExecutionFigures, StatsTracker
 from ..store import KvStore
 from ..store.notices import CANCEL, RESYNC, TASK, Notice
 from ..store.records import StoredArtifact, StoredExecution, StoredTask
-from ..store.shared import SharedKvStore
+from ..store.shared import Orphan, SharedKvStore
 from . import lifecycle as lc
 from .batch import Batch, OnResult
 from .executions import ExecutionStore
 from .executors import Artifact, Executor, Job, SubprocessRunner, create_executor
 from .executors.base import ARTIFACT_LOAD_FAILED, job_for_call
 from .figures import Figures, of_counts
+from .handover import StoredCall
 from .ids import id_floor, new_id
 from .leases import LeaseKeeper
 from .ledger import Ledger
@@ -120,7 +121,7 @@ class Engine:
         if isinstance(self.store, SharedKvStore):
             self.store.notices.subscribe(self._on_notice)
             ttl = self.config.lease_ttl_s
-            self.leases = LeaseKeeper(self.store, ttl_s=ttl, renew_s=ttl / 5)
+            self.leases = LeaseKeeper(self.store, ttl_s=ttl, renew_s=ttl / 5, adopt=self._adopt)
             await self.leases.start()
         else:
             await self.ledger.recover()
@@ -213,6 +214,9 @@ class Engine:
             waited=inv.stream,  # its reader waits for the end (a SYNC caller says so in wait())
         )
         job = job_for_call(self._job(task, inv), execution_id, args, kwargs)
+        if inv.max_retries and not inv.stream and isinstance(self.store, SharedKvStore):
+            # Another server may have to run it again if this one dies (see .leases).
+            self.executions.save_call(execution_id, StoredCall(args, kwargs, inv.environment).encode())
         timeout_ms = inv.timeout_ms or self.config.default_timeout_ms
         live.task = asyncio.create_task(self._run(live, task, job, timeout_ms, inv.max_retries))
         return live
@@ -440,6 +444,41 @@ class Engine:
             self.tasks.forget()
         elif notice.kind == CANCEL:
             self.cancel_soon(notice.key, "cancelled through another server")
+
+    async def _adopt(self, orphan: Orphan, record: StoredExecution) -> bool:
+        """Run again here an execution a dead server left unfinished, if its retries allow and its call
+        was stored; whether it was taken care of (here, or by another server that claimed it first)."""
+        max_retries = int(record.metadata.get("max_retries", "0") or 0)
+        if not self._accepting or record.attempt > max_retries:
+            return False
+        stored = await self.executions.call(record.execution_id)
+        task = await self.tasks.get(record.task_id)
+        if stored is None or task is None:
+            return False
+        assert isinstance(self.store, SharedKvStore)
+        # The claim: rewriting the row makes this server its owner, unless someone got there first.
+        if not await self.store.put_if_version(orphan.key, orphan.value, orphan.version):
+            return True
+        call = StoredCall.decode(stored)
+        inv = Invocation(
+            function_name=record.function_name,
+            mode=record.mode,
+            environment=call.environment,
+            headers={
+                name.removeprefix("header."): value
+                for name, value in record.metadata.items()
+                if name.startswith("header.")
+            },
+        )
+        job = job_for_call(self._job(task, inv), record.execution_id, call.args, call.kwargs)
+        runner = self._runner_for(task.artifact.artifact_type)
+        live = self.ledger.adopt(record, stops_work=runner.stops_work)
+        if record.attempt:
+            live.log(f"[attempt {record.attempt} lost with its server; retrying on another]\n")
+        timeout_ms = int(record.metadata.get("timeout_ms", "0") or 0) or self.config.default_timeout_ms
+        live.task = asyncio.create_task(self._run(live, task, job, timeout_ms, max_retries))
+        log.warning("took over execution %s from a dead server", record.execution_id)
+        return True
 
     async def _cancel_elsewhere(self, record: StoredExecution, reason: str) -> CancelResult:
         """Cancel an execution another server runs: ask it by a notice, and wait for the end. Should that

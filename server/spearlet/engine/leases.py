@@ -3,9 +3,10 @@
 Every server renews a lease of :data:`TTL_S` seconds every :data:`RENEW_S` (the database's clock decides
 expiry, so the servers' clocks need not agree). Each execution row names the server that wrote it last
 (its owner). An execution PENDING or RUNNING whose owner holds no live lease was cut off with its server:
-any survivor that finds it marks it FAILED with ``INTERRUPTED``, by compare-and-set on the row's version,
-so two survivors, or a survivor and a late write, never both win. Its waiters on every server are woken by
-the terminal write's notice.
+any survivor that finds it runs it again where its retries allow (its arguments were stored for that, see
+:mod:`.handover`) or else marks it FAILED with ``INTERRUPTED``; either by compare-and-set on the row's
+version, so two survivors, or a survivor and a late write, never both win. Its waiters on every server
+are woken by the terminal write's notice.
 
 A server that could not renew in time (the database was away longer than the TTL) may find its running
 work already ended by another; the store's record is the truth and the late end is written over it (the
@@ -17,10 +18,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from ..store import StoreError
 from ..store.records import StoredExecution
-from ..store.shared import SharedKvStore
+from ..store.shared import Orphan, SharedKvStore
 from . import lifecycle as lc
 
 log = logging.getLogger(__name__)
@@ -35,8 +37,18 @@ _ORPHANS_PER_ROUND = 500
 class LeaseKeeper:
     """Renews this server's lease and ends what dead servers left unfinished, until :meth:`close`."""
 
-    def __init__(self, store: SharedKvStore, *, ttl_s: float = TTL_S, renew_s: float = RENEW_S) -> None:
+    def __init__(
+        self,
+        store: SharedKvStore,
+        *,
+        ttl_s: float = TTL_S,
+        renew_s: float = RENEW_S,
+        adopt: Callable[[Orphan, StoredExecution], Awaitable[bool]] | None = None,
+    ) -> None:
+        """``adopt(orphan, record)``: run an orphan again here where its retries allow; whether it was
+        taken care of (run here, or claimed by another server first)."""
         self._store = store
+        self._adopt = adopt
         self._ttl_s = ttl_s
         self._renew_s = renew_s
         self._task: asyncio.Task[None] | None = None
@@ -66,6 +78,9 @@ class LeaseKeeper:
             won = 0
             for orphan in orphans:
                 record = StoredExecution.decode(orphan.value)
+                if self._adopt is not None and await self._adopt(orphan, record):
+                    won += 1
+                    continue
                 interrupt(record, "its server stopped renewing its lease (it died or lost the database)")
                 if await self._store.put_if_version(orphan.key, record.encode(), orphan.version):
                     won += 1

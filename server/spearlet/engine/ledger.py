@@ -52,6 +52,15 @@ class Ledger:
         self.stats.created(record)
         return live
 
+    def adopt(self, record: StoredExecution, *, stops_work: bool) -> LiveExecution:
+        """Take over a stored execution a dead server left unfinished (claimed in the store by this
+        server), to run it again from :meth:`start`."""
+        live = LiveExecution(record, stream=False, log_limit_bytes=self.log_limit_bytes)
+        live.stops_work = stops_work
+        self.live[record.execution_id] = live
+        self.stats.created(record)
+        return live
+
     def start(self, live: LiveExecution, instance_id: str = "") -> None:
         """An attempt begins (the first, or a retry after a lost worker): RUNNING with the next number."""
         record = live.record
