@@ -112,12 +112,19 @@ async def test_terminal_writes_and_task_changes_reach_the_other_store(
             execution_key("run"): _record("run", fpb.EXECUTION_STATUS_RUNNING).encode(),
             execution_key("x1"): _record("x1", fpb.EXECUTION_STATUS_COMPLETED).encode(),
             execution_key("x2"): _record("x2", fpb.EXECUTION_STATUS_CANCELLED).encode(),
+            execution_key('odd, "id"'): _record('odd, "id"', fpb.EXECUTION_STATUS_TIMEOUT).encode(),
             "task:t9": b"{}",
         }
     )
     await a.delete("task:t8")
-    expected = [Notice(ENDED, "x1"), Notice(ENDED, "x2"), Notice(TASK, "t9"), Notice(TASK, "t8")]
-    await _until(lambda: len(heard_b) >= 4, "b to hear a's notices")
+    expected = [
+        Notice(ENDED, "x1"),
+        Notice(ENDED, "x2"),
+        Notice(ENDED, 'odd, "id"'),
+        Notice(TASK, "t9"),
+        Notice(TASK, "t8"),
+    ]
+    await _until(lambda: len(heard_b) >= 5, "b to hear a's notices")
     assert sorted(heard_b, key=repr) == sorted(expected, key=repr)  # not RUNNING: only ends
     await b.put(execution_key("x3"), _record("x3", fpb.EXECUTION_STATUS_FAILED).encode())
     await _until(lambda: Notice(ENDED, "x3") in heard_a, "a to hear b's end")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -393,9 +394,13 @@ class PostgresStore(SharedKvStore):
         kind, _, keys = rest.partition(" ")
         if kind == _HELLO:
             return
-        for key in keys.split(","):
-            if key:
-                self.notices.publish(Notice(kind, key))
+        try:
+            ids = json.loads(keys)
+        except ValueError:
+            log.warning("postgres store %s: ignored a malformed notice %r", self.url, payload[:200])
+            return
+        for key in ids:
+            self.notices.publish(Notice(kind, str(key)))
 
 
 def _without_password(url: str) -> str:
@@ -429,8 +434,8 @@ def _notices_for_deletes(keys: Iterable[str]) -> list[tuple[str, str]]:
 
 
 def _payloads(origin: str, notices: list[tuple[str, str]]) -> list[str]:
-    """NOTIFY payloads for ``notices``: ids of one kind share one (``origin kind id,id,...``) up to the
-    size NOTIFY allows."""
+    """NOTIFY payloads for ``notices``: ids of one kind share one (``origin kind ["id", ...]``, JSON since
+    an execution id may hold any character) up to the size NOTIFY allows."""
     by_kind: dict[str, list[str]] = {}
     for kind, key in notices:
         by_kind.setdefault(kind, []).append(key)
@@ -438,15 +443,16 @@ def _payloads(origin: str, notices: list[tuple[str, str]]) -> list[str]:
     for kind, keys in by_kind.items():
         head = f"{origin} {kind} "
         part: list[str] = []
-        size = len(head)
+        size = len(head) + 2
         for key in keys:
-            if part and size + len(key) + 1 > _PAYLOAD_LIMIT:
-                payloads.append(head + ",".join(part))
-                part, size = [], len(head)
+            encoded = len(json.dumps(key)) + 1
+            if part and size + encoded > _PAYLOAD_LIMIT:
+                payloads.append(head + json.dumps(part))
+                part, size = [], len(head) + 2
             part.append(key)
-            size += len(key) + 1
+            size += encoded
         if part:
-            payloads.append(head + ",".join(part))
+            payloads.append(head + json.dumps(part))
     return payloads
 
 
