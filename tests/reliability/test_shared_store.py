@@ -102,6 +102,16 @@ async def test_a_task_changed_on_one_server_is_the_new_one_on_the_other(
         return value((await b.invoke(task_id, 3)).result) == 9
 
     await poll(b_runs_the_new_version, what="B to run version 2 after A's notice")
+
+    # Deleting on A a task that runs on B: refused unless forced, and then B's run is cancelled.
+    sleeper = await a.register("workloads:sleep", name="shared-sleeper")
+    running = (await b.invoke(sleeper, 30.0, mode=ASYNC)).execution_id
+    await a.wait_status(running, {RUNNING})
+    await expect_code(
+        a.fn.DeleteTask(fpb.DeleteTaskRequest(task_id=sleeper)), grpc.StatusCode.FAILED_PRECONDITION
+    )
+    await a.fn.DeleteTask(fpb.DeleteTaskRequest(task_id=sleeper, force=True, cleanup_executions=True))
+    assert not (await b.status(running)).found  # cancelled on B, then cleaned up
     await a.fn.DeleteTask(fpb.DeleteTaskRequest(task_id=task_id, force=True))
 
     async def b_forgot_it() -> bool:

@@ -175,14 +175,24 @@ class Engine:
         """Delete a task (cancelling its work when ``force``); return how many records were cleaned up."""
         task = await self.tasks.require(task_id)
         active = [live for live in self.live.values() if live.record.task_id == task_id]
-        if active and not force:
+        shared = self.store if isinstance(self.store, SharedKvStore) else None
+        elsewhere: list[str] = []  # on a shared store: running on other servers
+        if shared is not None:
+            elsewhere = [e for e in await shared.unfinished(task_id) if e not in self.live]
+        if (active or elsewhere) and not force:
+            count = len(active) + len(elsewhere)
             raise FailedPrecondition(
-                f"task {task.name!r} has {len(active)} pending or running executions; delete with force"
+                f"task {task.name!r} has {count} pending or running executions; delete with force"
             )
         for live in active:
             live.request_cancel("task deleted")
+        for execution_id in elsewhere:
+            assert shared is not None
+            await shared.send_notice(CANCEL, execution_id)
         for live in active:
             await self.ledger.settled(live)
+        for execution_id in elsewhere:  # (a dead owner's end comes when its lease expires)
+            await self.until_ended(execution_id)
         cleaned: list[StoredExecution] = []
         if cleanup:
             cleaned = await self.executions.delete_for_task(task_id)

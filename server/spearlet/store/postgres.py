@@ -301,6 +301,14 @@ class PostgresStore(SharedKvStore):
             await conn.execute("DELETE FROM spearlet_leases WHERE expires_at < now() - interval '1 hour'")
         return [Orphan(bytes(key).decode(), bytes(value), version) for key, value, version in rows]
 
+    async def unfinished(self, task_id: str) -> list[str]:
+        async with self._connection(f"find the unfinished executions of task {task_id!r}") as conn:
+            cur = await conn.execute(
+                f"SELECT key FROM kv WHERE task_id = %s AND status IN {_ACTIVE_SQL} ORDER BY key", (task_id,)
+            )
+            rows = await cur.fetchall()
+        return [bytes(key).decode()[len(EXECUTION) :] for (key,) in rows]
+
     async def put_if_version(self, key: str, value: bytes, version: int) -> bool:
         check_key(key)
         row = _row(key, check_value(key, value), self.server_id)

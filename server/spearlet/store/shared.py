@@ -53,6 +53,10 @@ class SharedKvStore(KvStore):
         """Up to ``limit`` PENDING or RUNNING executions whose owner's lease has expired (or never was)."""
 
     @abc.abstractmethod
+    async def unfinished(self, task_id: str) -> list[str]:
+        """The ids of the task's executions PENDING or RUNNING, on any server."""
+
+    @abc.abstractmethod
     async def put_if_version(self, key: str, value: bytes, version: int) -> bool:
         """Replace ``key`` only if it is still at ``version`` (compare-and-set); whether it was."""
 
