@@ -39,7 +39,7 @@ def _free_port() -> int:
 
 
 class PostgresServer:
-    """One cluster: ``start``, ``stop``, ``restart``, ``kill`` (SIGKILL of the postmaster), ``connect``."""
+    """One cluster: ``start``, ``stop``, ``restart``, ``kill`` (a SIGKILL of the postmaster), databases."""
 
     def __init__(self, bin_dir: Path, *, fsync: bool) -> None:
         self.bin = bin_dir

@@ -262,6 +262,10 @@ async def test_database_restart_under_load_servers_reconnect(
         return (await h.fn.GetHealth(fpb.GetHealthRequest())).status == "healthy"
 
     await poll(healthy, timeout=15, what="health to come back")
+    # pg_ctl restart under the same load: calls go on succeeding once it is back.
+    await asyncio.to_thread(own_postgres.restart)
+    before = len(acknowledged)
+    await poll(lambda: some(before + 20), timeout=30, what="calls after pg_ctl restart")
     stop.set()
     await asyncio.gather(*workers)
     assert set(failures) <= {grpc.StatusCode.UNAVAILABLE}, failures
