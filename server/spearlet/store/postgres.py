@@ -83,20 +83,27 @@ _UPDATE_IF_VERSION = """UPDATE kv SET value = %s, version = version + 1, status 
 _DELETE = "DELETE FROM kv WHERE key = %s"
 _NOTIFY = "SELECT pg_notify(%s, %s)"
 _NOTIFY_MANY = "SELECT count(pg_notify(%s, p)) FROM unnest(%s::text[]) AS p"
-#: A whole batch as one statement, so one round trip and its own transaction: the deletes, the upserts
-#: (the rows as arrays, one per column, sent in binary: text arrays would be escaped value by value),
-#: and the notices, which NOTIFY sends only once it commits.
-_WRITE = """WITH deleted AS (DELETE FROM kv WHERE key = ANY(%b::bytea[]) RETURNING 1),
-    written AS (
+# A whole batch is one statement, so one round trip and its own transaction: the upserts (the rows as
+# arrays, one per column, sent in binary: text arrays would be escaped value by value), and the notices,
+# which NOTIFY sends only once it commits.
+_UPSERTED = """written AS (
         INSERT INTO kv (key, value, status, task_id, label, time_ms, owner)
         SELECT * FROM unnest(%b::bytea[], %b::bytea[], %b::int2[], %b::text[], %b::text[], %b::int8[],
                              %b::text[])
         ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = kv.version + 1,
             status = excluded.status, task_id = excluded.task_id, label = excluded.label,
             time_ms = excluded.time_ms, owner = excluded.owner
-        RETURNING 1),
-    notified AS (SELECT pg_notify(%s, p) FROM unnest(%b::text[]) AS p)
-SELECT (SELECT count(*) FROM deleted), (SELECT count(*) FROM written), (SELECT count(*) FROM notified)"""
+        RETURNING 1)"""
+_NOTIFIED = "notified AS (SELECT pg_notify(%s, p) FROM unnest(%b::text[]) AS p)"
+_COUNTED = "SELECT (SELECT count(*) FROM written), (SELECT count(*) FROM notified)"
+#: Puts only (group commit's batches). Prepared: planning it would cost more than running it.
+_WRITE = f"WITH {_UPSERTED},\n{_NOTIFIED}\n{_COUNTED}"
+#: With deletes first. Never prepared: a generic plan of ``key = ANY($1)`` may scan the whole table,
+#: where a custom one probes the index.
+_WRITE_AND_DELETE = (
+    "WITH deleted AS (DELETE FROM kv WHERE key = ANY(%b::bytea[]) RETURNING 1),\n"
+    f"{_UPSERTED},\n{_NOTIFIED}\n{_COUNTED}, (SELECT count(*) FROM deleted)"
+)
 #: The notice a server sends when it joins (not relayed to subscribers).
 _HELLO = "hello"
 
@@ -244,14 +251,13 @@ class PostgresStore(SharedKvStore):
         notices = _notices_for_puts(rows) + _notices_for_deletes(delete_keys)
         what = f"batch of {len(put_items)} puts and {len(delete_keys)} deletes"
         columns = [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * 7
-        params = [
-            [k.encode() for k in delete_keys],
-            *columns,
-            CHANNEL,
-            self._payloads(notices),
-        ]
+        params: list[Any] = [*columns, CHANNEL, self._payloads(notices)]
         async with self._connection(what) as conn:
-            await conn.execute(_WRITE, params)
+            if delete_keys:
+                deleting = [[k.encode() for k in delete_keys], *params]
+                await conn.execute(_WRITE_AND_DELETE, deleting, prepare=False)
+            else:
+                await conn.execute(_WRITE, params)
 
     async def ping(self) -> None:
         if not self._listening.is_set() and not self._closed:
