@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, Iterable
-from typing import Final, Literal, TypeVar
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable, Sequence
+from typing import Any, Final, Literal, TypeVar
 
 from ._handles import ExecutionBase
 from ._status import TERMINAL
@@ -68,3 +68,15 @@ async def wait_for(
             ):
                 break
     return done, pending
+
+
+def canceller(executions: Sequence[ExecutionBase]) -> Callable[[], Coroutine[Any, Any, None]]:
+    """What Ctrl-C during a blocking wait runs: it cancels every execution waited for that has not ended,
+    as an interrupted ``f()`` or ``.result()`` cancels its own."""
+
+    async def cancel_unfinished() -> None:
+        await asyncio.gather(
+            *(e._cancel_on_interrupt() for e in executions if e._last_status not in TERMINAL)
+        )
+
+    return cancel_unfinished

@@ -3,6 +3,7 @@ loop (a notebook's, ``asyncio.run``'s, several threads' at once): each call hops
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -26,6 +27,8 @@ from .models import CallOptions, ExecutionState, Health, Stats, TaskRef
 if TYPE_CHECKING:
     import pandas as pd
 
+    from .alerts import Alert
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 __all__ = ["AsyncClient", "AsyncExecution", "AsyncFunction", "as_completed", "wait"]
@@ -39,16 +42,19 @@ class AsyncFunction(FunctionBase):
         return await self._runtime.hop(self._register())
 
     async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self._bound(args, kwargs)
         return await self._runtime.hop(self._core.invoke(self._target, args, kwargs, self.call_options))
 
     async def submit(self, *args: Any, **kwargs: Any) -> AsyncExecution:
         """Start an execution and return at once; ``await execution`` waits for it."""
+        self._bound(args, kwargs)
         coro = self._core.submit(self._target, args, kwargs, self.call_options)
         execution_id, _ = await self._runtime.hop(coro)
         return AsyncExecution(self._core, self._runtime, execution_id, self.name, self._target)
 
     async def stream(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
         """The values the function yields, as they arrive; leaving the loop early cancels the execution."""
+        self._bound(args, kwargs)
         chunks = self._core.stream(self._target, args, kwargs, self.call_options)
         try:
             while (chunk := await self._runtime.hop(next_chunk(chunks))) is not END:
@@ -58,15 +64,20 @@ class AsyncFunction(FunctionBase):
             with anyio.CancelScope(shield=True):
                 await self._runtime.hop(chunks.aclose())
 
-    async def map(self, *iterables: Iterable[Any], progress: bool = True) -> list[Any]:
+    async def map(
+        self,
+        *iterables: Iterable[Any],
+        progress: bool = True,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[Any]:
         """Like :meth:`Function.map`; the bar is drawn on this loop's thread."""
-        calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
-            (args, {}) for args in zip(*iterables, strict=False)
-        ]
+        calls = self._map_calls(iterables, kwargs)
         # The runtime loop only counts; the bar is drawn on this loop's thread.
         model = ProgressModel(self.name, len(calls))
         shown = self._progress_view(model, progress)
-        work = self._runtime.hop(self._core.map(self._target, calls, self.call_options, model.add))
+        mapping = self._core.map(self._target, calls, self.call_options, model.add, return_exceptions)
+        work = self._runtime.hop(mapping)
         return await await_showing(work, model, shown)
 
 
@@ -164,12 +175,22 @@ class AsyncClient(ClientBase):
     def stream(self, task: TaskLike, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
         return self._handle(task).stream(*args, **kwargs)
 
-    async def map(self, task: TaskLike, *iterables: Iterable[Any], progress: bool = True) -> list[Any]:
-        return await self._handle(task).map(*iterables, progress=progress)
+    async def map(
+        self,
+        task: TaskLike,
+        *iterables: Iterable[Any],
+        progress: bool = True,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[Any]:
+        return await self._handle(task).map(
+            *iterables, progress=progress, return_exceptions=return_exceptions, **kwargs
+        )
 
     async def execution(self, execution_id: str) -> AsyncExecution:
-        execution = AsyncExecution(self._core, self._runtime, execution_id, "")
-        await self._runtime.hop(execution._info())
+        state = await self._runtime.hop(self._core.state(execution_id))
+        execution = AsyncExecution(self._core, self._runtime, execution_id, state.task_name)
+        execution._last_status = state.status
         return execution
 
     async def delete_task(
@@ -185,9 +206,13 @@ class AsyncClient(ClientBase):
         task: TaskLike | None = None,
         status: str | None = None,
         limit: int | None = None,
+        *,
+        last: int | None = None,
+        since: dt.datetime | dt.timedelta | None = None,
     ) -> pd.DataFrame:
         target = None if task is None else self._target(task)
-        return (await self._runtime.hop(self._core.list_executions(target, status, limit))).frame()
+        listing = self._core.list_executions(target, status, limit, last, since)
+        return (await self._runtime.hop(listing)).frame()
 
     async def tasks(self, prefix: str | None = None, limit: int | None = None) -> pd.DataFrame:
         from . import frames
@@ -208,6 +233,13 @@ class AsyncClient(ClientBase):
     async def check(self, timeout: float | None = None) -> Health:
         """One health call that waits up to ``timeout`` seconds for the server to answer."""
         return await self._runtime.hop(self._core.health(timeout=timeout))
+
+    async def alerts(self, rules: Sequence[Alert]) -> pd.DataFrame:
+        """Evaluate alert rules now (see :meth:`Client.alerts`)."""
+        from . import alerts
+
+        active, _ = await self._runtime.hop(alerts.check(self._core, rules, alerts.tracker_for(self)))
+        return alerts.breaches_frame(active)
 
     async def close(self) -> None:
         self._stop_views()

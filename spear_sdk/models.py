@@ -37,8 +37,12 @@ class CallOptions:
     retries: int | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
     environment: Mapping[str, str] = field(default_factory=dict)
+    #: Show what the function prints in the calling cell (``None``: as the client says).
+    forward_output: bool | None = None
 
     def __post_init__(self) -> None:
+        if self.forward_output is not None and not isinstance(self.forward_output, bool):
+            raise ValueError(f"forward_output is True or False, not {self.forward_output!r}")
         if self.timeout is not None and not (isinstance(self.timeout, (int, float)) and self.timeout > 0):
             raise ValueError(f"timeout is a number of seconds above 0, not {self.timeout!r}")
         if self.retries is not None and not (isinstance(self.retries, int) and self.retries >= 0):
@@ -53,10 +57,11 @@ class CallOptions:
 
     def merged(self, **changes: Any) -> CallOptions:
         """These options with ``changes``; metadata and environment are merged key by key."""
-        unknown = set(changes) - {"timeout", "retries", "metadata", "environment"}
+        unknown = set(changes) - {"timeout", "retries", "metadata", "environment", "forward_output"}
         if unknown:
             raise TypeError(
-                f"unknown option {sorted(unknown)[0]!r}; options are timeout, retries, metadata, environment"
+                f"unknown option {sorted(unknown)[0]!r}; options are timeout, retries, metadata, "
+                "environment, forward_output"
             )
         for name in ("metadata", "environment"):
             if changes.get(name) is not None:
@@ -86,17 +91,23 @@ class ExecutionState:
     memory_used_bytes: int = 0
     metrics: dict[str, str] = field(default_factory=dict)
     raw_result: Any = field(default=None, repr=False)
+    #: The task that ran it (when the server says; older servers do not).
+    task_name: str = ""
 
     @classmethod
     def from_result(cls, result: function_pb2.ExecutionResult) -> ExecutionState:
         completed = timestamp(result.completed_at)
+        started = timestamp(result.started_at)
+        duration = None
+        if completed is not None:  # at the resolution measured, not rounded to milliseconds
+            duration = completed - started if started else dt.timedelta(milliseconds=result.execution_time_ms)
         return cls(
             status=status_name(result.status) or "unknown",
             error_code=result.error_code,
             error_message=result.error_message,
-            started_at=timestamp(result.started_at),
+            started_at=started,
             completed_at=completed,
-            duration=dt.timedelta(milliseconds=result.execution_time_ms) if completed else None,
+            duration=duration,
             memory_used_bytes=result.memory_used_bytes,
             metrics=dict(result.metrics),
         )
@@ -121,6 +132,10 @@ class Stats:
         self.timeout = executions.timeout_executions
         self.success_rate = executions.success_rate_percent
         self.average_execution_time = dt.timedelta(milliseconds=executions.average_execution_time_ms)
+        #: Run-time percentiles of the completed executions in ms (0.0 without any).
+        self.p50_latency_ms = executions.p50_execution_time_ms
+        self.p95_latency_ms = executions.p95_execution_time_ms
+        self.p99_latency_ms = executions.p99_execution_time_ms
         self.cpu_percent = service.cpu_usage_percent
         self.memory_percent = service.memory_usage_percent
         self.memory_bytes = service.total_memory_used
@@ -137,12 +152,12 @@ class Stats:
 
     @property
     def by_function(self) -> pd.DataFrame:
-        """Executions per function, most first."""
-        from . import frames
+        """Each function's figures over the window, most executions first: counts, ``success_rate`` (%),
+        run times of the completed executions (``mean``/``p50``/``p95``/``p99``/``max_latency_ms``, NaN
+        without any) and ``mean_memory_bytes``."""
+        from .function_stats import function_frame
 
-        return frames.counts_frame(
-            self.response.execution_stats.executions_by_function, "function", "executions"
-        )
+        return function_frame(self.response.execution_stats)
 
     @property
     def tasks_by_type(self) -> pd.DataFrame:
@@ -185,8 +200,25 @@ class Stats:
             uptime=str(self.uptime),
             cpu=f"{self.cpu_percent:.1f} %",
             memory=_repr.size(self.memory_bytes),
-            functions=_repr.rows(sorted(self.response.execution_stats.executions_by_function.items())),
+            functions=_repr.rows(_function_rows(self.response.execution_stats)),
         )
+
+
+def _function_rows(stats: function_pb2.ExecutionStats) -> list[tuple[str, str]]:
+    if not stats.function_stats:
+        return [(name, str(n)) for name, n in sorted(stats.executions_by_function.items())]
+    return [
+        (
+            f.function,
+            f"{f.executions} ({f.success_rate_percent:.1f} % ok)"
+            + (
+                f", p50 {f.p50_execution_time_ms:.1f} ms, p95 {f.p95_execution_time_ms:.1f} ms"
+                if f.completed
+                else ""
+            ),
+        )
+        for f in stats.function_stats
+    ]
 
 
 class Health:

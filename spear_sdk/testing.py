@@ -11,9 +11,13 @@ tolerances applies; with neither, counts must match exactly and other figures to
 ``(low, high)`` range, inclusive, where ``None`` leaves a side open: ``(None, 250)`` is "at most 250".
 
 Figures: ``total_executions``, ``completed``, ``failed``, ``cancelled``, ``timeout``, ``running``,
-``pending`` (counts), ``success_rate`` (percent of finished executions that completed) and
-``average_latency_ms``; from an executions DataFrame also ``p50_latency_ms``, ``p95_latency_ms`` and
-``max_latency_ms`` (run times of completed executions).
+``pending`` (counts), ``success_rate`` (percent of finished executions that completed),
+``average_latency_ms``, ``p50_latency_ms``, ``p95_latency_ms``, ``p99_latency_ms`` and ``max_latency_ms``
+(run times of completed executions). ``assert_stats(stats, function="score", p95_latency_ms=(None, 250))``
+checks one function's figures (a row of ``stats.by_function``).
+
+Baselines (one run's figures kept in a JSON file, compared with the next run's): see
+:func:`~spear_sdk.baselines.assert_baseline`, re-exported here.
 """
 
 from __future__ import annotations
@@ -26,30 +30,33 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from ._status import STATUS_NAMES, TERMINAL
+from .baselines import assert_baseline
+from .function_stats import has_percentiles
 from .models import Stats
 
 if TYPE_CHECKING:
     from typing import TypeAlias
 
-__all__ = ["Expected", "assert_executions", "assert_stats", "figures"]
+__all__ = ["Expected", "assert_baseline", "assert_executions", "assert_stats", "figures"]
 
 Expected: TypeAlias = "float | tuple[float | None, float | None]"
 
 _COUNTS = ("total_executions", "completed", "failed", "cancelled", "timeout", "running", "pending")
-_FRAME_ONLY = ("p50_latency_ms", "p95_latency_ms", "max_latency_ms")
-_UNITS = {"success_rate": " %"} | {name: " ms" for name in ("average_latency_ms", *_FRAME_ONLY)}
+_PERCENTILES = ("p50_latency_ms", "p95_latency_ms", "p99_latency_ms", "max_latency_ms")
+_UNITS = {"success_rate": " %"} | {name: " ms" for name in ("average_latency_ms", *_PERCENTILES)}
 _DEFAULT_REL = 1e-6
 
 
-def figures(source: Stats | pd.DataFrame) -> dict[str, float | None]:
-    """The figures the assertions compare, from ``client.stats()`` or ``client.executions()``; ``None``
-    where there is nothing to compute one from (no completed execution has a latency)."""
+def figures(source: Stats | pd.DataFrame, function: str | None = None) -> dict[str, float | None]:
+    """The figures the assertions compare, from ``client.stats()`` or ``client.executions()`` (of one
+    ``function`` only if given); ``None`` where there is nothing to compute one from (no completed
+    execution has a latency, or stats have no running/pending count per function)."""
     if isinstance(source, Stats):
-        return {
-            **{name: getattr(source, name) for name in _COUNTS},
-            "success_rate": source.success_rate,
-            "average_latency_ms": source.average_execution_time.total_seconds() * 1000,
-        }
+        return _stats_figures(source, function)
+    if function is not None:
+        if "task_name" not in source.columns:
+            raise ValueError("the frame has no 'task_name' column; pass client.executions()")
+        source = source[source["task_name"] == function]
     if not isinstance(source, pd.DataFrame):
         raise TypeError(f"expected client.stats() or client.executions(), not {type(source).__name__}")
     for column in ("status", "duration"):
@@ -67,7 +74,47 @@ def figures(source: Stats | pd.DataFrame) -> dict[str, float | None]:
         "average_latency_ms": float(latency.mean()) if len(latency) else None,
         "p50_latency_ms": float(ms.quantile(0.5)) if len(latency) else None,
         "p95_latency_ms": float(ms.quantile(0.95)) if len(latency) else None,
+        "p99_latency_ms": float(ms.quantile(0.99)) if len(latency) else None,
         "max_latency_ms": float(latency[-1]) if len(latency) else None,
+    }
+
+
+def _stats_figures(stats: Stats, function: str | None) -> dict[str, float | None]:
+    percentiles = has_percentiles(stats.response.execution_stats)
+    if function is not None and not percentiles:
+        raise TypeError(
+            "the server's stats have no figures by function (it predates them); pass "
+            "client.executions() instead"
+        )
+    table = stats.by_function
+    if function is None:
+        has_latency = stats.completed > 0 and percentiles
+        return {
+            **{name: getattr(stats, name) for name in _COUNTS},
+            "success_rate": stats.success_rate,
+            "average_latency_ms": stats.average_execution_time.total_seconds() * 1000,
+            "p50_latency_ms": stats.p50_latency_ms if has_latency else None,
+            "p95_latency_ms": stats.p95_latency_ms if has_latency else None,
+            "p99_latency_ms": stats.p99_latency_ms if has_latency else None,
+            "max_latency_ms": float(table["max_latency_ms"].max()) if has_latency else None,
+        }
+    rows = table[table["function"] == function]
+    if rows.empty:
+        known = ", ".join(table["function"].astype(str)) or "none"
+        raise ValueError(f"no function {function!r} in these stats; functions: {known}")
+    row = rows.iloc[0]
+
+    def value(column: str) -> float | None:
+        return None if pd.isna(row[column]) else float(row[column])
+
+    return {
+        "total_executions": int(row["executions"]),
+        **{name: int(row[name]) for name in ("completed", "failed", "cancelled", "timeout")},
+        "running": None,
+        "pending": None,
+        "success_rate": value("success_rate") or 0.0,
+        "average_latency_ms": value("mean_latency_ms"),
+        **{name: value(name) for name in _PERCENTILES},
     }
 
 
@@ -85,12 +132,14 @@ def assert_stats(
     average_latency_ms: Expected | None = None,
     p50_latency_ms: Expected | None = None,
     p95_latency_ms: Expected | None = None,
+    p99_latency_ms: Expected | None = None,
     max_latency_ms: Expected | None = None,
+    function: str | None = None,
     rel: float | None = None,
     abs: float | None = None,  # pytest.approx's name
 ) -> None:
-    """Assert figures of ``stats`` (``client.stats()``, or an executions DataFrame for the latency
-    percentiles); every figure given is checked and all failures are reported together."""
+    """Assert figures of ``stats`` (``client.stats()`` or an executions DataFrame), of one ``function``
+    only if given; every figure given is checked and all failures are reported together."""
     expected = {
         name: value
         for name, value in {
@@ -105,15 +154,22 @@ def assert_stats(
             "average_latency_ms": average_latency_ms,
             "p50_latency_ms": p50_latency_ms,
             "p95_latency_ms": p95_latency_ms,
+            "p99_latency_ms": p99_latency_ms,
             "max_latency_ms": max_latency_ms,
         }.items()
         if value is not None
     }
-    if isinstance(stats, Stats) and (asked := [n for n in _FRAME_ONLY if n in expected]):
+    if (
+        isinstance(stats, Stats)
+        and not has_percentiles(stats.response.execution_stats)
+        and (asked := [n for n in _PERCENTILES if n in expected])
+    ):
         raise TypeError(
-            f"{', '.join(asked)}: the server's stats have no percentiles; pass client.executions() instead"
+            f"{', '.join(asked)}: the server's stats have no percentiles (it predates them); "
+            "pass client.executions() instead"
         )
-    _verify("assert_stats", figures(stats), expected, rel, abs)
+    what = "assert_stats" + (f"({function!r})" if function is not None else "")
+    _verify(what, figures(stats, function), expected, rel, abs)
 
 
 def assert_executions(

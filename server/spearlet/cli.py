@@ -1,4 +1,5 @@
-"""``spearlet serve``: run the server until SIGINT or SIGTERM."""
+"""``spearlet serve``: run the server until SIGINT or SIGTERM; ``spearlet report`` and ``spearlet diff``:
+reports and comparisons of runs, read from stores (see :mod:`spearlet.report`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from collections.abc import Sequence
 from . import __version__
 from .app import SpearletServer
 from .config import DEFAULT_STORE, Config
+from .report import commands as report_commands
+from .store import StoreError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-key", help="PEM private key to serve TLS")
     serve.add_argument("--shutdown-grace-s", type=float, help="seconds in-flight work may finish at shutdown")
     serve.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    report_commands.add_parsers(commands)
     return parser
 
 
@@ -90,6 +94,8 @@ async def serve(config: Config) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in report_commands.COMMANDS:
+        return report_commands.run(args)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -98,7 +104,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"spearlet: {exc}", file=sys.stderr)
         return 2
-    asyncio.run(serve(config))
+    try:
+        asyncio.run(serve(config))
+    except StoreError as exc:  # the store cannot be opened: held by another server, unwritable, not SQLite
+        print(f"spearlet: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -18,7 +18,10 @@ from . import convert
 from .engine import lifecycle as lc
 from .engine.core import Engine
 from .engine.logs import log_lines
+from .engine.output import SENT_METRIC
+from .function_stats import active_counts, add_function_stats, window_seconds
 from .health import HealthMonitor, ResourceMeter
+from .importable import check_module
 from .pages import chunk_message, execution_page
 from .rpc import Encoded, check_enum, fitting, page_size, paginate, require, server_stream, unary
 from .stats import ExecutionFigures
@@ -68,7 +71,7 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
             record = await self.engine.accepted(live)
             success, message = True, "accepted"
             estimate = self.engine.stats.estimate_ms(record.task_name, record.function_name)
-        return fpb.InvokeFunctionResponse(
+        response = fpb.InvokeFunctionResponse(
             success=success,
             message=message,
             execution_id=record.execution_id,
@@ -78,6 +81,23 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
             status_endpoint=convert.STATUS_ENDPOINT.format(record.execution_id),
             estimated_completion_ms=estimate,
         )
+        if live.forwarded and record.status in lc.TERMINAL:
+            response.result.metrics[SENT_METRIC] = str(live.forwarded)
+        return response
+
+    @server_stream
+    async def FollowOutput(
+        self, request: fpb.FollowOutputRequest, context: Context
+    ) -> AsyncIterator[fpb.FollowOutputResponse]:
+        require(request.session, "session")
+
+        async def opened() -> None:
+            # The client waits for this before it names the session in an invocation: from here on,
+            # nothing the session's executions print is missed.
+            await context.send_initial_metadata(())
+
+        async for message in self.engine.output.follow(request.session, opened):
+            yield message
 
     @server_stream
     async def StreamFunction(
@@ -181,6 +201,7 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
             result=convert.execution_result(record, include_value=request.include_result),
             logs=logs,
             message=lc.status_name(record.status),
+            task_name=record.task_name,
         )
 
     @unary
@@ -202,6 +223,9 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
     ) -> fpb.RegisterTaskResponse:
         if not request.HasField("artifact_spec"):
             raise InvalidArgument("artifact_spec is required")
+        spec = request.artifact_spec
+        if request.check_import and spec.artifact_type == "python" and ":" in spec.location:
+            check_module(spec.location)
         registration = await self.engine.register_task(
             request.task_name,
             convert.artifact_from_proto(request.artifact_spec),
@@ -268,6 +292,7 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
             status=request.status_filter,
             start_after=request.start_after,
             count=size + 1,
+            newest_first=request.newest_first,
         )
         page, has_more, next_after = paginate(rows, size, lambda row: row[0])
         infos = [info for _, info in page]
@@ -305,8 +330,7 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
 
     @unary
     async def GetStats(self, request: fpb.GetStatsRequest, context: Context) -> fpb.GetStatsResponse:
-        if request.time_range_hours < 0:
-            raise InvalidArgument("time_range_hours must not be negative")
+        window_s = window_seconds(request)
         engine = self.engine
         tasks = await engine.all_tasks()
         pids = engine.worker_pids()
@@ -324,13 +348,22 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
         )
         if not (request.include_task_stats or request.include_execution_stats):
             return response
+        # A window longer than the clock's history means all of it (and keeps id_floor finite).
+        since_time = max(0.0, time.time() - window_s) if window_s else 0.0
+        if request.only_function_stats:
+            active = active_counts((live.record for live in engine.live.values()), since_time)
+            add_function_stats(response.execution_stats, None, engine.stats.latencies, since_time, active)
+            return response
         figures = current.figures
-        if request.time_range_hours > 0:
-            figures = await engine.figures_since(time.time() - request.time_range_hours * 3600)
+        if since_time:
+            figures = await engine.figures_since(since_time)
         if request.include_task_stats:
             response.task_stats.CopyFrom(_task_stats(tasks, figures, current.active_tasks))
         if request.include_execution_stats:
             response.execution_stats.CopyFrom(_execution_stats(figures))
+            add_function_stats(
+                response.execution_stats, figures.by_function, engine.stats.latencies, since_time
+            )
         return response
 
 

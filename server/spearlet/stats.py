@@ -7,14 +7,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .engine.lifecycle import COMPLETED, TERMINAL
+from .latency import FunctionLatencies, function_label
 from .store.records import StoredExecution
 
+__all__ = ["ExecutionFigures", "StatsTracker", "TaskFigures", "function_label"]
+
 _RECENT_RUNS = 20
-
-
-def function_label(task_name: str, function_name: str) -> str:
-    """How a function is named in figures: the task, or ``task:function`` for a named entry point."""
-    return f"{task_name}:{function_name}" if function_name and function_name != task_name else task_name
 
 
 @dataclass
@@ -89,26 +87,33 @@ class ExecutionFigures:
 
 
 class StatsTracker:
-    """All-time figures plus each function's recent run times (for ``estimated_completion_ms``)."""
+    """All-time figures, each function's finished executions (for percentiles over a window) and its recent
+    run times (for ``estimated_completion_ms``)."""
 
     def __init__(self) -> None:
         self.figures = ExecutionFigures()
+        self.latencies = FunctionLatencies()
         self._recent: dict[str, deque[int]] = {}
 
     def rebuild(self, records: Iterable[StoredExecution]) -> None:
+        records = list(records)
         self.figures = ExecutionFigures.of(records)
+        self.latencies = FunctionLatencies.of(records)
 
     def created(self, record: StoredExecution) -> None:
         self.figures.add(record)
 
     def transitioned(self, old_status: int, record: StoredExecution) -> None:
         self.figures.transition(old_status, record)
+        if old_status not in TERMINAL:
+            self.latencies.finished(record)
         if record.status == COMPLETED:
             label = function_label(record.task_name, record.function_name)
             self._recent.setdefault(label, deque(maxlen=_RECENT_RUNS)).append(record.execution_time_ms)
 
     def deleted(self, record: StoredExecution) -> None:
         self.figures.remove(record)
+        self.latencies.deleted(record)
 
     def estimate_ms(self, task_name: str, function_name: str) -> int:
         runs = self._recent.get(function_label(task_name, function_name))

@@ -9,14 +9,17 @@ each execution once, when it is first seen finished.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from .._core import PAGE_LIMIT, Core
 from .._status import TERMINAL, status_name
+from ..models import Stats
 from ..wire import function_pb2
 
 #: The newest executions the panel lists.
@@ -64,6 +67,10 @@ class PanelState:
     p95: tuple[float, ...] = ()
     functions: tuple[FunctionRate, ...] = ()
     recent: tuple[Row, ...] = ()
+    #: Breaches of the panel's alert rules (``spear_sdk.alerts.Breach``), when it has rules.
+    alerts: tuple[Any, ...] | None = None
+    #: p50, p95 and p99 run time in ms of each function's completed executions, from the server's stats.
+    latency: dict[str, tuple[float, float, float]] = field(default_factory=dict)
 
     @property
     def counters(self) -> dict[str, int]:
@@ -100,7 +107,7 @@ class ExecutionFeed:
         """The executions that finished since the last read (in creation order); updates ``recent``."""
         start_after = self._settled
         newly: list[Row] = []
-        seen: list[Row] = []
+        seen: list[Row] = []  # rows read this refresh
         settled = True
         while len(seen) < self._rows_per_refresh:
             limit = min(PAGE_LIMIT, self._rows_per_refresh - len(seen))
@@ -120,8 +127,18 @@ class ExecutionFeed:
             if not page.has_more:
                 break
             start_after = page.next_start_after
-        self._remember(seen)
+        await self._read_newest(core, seen)
         return newly
+
+    async def _read_newest(self, core: Core, seen: Sequence[Row]) -> None:
+        """The newest rows, read newest first: on a long history the counting above is still far behind
+        (``seen``, the rows it read, stand in on a server that cannot list newest first)."""
+        page = await core.executions_page(limit=RECENT, newest_first=True)
+        rows = [row(info) for info in page.executions]
+        if rows and any(a.execution_id < b.execution_id for a, b in itertools.pairwise(rows)):
+            self._remember(seen)
+            return
+        self._recent = {r.execution_id: r for r in rows}
 
     def _remember(self, rows: Sequence[Row]) -> None:
         self._recent.update((r.execution_id, r) for r in rows)
@@ -185,7 +202,16 @@ class Monitor:
                 for name, (completed, total) in sorted(self._by_function.items())
             ),
             recent=self.feed.recent,
+            latency=percentiles(stats),
         )
+
+
+def percentiles(stats: Stats) -> dict[str, tuple[float, float, float]]:
+    return {
+        f.function: (f.p50_execution_time_ms, f.p95_execution_time_ms, f.p99_execution_time_ms)
+        for f in stats.response.execution_stats.function_stats
+        if f.completed
+    }
 
 
 def quantile(ordered: Sequence[float], q: float) -> float:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from .. import _repr
 from .._status import STATUS_COLOURS
+from .alert_section import alert_section
 from .monitor import PanelState, Row
 
 HEALTH_COLOURS = {"healthy": "#2ca02c", "degraded": "#ff7f0e", "unhealthy": "#d62728"}
@@ -19,7 +20,8 @@ PANEL_SECTIONS = ("header", "counters", "charts", "functions", "recent")
 
 def panel_sections(state: PanelState, note: str = "") -> dict[str, str]:
     return {
-        "header": header(state.health, state.message, note),
+        # The alerts (when the panel has rules) go with the header, at the top, in the same widget.
+        "header": header(state.health, state.message, note) + alert_section(state.alerts),
         "counters": _repr.render("panel_counters.html", **state.counters),
         "charts": charts(state),
         "functions": functions(state),
@@ -79,10 +81,18 @@ def functions(state: PanelState) -> str:
             percent=f"{100 * f.rate:.0f}",
             rate=f"{100 * f.rate:.1f} %",
             finished=f.finished,
+            latency=_latency(state.latency.get(f.name)),
         )
         for f in state.functions
     )
     return _repr.render("panel_functions.html", rows=_repr.Safe(rows))
+
+
+def _latency(percentiles: tuple[float, float, float] | None) -> str:
+    if percentiles is None:
+        return ""
+    p50, p95, p99 = percentiles
+    return f"p50 {p50:.1f} / p95 {p95:.1f} / p99 {p99:.1f} ms"
 
 
 def recent(rows: Sequence[Row]) -> str:

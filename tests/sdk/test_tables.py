@@ -9,7 +9,7 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
 import spear_sdk
-from spear_sdk import frames
+from spear_sdk import frames, function_stats
 
 
 def assert_schema(frame: pd.DataFrame, schema: frames.Schema) -> None:
@@ -29,7 +29,7 @@ def test_every_table_has_its_published_schema(client: spear_sdk.Client) -> None:
     assert_schema(client.objects(), frames.OBJECT_SCHEMA)
     stats = client.stats()
     assert_schema(stats.to_frame(), frames.STATS_SCHEMA)
-    assert list(stats.by_function.columns) == ["function", "executions"]
+    assert_schema(stats.by_function, function_stats.FUNCTION_COLUMNS)
     assert stats.tasks_by_type.set_index("artifact_type")["tasks"]["pickle"] >= 2
 
     mine = client.executions(task=fail)

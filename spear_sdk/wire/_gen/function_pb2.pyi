@@ -229,16 +229,18 @@ class GetExecutionStatusRequest(_message.Message):
     def __init__(self, execution_id: _Optional[str] = ..., include_result: _Optional[bool] = ..., include_logs: _Optional[bool] = ...) -> None: ...
 
 class GetExecutionStatusResponse(_message.Message):
-    __slots__ = ("found", "result", "logs", "message")
+    __slots__ = ("found", "result", "logs", "message", "task_name")
     FOUND_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     LOGS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    TASK_NAME_FIELD_NUMBER: _ClassVar[int]
     found: bool
     result: ExecutionResult
     logs: _containers.RepeatedScalarFieldContainer[str]
     message: str
-    def __init__(self, found: _Optional[bool] = ..., result: _Optional[_Union[ExecutionResult, _Mapping]] = ..., logs: _Optional[_Iterable[str]] = ..., message: _Optional[str] = ...) -> None: ...
+    task_name: str
+    def __init__(self, found: _Optional[bool] = ..., result: _Optional[_Union[ExecutionResult, _Mapping]] = ..., logs: _Optional[_Iterable[str]] = ..., message: _Optional[str] = ..., task_name: _Optional[str] = ...) -> None: ...
 
 class CancelExecutionRequest(_message.Message):
     __slots__ = ("execution_id", "reason", "force")
@@ -381,16 +383,18 @@ class DeleteTaskResponse(_message.Message):
     def __init__(self, success: _Optional[bool] = ..., message: _Optional[str] = ..., deleted: _Optional[bool] = ..., cleaned_executions: _Optional[int] = ...) -> None: ...
 
 class ListExecutionsRequest(_message.Message):
-    __slots__ = ("task_id", "limit", "start_after", "status_filter")
+    __slots__ = ("task_id", "limit", "start_after", "status_filter", "newest_first")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     START_AFTER_FIELD_NUMBER: _ClassVar[int]
     STATUS_FILTER_FIELD_NUMBER: _ClassVar[int]
+    NEWEST_FIRST_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     limit: int
     start_after: str
     status_filter: ExecutionStatus
-    def __init__(self, task_id: _Optional[str] = ..., limit: _Optional[int] = ..., start_after: _Optional[str] = ..., status_filter: _Optional[_Union[ExecutionStatus, str]] = ...) -> None: ...
+    newest_first: bool
+    def __init__(self, task_id: _Optional[str] = ..., limit: _Optional[int] = ..., start_after: _Optional[str] = ..., status_filter: _Optional[_Union[ExecutionStatus, str]] = ..., newest_first: _Optional[bool] = ...) -> None: ...
 
 class ListExecutionsResponse(_message.Message):
     __slots__ = ("executions", "has_more", "next_start_after")
@@ -495,14 +499,18 @@ class HealthDetails(_message.Message):
     def __init__(self, active_tasks: _Optional[int] = ..., running_executions: _Optional[int] = ..., pending_executions: _Optional[int] = ..., total_memory_used: _Optional[int] = ..., total_executions: _Optional[int] = ..., system_info: _Optional[_Mapping[str, str]] = ..., task_count: _Optional[int] = ..., object_count: _Optional[int] = ..., total_object_size: _Optional[int] = ...) -> None: ...
 
 class GetStatsRequest(_message.Message):
-    __slots__ = ("include_task_stats", "include_execution_stats", "time_range_hours")
+    __slots__ = ("include_task_stats", "include_execution_stats", "time_range_hours", "time_range_seconds", "only_function_stats")
     INCLUDE_TASK_STATS_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_EXECUTION_STATS_FIELD_NUMBER: _ClassVar[int]
     TIME_RANGE_HOURS_FIELD_NUMBER: _ClassVar[int]
+    TIME_RANGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ONLY_FUNCTION_STATS_FIELD_NUMBER: _ClassVar[int]
     include_task_stats: bool
     include_execution_stats: bool
     time_range_hours: int
-    def __init__(self, include_task_stats: _Optional[bool] = ..., include_execution_stats: _Optional[bool] = ..., time_range_hours: _Optional[int] = ...) -> None: ...
+    time_range_seconds: float
+    only_function_stats: bool
+    def __init__(self, include_task_stats: _Optional[bool] = ..., include_execution_stats: _Optional[bool] = ..., time_range_hours: _Optional[int] = ..., time_range_seconds: _Optional[float] = ..., only_function_stats: _Optional[bool] = ...) -> None: ...
 
 class GetStatsResponse(_message.Message):
     __slots__ = ("service_stats", "task_stats", "execution_stats")
@@ -550,7 +558,7 @@ class TaskStats(_message.Message):
     def __init__(self, active_tasks: _Optional[int] = ..., idle_tasks: _Optional[int] = ..., tasks_by_type: _Optional[_Mapping[str, int]] = ..., most_active_tasks: _Optional[_Iterable[_Union[TaskInfo, _Mapping]]] = ...) -> None: ...
 
 class ExecutionStats(_message.Message):
-    __slots__ = ("running_executions", "pending_executions", "completed_executions", "failed_executions", "average_execution_time_ms", "success_rate_percent", "executions_by_function", "cancelled_executions", "timeout_executions")
+    __slots__ = ("running_executions", "pending_executions", "completed_executions", "failed_executions", "average_execution_time_ms", "success_rate_percent", "executions_by_function", "cancelled_executions", "timeout_executions", "function_stats", "p50_execution_time_ms", "p95_execution_time_ms", "p99_execution_time_ms")
     class ExecutionsByFunctionEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -567,6 +575,10 @@ class ExecutionStats(_message.Message):
     EXECUTIONS_BY_FUNCTION_FIELD_NUMBER: _ClassVar[int]
     CANCELLED_EXECUTIONS_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_EXECUTIONS_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_STATS_FIELD_NUMBER: _ClassVar[int]
+    P50_EXECUTION_TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    P95_EXECUTION_TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    P99_EXECUTION_TIME_MS_FIELD_NUMBER: _ClassVar[int]
     running_executions: int
     pending_executions: int
     completed_executions: int
@@ -576,10 +588,44 @@ class ExecutionStats(_message.Message):
     executions_by_function: _containers.ScalarMap[str, int]
     cancelled_executions: int
     timeout_executions: int
-    def __init__(self, running_executions: _Optional[int] = ..., pending_executions: _Optional[int] = ..., completed_executions: _Optional[int] = ..., failed_executions: _Optional[int] = ..., average_execution_time_ms: _Optional[float] = ..., success_rate_percent: _Optional[float] = ..., executions_by_function: _Optional[_Mapping[str, int]] = ..., cancelled_executions: _Optional[int] = ..., timeout_executions: _Optional[int] = ...) -> None: ...
+    function_stats: _containers.RepeatedCompositeFieldContainer[FunctionStats]
+    p50_execution_time_ms: float
+    p95_execution_time_ms: float
+    p99_execution_time_ms: float
+    def __init__(self, running_executions: _Optional[int] = ..., pending_executions: _Optional[int] = ..., completed_executions: _Optional[int] = ..., failed_executions: _Optional[int] = ..., average_execution_time_ms: _Optional[float] = ..., success_rate_percent: _Optional[float] = ..., executions_by_function: _Optional[_Mapping[str, int]] = ..., cancelled_executions: _Optional[int] = ..., timeout_executions: _Optional[int] = ..., function_stats: _Optional[_Iterable[_Union[FunctionStats, _Mapping]]] = ..., p50_execution_time_ms: _Optional[float] = ..., p95_execution_time_ms: _Optional[float] = ..., p99_execution_time_ms: _Optional[float] = ...) -> None: ...
+
+class FunctionStats(_message.Message):
+    __slots__ = ("function", "executions", "completed", "failed", "cancelled", "timeout", "success_rate_percent", "average_execution_time_ms", "p50_execution_time_ms", "p95_execution_time_ms", "p99_execution_time_ms", "max_execution_time_ms", "average_memory_bytes")
+    FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    EXECUTIONS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_RATE_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    AVERAGE_EXECUTION_TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    P50_EXECUTION_TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    P95_EXECUTION_TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    P99_EXECUTION_TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    MAX_EXECUTION_TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    AVERAGE_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    function: str
+    executions: int
+    completed: int
+    failed: int
+    cancelled: int
+    timeout: int
+    success_rate_percent: float
+    average_execution_time_ms: float
+    p50_execution_time_ms: float
+    p95_execution_time_ms: float
+    p99_execution_time_ms: float
+    max_execution_time_ms: float
+    average_memory_bytes: float
+    def __init__(self, function: _Optional[str] = ..., executions: _Optional[int] = ..., completed: _Optional[int] = ..., failed: _Optional[int] = ..., cancelled: _Optional[int] = ..., timeout: _Optional[int] = ..., success_rate_percent: _Optional[float] = ..., average_execution_time_ms: _Optional[float] = ..., p50_execution_time_ms: _Optional[float] = ..., p95_execution_time_ms: _Optional[float] = ..., p99_execution_time_ms: _Optional[float] = ..., max_execution_time_ms: _Optional[float] = ..., average_memory_bytes: _Optional[float] = ...) -> None: ...
 
 class RegisterTaskRequest(_message.Message):
-    __slots__ = ("task_name", "task_description", "artifact_spec", "metadata")
+    __slots__ = ("task_name", "task_description", "artifact_spec", "metadata", "check_import")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -591,11 +637,13 @@ class RegisterTaskRequest(_message.Message):
     TASK_DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_SPEC_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    CHECK_IMPORT_FIELD_NUMBER: _ClassVar[int]
     task_name: str
     task_description: str
     artifact_spec: ArtifactSpec
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, task_name: _Optional[str] = ..., task_description: _Optional[str] = ..., artifact_spec: _Optional[_Union[ArtifactSpec, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    check_import: bool
+    def __init__(self, task_name: _Optional[str] = ..., task_description: _Optional[str] = ..., artifact_spec: _Optional[_Union[ArtifactSpec, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., check_import: _Optional[bool] = ...) -> None: ...
 
 class RegisterTaskResponse(_message.Message):
     __slots__ = ("success", "message", "task", "created", "updated")
@@ -640,3 +688,25 @@ class InvokeBatchResponse(_message.Message):
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[BatchCallResult]
     def __init__(self, results: _Optional[_Iterable[_Union[BatchCallResult, _Mapping]]] = ...) -> None: ...
+
+class FollowOutputRequest(_message.Message):
+    __slots__ = ("session",)
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    def __init__(self, session: _Optional[str] = ...) -> None: ...
+
+class OutputText(_message.Message):
+    __slots__ = ("execution_id", "task_name", "text")
+    EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_NAME_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    execution_id: str
+    task_name: str
+    text: str
+    def __init__(self, execution_id: _Optional[str] = ..., task_name: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
+
+class FollowOutputResponse(_message.Message):
+    __slots__ = ("texts",)
+    TEXTS_FIELD_NUMBER: _ClassVar[int]
+    texts: _containers.RepeatedCompositeFieldContainer[OutputText]
+    def __init__(self, texts: _Optional[_Iterable[_Union[OutputText, _Mapping]]] = ...) -> None: ...
