@@ -6,9 +6,9 @@ import dataclasses
 from dataclasses import dataclass
 
 #: Metric groups ``--only`` selects from: P1-P9 and R5 of docs/performance.md (R5: how soon a time limit or
-#: a cancel stops the work), server memory, the lab's idle footprint, the Dask reference figures, and large
-#: values (BIG).
-GROUPS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "R5", "MEM", "IDLE", "DASK", "BIG")
+#: a cancel stops the work), server memory, the lab's idle footprint, the Dask reference figures, large
+#: values (BIG), and the PostgreSQL store against SQLite (PG).
+GROUPS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "R5", "MEM", "IDLE", "DASK", "BIG", "PG")
 
 
 @dataclass(frozen=True)

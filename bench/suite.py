@@ -113,6 +113,8 @@ class Suite:
                 self._phase("stops", lambda: self._stops(spear))
             if self.wants("BIG"):
                 self._phase("big", self._big)
+            if self.wants("PG"):
+                self._phase("postgres", self._postgres)
         finally:
             if spear is not None:
                 self.loop.run(spear.close())
@@ -414,6 +416,54 @@ class Suite:
                 self.samples.add(f"big.{kind}_ref_extra_ms", figures["ref_ms"] - figures["plain_ms"])
 
     # -- figures ---------------------------------------------------------------------------------------
+
+    def _postgres(self) -> None:
+        """The same server on PostgreSQL and on SQLite, rounds alternating: map throughput, sync invoke.
+
+        The database runs with fsync off, as SQLite's WAL at ``synchronous=NORMAL`` does not sync each
+        commit either: the figures compare the spearlet's two write paths, not two disks."""
+        from .postgres import PostgresServer, bin_dir, unavailable
+
+        why = unavailable()
+        if why is not None:
+            self.notes["postgres"] = f"postgres: {why}"
+            return
+        s, loop = self.sizes, self.loop
+        found = bin_dir()
+        assert found is not None
+        cluster = PostgresServer(found, fsync=False)
+        servers: list[Server] = []
+        spears: list[Spear] = []
+        sdks: list[Sdk] = []
+        try:
+            cluster.start()
+            for store in (f"sqlite:///{self.workdir / 'pg-baseline.db'}", cluster.new_database()):
+                servers.append(spearlet_server(self.workdir, store))
+                spears.append(Spear(servers[-1].address))
+                loop.run(spears[-1].setup())
+                sdks.append(Sdk(servers[-1].address))
+            (sq_spear, pg_spear), (sq_sdk, pg_sdk) = spears, sdks
+            alternate(
+                s.map_rounds,
+                [
+                    ("pg.sqlite_map_per_s", lambda: sq_sdk.map_rate(s.map_calls)),
+                    ("pg.map_per_s", lambda: pg_sdk.map_rate(s.map_calls)),
+                    (
+                        "pg.sqlite_invoke_latency_ms",
+                        loop.step(lambda: sq_spear.invoke_samples(s.latency_calls)),
+                    ),
+                    ("pg.invoke_latency_ms", loop.step(lambda: pg_spear.invoke_samples(s.latency_calls))),
+                ],
+                self.samples,
+            )
+        finally:
+            for sdk in sdks:
+                sdk.close()
+            for spear in spears:
+                loop.run(spear.close())
+            for server in servers:
+                server.stop()
+            cluster.destroy()
 
     def _summarize(self) -> None:
         """Latencies: p50 (and p99) of every sample of every round; rates and times: the median round."""

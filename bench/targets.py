@@ -218,6 +218,24 @@ TARGETS: tuple[Target, ...] = (
         on="value",
         system="ray",
     ),
+    Target(
+        "PG",
+        "PG map calls/s on PostgreSQL / on SQLite",
+        "pg.map_per_s",
+        "pg.sqlite_map_per_s",
+        "/s",
+        ">=",
+        0.7,
+    ),
+    Target(
+        "PG",
+        "PG sync invoke p50 on PostgreSQL / on SQLite",
+        "pg.invoke_p50_ms",
+        "pg.sqlite_invoke_p50_ms",
+        "ms",
+        "<=",
+        1.3,
+    ),
     # Reference rows: no target, the figures side by side.
     Target(
         "BIG",

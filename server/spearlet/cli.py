@@ -29,7 +29,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port; 0 picks a free one (default 50051)")
-    serve.add_argument("--store", help=f"store URL: memory:// or sqlite:///path (default {DEFAULT_STORE})")
+    serve.add_argument(
+        "--store",
+        help="store URL: memory://, sqlite:///path or postgresql://user@host:port/db "
+        f"(default {DEFAULT_STORE})",
+    )
     serve.add_argument(
         "--executor",
         choices=EXECUTORS,

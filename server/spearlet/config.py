@@ -54,6 +54,8 @@ class Config:
     tls_key: str | None = None
     #: Seconds that shutdown waits for in-flight work before cancelling it.
     shutdown_grace_s: float = 5.0
+    #: On a shared store: seconds a server's lease lasts unrenewed before others end its unfinished work.
+    lease_ttl_s: float = 10.0
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -79,6 +81,8 @@ class Config:
                 raise ValueError(f"{name} must not be negative, not {getattr(self, name)}")
         if self.port > MAX_PORT:
             raise ValueError(f"port must be 0 (any free port) to {MAX_PORT}, not {self.port}")
+        if self.lease_ttl_s <= 0:
+            raise ValueError("lease_ttl_s must be positive")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError("TLS needs both a certificate and a key")
 
