@@ -349,6 +349,22 @@ async def test_threads_capture_output_per_thread() -> None:
         await executor.close()
 
 
+async def test_overlapping_threads_leave_the_environment_as_it_was() -> None:
+    """The second job starts while the first runs and ends after it: the variable both set is gone at the
+    end, not put back to the first job's value by the second."""
+    name = "SPEAR_EXECUTOR_OVERLAP_VAR"
+    executor = ThreadExecutor(2)
+    await executor.start()
+    try:
+        first = asyncio.ensure_future(run(executor, job(python("sleep"), 0.3, job_environment={name: "a"})))
+        await eventually(lambda: os.environ.get(name) == "a")
+        second = await run(executor, job(python("sleep"), 0.6, job_environment={name: "b"}))
+        assert result((await first)[0]) == 0.3 and result(second[0]) == 0.6
+        assert name not in os.environ
+    finally:
+        await executor.close()
+
+
 async def test_cancelled_thread_is_abandoned_and_its_output_dropped() -> None:
     workloads.gate.clear()
     executor = ThreadExecutor(1)
