@@ -24,7 +24,7 @@ from spear_sdk import errors
         ({"tls_cert": "/no/such/cert.pem", "tls_key": "/no/such/key.pem"}, ValueError, r"tls_cert '/no/such"),
         ({"port": 99999}, ValueError, r"port must be 0 \(any free port\) to 65535, not 99999"),
         ({"port": "abc"}, TypeError, r"port must be int, not str 'abc'"),
-        ({"max_concurrent": "4"}, TypeError, r"max_concurrent must be int, not str '4'"),
+        ({"max_concurrent": "4"}, TypeError, r"max_concurrent must be int or None, not str '4'"),
         ({"shutdown_grace_s": "1"}, TypeError, r"shutdown_grace_s must be int or float, not str '1'"),
     ],
 )
