@@ -23,6 +23,7 @@ from ..stats import StatsTracker
 from ..store.records import StoredExecution
 from . import lifecycle as lc
 from .executions import ExecutionStore
+from .completions import CompletionHub
 from .executors.base import COMPLETED, Outcome
 from .live import LiveExecution
 
@@ -36,6 +37,8 @@ class Ledger:
         self.log_limit_bytes = log_limit_bytes
         #: Executions admitted whose terminal record is not stored yet, by id.
         self.live: dict[str, LiveExecution] = {}
+        #: Told of every execution that settles (WatchExecutions streams subscribe there).
+        self.completions = CompletionHub()
 
     # -- the four steps ---------------------------------------------------------------------------------
 
@@ -117,6 +120,13 @@ class Ledger:
             self.executions.hurry()
         await live.done.wait()
 
+    def watched(self, live: LiveExecution) -> None:
+        """A client awaits this execution's end through a watch: store its end at once, like a SYNC
+        caller's, so that the notice goes out as soon as it ends."""
+        live.waited = True
+        if live.record.status in lc.TERMINAL:
+            self.executions.hurry()
+
     # -- before and after ------------------------------------------------------------------------------
 
     async def recover(self) -> None:
@@ -158,6 +168,7 @@ class Ledger:
         live.record.error_message = f"{type(exc).__name__}: {exc}"
         self.live.pop(live.execution_id, None)
         live.finish()
+        self.completions.publish(live.record, exc)
 
     # -- internals --------------------------------------------------------------------------------------
 
@@ -179,6 +190,7 @@ class Ledger:
         live.store_error = error
         self.live.pop(live.execution_id, None)
         live.finish()
+        self.completions.publish(live.record, error)
 
 
 def elapsed_ms(started: float | None, ended: float) -> int:
