@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any
 from google.protobuf import any_pb2
 
 from . import _provenance
+from ._completions import Completions, Watched
 from ._connection import Connection
+from ._submits import Submission, Submitter
 from ._status import TERMINAL, status_code, status_name
 from .models import CallOptions, ExecutionState, Health, Stats, TaskRef
 from .wire import codec, function_pb2, object_pb2
@@ -82,10 +84,13 @@ class Core:
     loop (``Runtime.run`` / ``Runtime.hop`` put it there), never on a caller's loop.
     """
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, loop: asyncio.AbstractEventLoop) -> None:
         self.connection = connection
         self._refs: dict[str, TaskRef] = {}  # task name -> the newest registration seen
         self._registering: dict[tuple[str, str], asyncio.Future[TaskRef]] = {}
+        #: The ends this client awaits, pushed by the server.
+        self.completions = Completions(connection)
+        self._submitter = Submitter(loop, lambda: self.connection.functions, connection.call)
 
     @property
     def _functions(self) -> Any:
@@ -189,12 +194,25 @@ class Core:
             raise
         return await self._outcome(response.execution_id, response.result, target)
 
-    async def submit(
+    def submit(
         self, target: Target, args: Sequence[object], kwargs: Mapping[str, object], options: CallOptions
-    ) -> tuple[str, TaskRef]:
-        request = await self._request(target, args, kwargs, options, function_pb2.EXECUTION_MODE_ASYNC)
-        response = await self.connection.call(self._functions.InvokeFunction, request)
-        return response.execution_id, await self.resolve(target)
+    ) -> Submission:
+        """Queue an ASYNC invocation from any thread, without waiting for the server (see ``_submits``):
+        the arguments are encoded here, the request is built and sent on the loop."""
+        try:
+            parameters = _parameters(args, kwargs)
+        except Exception as exc:  # arguments that cannot be sent: the execution's error, like the server's
+            return Submission.failed(exc)
+        cell = _provenance.current_cell()
+
+        async def build(parameters: list[function_pb2.FunctionParameter]) -> function_pb2.InvokeFunctionRequest:
+            try:
+                return await self._build(target, parameters, options, function_pb2.EXECUTION_MODE_ASYNC, cell)
+            except NotFound:
+                self._forget(target)
+                raise
+
+        return self._submitter.submit(build, parameters)
 
     async def stream(
         self, target: Target, args: Sequence[object], kwargs: Mapping[str, object], options: CallOptions
@@ -293,8 +311,17 @@ class Core:
         options: CallOptions,
         mode: int,
     ) -> function_pb2.InvokeFunctionRequest:
+        return await self._build(target, _parameters(args, kwargs), options, mode, _provenance.current_cell())
+
+    async def _build(
+        self,
+        target: Target,
+        parameters: list[function_pb2.FunctionParameter],
+        options: CallOptions,
+        mode: int,
+        cell: int | None,
+    ) -> function_pb2.InvokeFunctionRequest:
         ref = await self.resolve(target)
-        parameters = _parameters(args, kwargs)
         context = function_pb2.ExecutionContext(
             environment=dict(options.environment),
             headers={"accept": PYTHON_ACCEPT},
@@ -302,7 +329,6 @@ class Core:
             max_retries=options.retries or 0,
         )
         metadata = dict(options.metadata)
-        cell = _provenance.current_cell()
         if cell is not None:
             metadata.setdefault(_provenance.CELL_KEY, str(cell))
         return function_pb2.InvokeFunctionRequest(
@@ -351,7 +377,39 @@ class Core:
         return ExecutionState.from_result((await self.status(execution_id)).result)
 
     async def wait(self, execution_id: str, timeout: float | None = None) -> ExecutionState:
-        """Poll until the execution is terminal; ``TimeoutError`` after ``timeout`` seconds."""
+        """The terminal state, as the server pushes it; ``TimeoutError`` after ``timeout`` seconds."""
+        watched = self.completions.watch(execution_id)
+        if watched is not None:
+            try:
+                result = await asyncio.wait_for(asyncio.shield(watched.ended), timeout)
+            except TimeoutError:
+                raise TimeoutError(f"execution {execution_id} is still running after {timeout} s") from None
+            except Unimplemented:  # the server cannot push: poll
+                return await self._poll(execution_id, timeout)
+            state = ExecutionState.from_result(result)
+            state.raw_result = result
+            return state
+        return await self._poll(execution_id, timeout)
+
+    async def ended(self, execution_id: str) -> bool:
+        """Whether the execution has ended, as far as the server has said (one round trip the first time
+        an id is asked about, none after)."""
+        watched = self.completions.watch(execution_id)
+        if watched is None:
+            return (await self.state(execution_id)).status in TERMINAL
+        await asyncio.shield(watched.answered)
+        if watched.ended.done() and isinstance(watched.ended.exception(), Unimplemented):
+            return (await self.state(execution_id)).status in TERMINAL
+        if watched.ended.done() and watched.ended.exception() is not None:
+            raise watched.ended.exception()  # type: ignore[misc]
+        return watched.ended.done()
+
+    def watch_many(self, execution_ids: Iterable[str]) -> list[Watched] | None:
+        """Await these executions' ends through the pushed stream; None when the server cannot push."""
+        return self.completions.watch_many(execution_ids)
+
+    async def _poll(self, execution_id: str, timeout: float | None) -> ExecutionState:
+        """Ask until the execution is terminal (a server without WatchExecutions)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = _POLL_FIRST_S
         while True:

@@ -23,6 +23,7 @@ from ._connection import Connection, TlsOption
 from ._core import Core, PickledFunction, Target
 from ._progress import NoView, ProgressModel, ProgressView
 from ._runtime import Runtime, get_runtime
+from ._submits import Submission
 from ._status import TERMINAL
 from .models import CallOptions, ExecutionState, TaskRef
 from .wire import function_pb2
@@ -203,21 +204,48 @@ class FunctionBase:
 
 
 class ExecutionBase:
-    """One submitted execution, named by ``execution_id``."""
+    """One submitted execution, named by ``execution_id`` (which waits for the server's answer to a
+    submit still on its way)."""
 
     def __init__(
-        self, core: Core, runtime: Runtime, execution_id: str, name: str, target: Target | None = None
+        self,
+        core: Core,
+        runtime: Runtime,
+        execution: str | Submission,
+        name: str,
+        target: Target | None = None,
     ) -> None:
         self._core = core
         self._target = target
         self._runtime = runtime
-        self.execution_id = execution_id
+        self._submission = execution if isinstance(execution, Submission) else None
+        self._execution_id = execution if isinstance(execution, str) else None
         self.name = name
         self._last_status = "pending"
 
+    @property
+    def execution_id(self) -> str:
+        """The server's id for it; waits for the server's answer to a submit still on its way, and raises
+        the error that refused it."""
+        if self._execution_id is None:
+            assert self._submission is not None
+            self._execution_id = self._submission.id_blocking(self._runtime.check_blocking_allowed)
+        return self._execution_id
+
+    async def _id(self) -> str:
+        """:attr:`execution_id`, awaited on the runtime loop."""
+        if self._execution_id is None:
+            assert self._submission is not None
+            try:
+                self._execution_id = await self._submission.id()
+            except Exception:
+                self._last_status = "failed"
+                raise
+        return self._execution_id
+
     async def _result(self, timeout: float | None) -> Any:
         try:
-            value = await self._core.result(self.execution_id, timeout, self._target)
+            value = await self._core.result(await self._id(), timeout, self._target)
         except TimeoutError:
             raise
         except Exception as exc:
@@ -236,21 +264,36 @@ class ExecutionBase:
         return None
 
     async def _info(self) -> ExecutionState:
-        state = await self._core.state(self.execution_id)
+        state = await self._core.state(await self._id())
         self._last_status = state.status
         return state
 
     async def _done(self) -> bool:
-        return (await self._info()).status in TERMINAL
+        submission = self._submission
+        if self._execution_id is None and submission is not None and submission.error is not None:
+            return True  # refused: done, with its error
+        try:
+            ended = await self._core.ended(await self._id())
+        except Exception:
+            return True
+        return ended
 
     async def _cancel(self) -> bool:
-        cancelled = await self._core.cancel(self.execution_id)
+        cancelled = await self._core.cancel(await self._id())
         if cancelled:
             self._last_status = "cancelled"
         return cancelled
 
     def _cancel_on_interrupt(self) -> Any:
-        return self._core.cancel_quietly(self.execution_id, "interrupted while waiting for the result")
+        return self._cancel_quietly("interrupted while waiting for the result")
+
+    async def _cancel_quietly(self, reason: str) -> None:
+        """Cancel on the way out of an interrupted wait, where a failure has nobody to tell."""
+        try:
+            execution_id = await self._id()
+        except Exception:  # refused: there is nothing to cancel
+            return
+        await self._core.cancel_quietly(execution_id, reason)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}: {self._last_status}>"
@@ -260,7 +303,7 @@ class ExecutionBase:
             self,
             "execution.html",
             name=self.name,
-            execution_id=self.execution_id,
+            execution_id=self._execution_id or "(on its way)",
             status=self._last_status,
             error=error,
         )
@@ -274,8 +317,8 @@ class ClientBase:
 
     def __init__(self, address: str, *, token: str | None = None, tls: TlsOption = None) -> None:
         self._connection = Connection(address, token=token, tls=tls)
-        self._core = Core(self._connection)
         self._runtime: Runtime = get_runtime()
+        self._core = Core(self._connection, self._runtime.loop)
         self._has_token = bool(token)
         self._runtime.on_shutdown(self._connection.close)
         #: What stops this client's live views when it closes.

@@ -53,8 +53,8 @@ class Function(FunctionBase):
 
     def submit(self, *args: Any, **kwargs: Any) -> Execution:
         """Start an execution and return at once; ``.result()`` waits for it."""
-        execution_id, _ = self._runtime.run(self._core.submit(self._target, args, kwargs, self.call_options))
-        return Execution(self._core, self._runtime, execution_id, self.name, self._target)
+        submission = self._core.submit(self._target, args, kwargs, self.call_options)
+        return Execution(self._core, self._runtime, submission, self.name, self._target)
 
     def stream(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
         """The values the function yields, as they arrive; leaving the loop early cancels the execution."""
@@ -269,6 +269,9 @@ class Client(ClientBase):
         self.close()
 
 
+_INTERRUPTED = "interrupted while waiting for the result"
+
+
 def wait(
     executions: Iterable[E],
     timeout: float | None = None,
@@ -278,7 +281,10 @@ def wait(
     chosen = list(executions)
     if not chosen:
         return set(), set()
-    return chosen[0]._runtime.run(_waiting.wait_for(chosen, timeout, return_when))
+    return chosen[0]._runtime.run(
+        _waiting.wait_for(chosen, timeout, return_when),
+        on_interrupt=lambda: _waiting.cancel_unfinished(chosen, _INTERRUPTED),
+    )
 
 
 def as_completed(executions: Iterable[E], timeout: float | None = None) -> Iterator[E]:
@@ -288,8 +294,15 @@ def as_completed(executions: Iterable[E], timeout: float | None = None) -> Itera
         return
     runtime = chosen[0]._runtime
     finished = _waiting.completions(chosen, timeout)
+    unfinished = dict.fromkeys(chosen)
     try:
-        while (execution := runtime.run(next_chunk(finished))) is not END:
+        while (
+            execution := runtime.run(
+                next_chunk(finished),
+                on_interrupt=lambda: _waiting.cancel_unfinished(list(unfinished), _INTERRUPTED),
+            )
+        ) is not END:
+            unfinished.pop(execution, None)
             yield execution
     finally:
         runtime.submit(finished.aclose())
