@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-#: Metric groups ``--only`` selects from: P1-P9 of docs/performance.md, server memory, the lab's idle
+#: Metric groups ``--only`` selects from: P1-P9 and the SDK's S1-S4 of docs/performance.md, server memory, the lab's idle
 #: footprint, and the Dask reference figures.
-GROUPS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "MEM", "IDLE", "DASK")
+GROUPS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "SDK", "MEM", "IDLE", "DASK")
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,7 @@ class Sizes:
     cold_rounds: int = 3
     idle_s: float = 10.0
     panel_s: float = 8.0  # seconds of load while the panel is watched (P9)
+    sdk_calls: int = 5000  # submits per round (S2, S3, S4)
 
     def scaled(self, factor: float) -> Sizes:
         """Every count times ``factor`` (rounds, concurrency and durations unchanged)."""
@@ -63,4 +64,5 @@ QUICK = Sizes(
     cold_rounds=1,
     idle_s=3.0,
     panel_s=3.0,
+    sdk_calls=1000,
 )

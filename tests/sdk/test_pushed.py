@@ -192,7 +192,7 @@ def _interrupt(thread_id: int | None) -> None:
 
 @pytest.mark.timeout(300)
 def test_as_completed_over_100_000_executions() -> None:
-    for served in _serve(max_concurrent=2, max_queued=200_000):
+    for served in _serve(executor="thread", max_concurrent=2, max_queued=200_000):
         f = served.client.function(square)
         executions = [f.submit(i) for i in range(100_000)]
         seen = 0
