@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-#: Metric groups ``--only`` selects from: P1-P9 and the SDK's S1-S4 of docs/performance.md, server memory, the lab's idle
-#: footprint, and the Dask reference figures.
-GROUPS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "SDK", "MEM", "IDLE", "DASK")
+#: Metric groups ``--only`` selects from: P1-P9, R5 and S1-S4 (the SDK) of docs/performance.md (R5: how
+#: soon a time limit or a cancel stops the work), server memory, the lab's idle footprint, and the Dask
+#: reference figures.
+GROUPS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "R5", "SDK", "MEM", "IDLE", "DASK")
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class Sizes:
     executions: int = 100_000  # executions on the server for P6 and MEM
     frame_rounds: int = 3
     store_rounds: int = 5
+    stop_calls: int = 100  # time limits and cancels of running processes, each (R5)
     store_executions: int = 2000  # x3 state changes per round (P8)
     store_inflight: int = 32
     cold_rounds: int = 3
@@ -60,6 +62,7 @@ QUICK = Sizes(
     executions=10_000,
     frame_rounds=2,
     store_rounds=3,
+    stop_calls=40,
     store_executions=500,
     cold_rounds=1,
     idle_s=3.0,

@@ -9,7 +9,8 @@ Phases, in order (each only when a selected group needs it):
 4. map and fill: ``f.map`` against ``ProcessPoolExecutor.map`` (P4), then the planned number of further
    executions in map batches, the server's RSS sampled before and after each batch (MEM);
 5. frames: ``client.executions(limit=N)`` against the no-RPC floor over the same N rows (P6);
-6. start-up and idle children (P7, IDLE); the panel child (P9).
+6. start-up and idle children (P7, IDLE); the panel child (P9);
+7. stops: time limits and cancels of running processes on the spearlet child (R5).
 
 A phase that fails is recorded as a note (and makes the run's exit status 1); the others still run.
 """
@@ -34,6 +35,7 @@ from .memory import tree_rss
 from .ours import Sdk, SdkCalls, Spear
 from .plan import Sizes
 from .servers import Peer, Server, echo_server, spearlet_server
+from .stops import stop_latencies
 from .storage import RawSqlite, StoreLayer
 
 MB = 1024 * 1024
@@ -84,7 +86,7 @@ class Suite:
         echo: Server | None = None
         spear: Spear | None = None
         try:
-            if self.wants("P1", "P2", "P3", "P4", "P5", "P6", "MEM", "DASK", "SDK"):
+            if self.wants("P1", "P2", "P3", "P4", "P5", "P6", "R5", "MEM", "DASK", "SDK"):
                 spearlet = spearlet_server(self.workdir, f"sqlite:///{self.workdir / 'spearlet.db'}")
                 spear = Spear(spearlet.address)
                 self.loop.run(spear.setup())
@@ -107,6 +109,8 @@ class Suite:
                 self._phase("startup", self._startup)
             if self.wants("P9"):
                 self._phase("panel", self._panel)
+            if spear is not None and self.wants("R5"):
+                self._phase("stops", lambda: self._stops(spear))
         finally:
             for sdk in self.sdks.values():
                 sdk.client.close()
@@ -328,6 +332,11 @@ class Suite:
         self.extra["frame_schemas_match"] = list(ours.columns) == list(base.columns) and bool(
             (ours.dtypes == base.dtypes).all()
         )
+
+    def _stops(self, spear: Spear) -> None:
+        stops = self.loop.run(stop_latencies(spear, self.sizes.stop_calls))
+        for kind, samples in stops.items():
+            self.samples.add(f"stop.{kind}_latency_ms", samples)
 
     def _startup(self) -> None:
         """Fresh children, ours and Ray's in turn: P7's rounds, the last of which (with IDLE) also watches

@@ -200,6 +200,28 @@ TARGETS: tuple[Target, ...] = (
         on="value",
         system="ray",
     ),
+    # R5: a stop (a time limit due, a cancel asked for) ends the work's process within 100 ms; the p99
+    # against the line, the p50 beside it.
+    Target(
+        "R5",
+        "R5 time limit due -> work stopped, p99 (baseline: p50)",
+        "stop.timeout_p99_ms",
+        "stop.timeout_p50_ms",
+        "ms",
+        "<=",
+        100.0,
+        on="value",
+    ),
+    Target(
+        "R5",
+        "R5 cancel asked -> work stopped, p99 (baseline: p50)",
+        "stop.cancel_p99_ms",
+        "stop.cancel_p50_ms",
+        "ms",
+        "<=",
+        100.0,
+        on="value",
+    ),
     # Reference rows: no target, the figures side by side.
     Target("P1", "ref: sync invoke p99 / echo p99", "ours.invoke_p99_ms", "echo.p99_ms", "ms"),
     Target(

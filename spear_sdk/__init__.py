@@ -29,10 +29,14 @@ __version__ = "0.1.0"
 CONNECT_TIMEOUT_S = 10.0
 
 
-def connect(address: str, token: str | None = None, tls: TlsOption = None) -> Client:
+def connect(
+    address: str, token: str | None = None, tls: TlsOption = None, *, forward_output: bool = True
+) -> Client:
     """A client for the spearlet at ``address`` ("host:port"), checked with one health call so that a
-    wrong address or token fails here, with a clear error, rather than at the first invocation."""
-    client = Client(address, token=token, tls=tls)
+    wrong address or token fails here, with a clear error, rather than at the first invocation.
+
+    ``forward_output``: what remote functions print shows in the calling cell as it is printed."""
+    client = Client(address, token=token, tls=tls, forward_output=forward_output)
     client.check(timeout=CONNECT_TIMEOUT_S)
     return client
 

@@ -33,7 +33,15 @@ class Connection:
     def __init__(self, address: str, *, token: str | None = None, tls: TlsOption = None) -> None:
         if not address or not isinstance(address, str):
             raise ValueError(f"address must be 'host:port', not {address!r}")
+        scheme, sep, rest = address.partition("://")
+        if sep:
+            raise ValueError(
+                f"an address is 'host:port' without a scheme: {rest.rstrip('/')!r}, not {address!r} "
+                f"(gRPC is not {scheme}; for TLS pass tls=...)"
+            )
         self.address = address
+        #: Why this connection must not be used again (its lab is gone), for the error of every call.
+        self.retired: str | None = None
         self.secure = bool(tls)
         self._credentials = _channel_credentials(tls)
         self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
@@ -42,7 +50,13 @@ class Connection:
         self._objects: object_pb2_grpc.ObjectServiceStub | None = None
         self._before_close: list[Callable[[], Awaitable[None]]] = []
 
+    def retire(self, why: str) -> None:
+        """From now on every call fails at once with ``Unavailable(why)``."""
+        self.retired = why
+
     def _open(self) -> None:
+        if self.retired is not None:
+            raise Unavailable(self.retired)
         options = [
             ("grpc.max_receive_message_length", MESSAGE_LIMIT),
             ("grpc.max_send_message_length", MESSAGE_LIMIT),

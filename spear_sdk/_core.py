@@ -18,14 +18,23 @@ from typing import TYPE_CHECKING, Any
 
 from google.protobuf import any_pb2
 
-from . import _provenance
+from . import _listing, _output, _provenance
 from ._completions import Completions, Watched
 from ._connection import Connection
+from ._output import OutputFollower
 from ._submits import Submission, Submitter
 from ._status import TERMINAL, status_code, status_name
 from .models import CallOptions, ExecutionState, Health, Stats, TaskRef
 from .wire import codec, function_pb2, object_pb2
-from .wire.errors import InvalidArgument, NotFound, SpearError, Unimplemented, error_for_execution
+from .wire.errors import (
+    ExecutionError,
+    InvalidArgument,
+    NotFound,
+    SpearError,
+    Unimplemented,
+    error_for_execution,
+)
+from .wire.names import task_name_too_long
 
 if TYPE_CHECKING:
     from .frames import ExecutionColumns
@@ -88,6 +97,9 @@ class Core:
         self.connection = connection
         self._refs: dict[str, TaskRef] = {}  # task name -> the newest registration seen
         self._registering: dict[tuple[str, str], asyncio.Future[TaskRef]] = {}
+        self.output = OutputFollower(connection)
+        #: Forward what functions print to this process (a call's ``forward_output`` overrides it).
+        self.forward_output = True
         #: The ends this client awaits, pushed by the server.
         self.completions = Completions(connection)
         self._submitter = Submitter(loop, lambda: self.connection.functions, connection.call)
@@ -135,7 +147,10 @@ class Core:
         response = await self.connection.call(
             self._functions.RegisterTask,
             function_pb2.RegisterTaskRequest(
-                task_name=name, task_description=description, artifact_spec=spec
+                task_name=name,
+                task_description=description,
+                artifact_spec=spec,
+                check_import=spec.artifact_type == "python",
             ),
         )
         ref = task_ref(response.task)
@@ -163,6 +178,8 @@ class Core:
         """The task registered under ``name``."""
         if not isinstance(name, str) or not name:
             raise InvalidArgument(f"a task is named by a non-empty string, not {name!r}")
+        if (too_long := task_name_too_long(name)) is not None:
+            raise InvalidArgument(too_long)
         response = await self.connection.call(
             self._functions.ListTasks,
             function_pb2.ListTasksRequest(prefix=name, limit=1, include_details=True),
@@ -192,6 +209,8 @@ class Core:
         except NotFound:
             self._forget(target)
             raise
+        if _output.SESSION_KEY in request.invocation_metadata:
+            await self.output.settle(response.execution_id, response.result.metrics)
         return await self._outcome(response.execution_id, response.result, target)
 
     def submit(
@@ -239,9 +258,11 @@ class Core:
         calls: Sequence[tuple[Sequence[object], Mapping[str, object]]],
         options: CallOptions,
         on_done: Callable[[int], object],
+        return_exceptions: bool = False,
     ) -> list[object]:
         """Run every call; results in call order. The first failure cancels the calls still running and is
-        raised.
+        raised, with the call's position as its ``index``; with ``return_exceptions`` each failure is the
+        result of its call instead.
 
         The calls go in ``InvokeBatch`` requests of at most :data:`BATCH_CALLS` calls and
         :data:`BATCH_BYTES` of arguments, :data:`BATCH_CONCURRENCY` at a time; a server without that
@@ -250,18 +271,20 @@ class Core:
         if not calls:
             return []
         template = await self._request(target, (), {}, options, function_pb2.EXECUTION_MODE_SYNC)
-        batches = _batches([_parameters(args, kwargs) for args, kwargs in calls])
+        batches = _batches(
+            [_item_parameters(index, args, kwargs) for index, (args, kwargs) in enumerate(calls)]
+        )
         results: list[object] = [None] * len(calls)
         pending = iter(batches)
 
         async def work() -> None:
             for start, batch in pending:
-                await self._run_batch(target, template, batch, start, results, on_done)
+                await self._run_batch(target, template, batch, start, results, on_done, return_exceptions)
 
         try:
             await _all(work() for _ in range(min(BATCH_CONCURRENCY, len(batches))))
         except Unimplemented:
-            return await self._map_one_by_one(target, calls, options, on_done)
+            return await self._map_one_by_one(target, calls, options, on_done, return_exceptions)
         except NotFound:
             self._forget(target)
             raise
@@ -275,13 +298,16 @@ class Core:
         start: int,
         results: list[object],
         on_done: Callable[[int], object],
+        return_exceptions: bool,
     ) -> None:
         request = function_pb2.InvokeBatchRequest(template=template, calls=batch)
         async for message in self.connection.stream(self._functions.InvokeBatch, request):
             for item in message.results:
-                if item.result.status != _COMPLETED:
-                    await self._outcome(item.execution_id, item.result, target)  # raises its error
-                results[start + item.index] = _decode(item.result.result)
+                index = start + item.index
+                try:
+                    results[index] = await self._outcome(item.execution_id, item.result, target)
+                except _ITEM_ERRORS as exc:
+                    results[index] = _map_failure(exc, index, return_exceptions)
             on_done(len(message.results))
 
     async def _map_one_by_one(
@@ -290,6 +316,7 @@ class Core:
         calls: Sequence[tuple[Sequence[object], Mapping[str, object]]],
         options: CallOptions,
         on_done: Callable[[int], object],
+        return_exceptions: bool,
     ) -> list[object]:
         results: list[object] = [None] * len(calls)
         indexes = iter(range(len(calls)))
@@ -297,7 +324,10 @@ class Core:
         async def work() -> None:
             for index in indexes:
                 args, kwargs = calls[index]
-                results[index] = await self.invoke(target, args, kwargs, options)
+                try:
+                    results[index] = await self.invoke(target, args, kwargs, options)
+                except _ITEM_ERRORS as exc:
+                    results[index] = _map_failure(exc, index, return_exceptions)
                 on_done(1)
 
         await _all(work() for _ in range(min(MAP_CONCURRENCY, len(calls))))
@@ -331,6 +361,9 @@ class Core:
         metadata = dict(options.metadata)
         if cell is not None:
             metadata.setdefault(_provenance.CELL_KEY, str(cell))
+        forward = self.forward_output if options.forward_output is None else options.forward_output
+        if forward and (session := await self.output.session_for_call()) is not None:
+            metadata[_output.SESSION_KEY] = session
         return function_pb2.InvokeFunctionRequest(
             invocation_type=function_pb2.INVOCATION_TYPE_EXISTING_TASK,
             task_id=ref.task_id,
@@ -374,7 +407,10 @@ class Core:
         return response
 
     async def state(self, execution_id: str) -> ExecutionState:
-        return ExecutionState.from_result((await self.status(execution_id)).result)
+        response = await self.status(execution_id)
+        state = ExecutionState.from_result(response.result)
+        state.task_name = response.task_name
+        return state
 
     async def wait(self, execution_id: str, timeout: float | None = None) -> ExecutionState:
         """The terminal state, as the server pushes it; ``TimeoutError`` after ``timeout`` seconds."""
@@ -461,8 +497,15 @@ class Core:
     # -- listings and figures ----------------------------------------------------------------------
 
     async def list_executions(
-        self, task: Target | None, status: str | None, limit: int | None
+        self,
+        task: Target | None,
+        status: str | None,
+        limit: int | None,
+        last: int | None = None,
+        since: _listing.Since = None,
     ) -> ExecutionColumns:
+        if last is not None and limit is not None:
+            raise ValueError("give limit (the first rows) or last (the newest rows), not both")
         request = function_pb2.ListExecutionsRequest()
         if task is not None:
             request.task_id = (await self.resolve(task)).task_id
@@ -471,17 +514,27 @@ class Core:
         from .frames import ExecutionColumns  # pandas loads on the first listing, not at import
 
         columns = ExecutionColumns()
-        await self._paginate(self._functions.ListExecutions, request, "executions", limit, columns.add)
+        if last is None and since is None:
+            await self._paginate(self._functions.ListExecutions, request, "executions", limit, columns.add)
+            return columns
+        rows = await _listing.newest(self.connection, request, last, since)
+        rows.reverse()  # creation order, like every listing
+        columns.add(rows if limit is None else rows[:limit])
         return columns
 
-    async def executions_page(self, start_after: str = "", limit: int = PAGE_LIMIT) -> ExecutionPage:
+    async def executions_page(
+        self, start_after: str = "", limit: int = PAGE_LIMIT, *, newest_first: bool = False
+    ) -> ExecutionPage:
         """The executions created after ``start_after`` (an execution id; ``""`` from the first), at most
-        ``limit`` (1 to :data:`PAGE_LIMIT`): a reader that keeps its own cursor, like the live panel."""
+        ``limit`` (1 to :data:`PAGE_LIMIT`): a reader that keeps its own cursor, like the live panel.
+        ``newest_first`` reads from the newest down (a server without that extension ignores it)."""
         if not 1 <= limit <= PAGE_LIMIT:
             raise InvalidArgument(f"limit is between 1 and {PAGE_LIMIT}, not {limit}")
         page = await self.connection.call(
             self._functions.ListExecutions,
-            function_pb2.ListExecutionsRequest(start_after=start_after, limit=limit),
+            function_pb2.ListExecutionsRequest(
+                start_after=start_after, limit=limit, newest_first=newest_first
+            ),
         )
         return ExecutionPage(tuple(page.executions), page.next_start_after, page.has_more)
 
@@ -607,6 +660,30 @@ def _parameters(args: Sequence[object], kwargs: Mapping[str, object]) -> list[fu
         for name, v in kwargs.items()
     ]
     return parameters
+
+
+#: How one call of a map fails (the others are the map's own failures: the server, the task).
+_ITEM_ERRORS = (ExecutionError, InvalidArgument)
+
+
+def _item_parameters(
+    index: int, args: Sequence[object], kwargs: Mapping[str, object]
+) -> list[function_pb2.FunctionParameter]:
+    try:
+        return _parameters(args, kwargs)
+    except InvalidArgument as exc:
+        raise _map_failure(exc, index, False) from None
+
+
+def _map_failure(error: SpearError, index: int, return_exceptions: bool) -> SpearError:
+    """``error`` of the map's call ``index``, marked with it: returned as that call's result when
+    ``return_exceptions``, else raised."""
+    error.index = index
+    error.message = f"map item {index}: {error.message}"
+    error.args = (error.message,)
+    if return_exceptions:
+        return error
+    raise error
 
 
 def _batches(

@@ -12,13 +12,10 @@ import hashlib
 import inspect
 import json
 import os
-import pickle
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import cloudpickle
-
-from . import _repr
+from . import _nested, _repr, _shipping
 from ._connection import Connection, TlsOption
 from ._core import Core, PickledFunction, Target
 from ._progress import NoView, ProgressModel, ProgressView
@@ -28,13 +25,14 @@ from ._status import TERMINAL
 from .models import CallOptions, ExecutionState, TaskRef
 from .wire import function_pb2
 from .wire.errors import InvalidArgument
+from .wire.names import task_name_too_long
 
 if TYPE_CHECKING:
     from .alerts import Alert, Breach
     from .widgets.panel import Panel
     from .widgets.watch import Watch
 
-CALL_OPTIONS = frozenset({"timeout", "retries", "metadata", "environment"})
+CALL_OPTIONS = frozenset({"timeout", "retries", "metadata", "environment", "forward_output"})
 #: Task options that travel in the artifact's metadata and apply to every run of the task.
 TASK_OPTIONS = frozenset({"memory_limit_mb"})
 
@@ -62,16 +60,17 @@ def pickled_function(
     """Serialize a notebook function (closures, lambdas, inner imports) with cloudpickle."""
     if not callable(fn):
         raise TypeError(f"client.function needs a callable, not {type(fn).__name__}")
+    if name is not None:
+        check_task_name(name)  # before the work of serializing
     try:
-        payload = cloudpickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception as exc:  # cloudpickle raises many types for what it cannot serialize
-        raise InvalidArgument(
-            f"cannot ship {_label(fn)} to the server: {type(exc).__name__}: {exc}"
-        ) from None
+        payload = _shipping.ship(fn, _label(fn))
+    except _shipping.ShippingError as exc:
+        raise InvalidArgument(str(exc)) from None
     default = _label(fn)
     if default == "<lambda>":
         # A lambda has no name of its own; its code names it, so that two lambdas never share a task.
         default = f"lambda-{hashlib.sha256(payload).hexdigest()[:8]}"
+    check_task_name(name or default)
     return PickledFunction(
         name=name or default,
         payload=payload,
@@ -79,6 +78,12 @@ def pickled_function(
         artifact_metadata=dict(artifact_metadata),
         source_file=getattr(getattr(fn, "__code__", None), "co_filename", ""),
     )
+
+
+def check_task_name(name: str) -> None:
+    """The server's limit, checked here so that nothing is uploaded for a name it would refuse."""
+    if isinstance(name, str) and (too_long := task_name_too_long(name)) is not None:
+        raise InvalidArgument(too_long)
 
 
 def module_spec(target: str, artifact_metadata: Mapping[str, str]) -> tuple[str, function_pb2.ArtifactSpec]:
@@ -166,11 +171,62 @@ class FunctionBase:
 
         return view(model, enabled)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A handle travels without its client: where it lands, it finds one (see ``_nested``).
+        return (
+            _rebuild_function,
+            (type(self), self._target, self.call_options, self._core.connection.address),
+        )
+
+    def __copy__(self: H) -> H:
+        return type(self)(self._core, self._runtime, self._target, self.call_options, self._fn, self._ref)
+
+    def __deepcopy__(self: H, memo: dict[int, Any]) -> H:
+        return self.__copy__()  # a handle is a reference to a task: copies share the client
+
     def options(self: H, **changes: Any) -> H:
         """A handle that calls with these options: ``timeout`` (server-side limit, seconds), ``retries``
         (reruns after a lost worker), ``metadata`` and ``environment`` (merged with the current ones)."""
         options = self.call_options.merged(**changes)
         return type(self)(self._core, self._runtime, self._target, options, self._fn, self._ref)
+
+    def _bound(self, args: Sequence[object], kwargs: Mapping[str, object], item: int | None = None) -> None:
+        """Raise ``TypeError`` here, before any round trip, for a call the function's signature refuses
+        (known for notebook functions; tasks registered otherwise are checked by the server)."""
+        signature = self._call_signature()
+        if signature is None:
+            return
+        try:
+            signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            where = f"map item {item}: " if item is not None else f"{self.name}(): "
+            raise TypeError(f"{where}{exc}") from None
+
+    def _call_signature(self) -> inspect.Signature | None:
+        if self._fn is None:
+            return None
+        cached = self.__dict__.get("_cached_signature", False)
+        if cached is False:
+            try:
+                cached = inspect.signature(self._fn)
+            except (TypeError, ValueError):  # a builtin or callable without an introspectable signature
+                cached = None
+            self.__dict__["_cached_signature"] = cached
+        return cached  # type: ignore[no-any-return]
+
+    def _map_calls(
+        self, iterables: Sequence[Iterable[Any]], kwargs: Mapping[str, Any]
+    ) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+        """``map``'s calls: one item of each iterable, and the keyword arguments every call shares."""
+        columns = [list(iterable) for iterable in iterables]
+        lengths = {len(column) for column in columns}
+        if len(lengths) > 1:
+            sizes = ", ".join(str(len(column)) for column in columns)
+            raise ValueError(f"map needs iterables of the same length, not of lengths {sizes}")
+        calls = [(args, dict(kwargs)) for args in zip(*columns, strict=True)]
+        for index, (args, shared) in enumerate(calls):
+            self._bound(args, shared, index)
+        return calls
 
     def _signature(self) -> str:
         try:
@@ -201,6 +257,10 @@ class FunctionBase:
             task_id=self.task_id or "",
             options=", ".join(f"{k}={v!r}" for k, v in options.items()) or "defaults",
         )
+
+
+def _rebuild_function(cls: type[H], target: Target, options: CallOptions, address: str) -> H:
+    return cls(_nested.core_for(address), get_runtime(), target, options)
 
 
 class ExecutionBase:
@@ -315,10 +375,14 @@ TaskLike = str | FunctionBase | TaskRef
 class ClientBase:
     """The connection and the reprs that ``Client`` and ``AsyncClient`` share."""
 
-    def __init__(self, address: str, *, token: str | None = None, tls: TlsOption = None) -> None:
+    def __init__(
+        self, address: str, *, token: str | None = None, tls: TlsOption = None, forward_output: bool = True
+    ) -> None:
         self._connection = Connection(address, token=token, tls=tls)
         self._runtime: Runtime = get_runtime()
         self._core = Core(self._connection, self._runtime.loop)
+        self.forward_output = forward_output
+        _nested.remember(self._core)
         self._has_token = bool(token)
         self._runtime.on_shutdown(self._connection.close)
         #: What stops this client's live views when it closes.
@@ -337,6 +401,18 @@ class ClientBase:
         options, task_options = split_options(defaults)
         return pickled_function(fn, name, task_options), options
 
+    @property
+    def forward_output(self) -> bool:
+        """Whether what remote functions print shows here as it is printed (per call: the
+        ``forward_output`` option)."""
+        return self._core.forward_output
+
+    @forward_output.setter
+    def forward_output(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise TypeError(f"forward_output is True or False, not {value!r}")
+        self._core.forward_output = value
+
     def _registration(
         self,
         spec_for: Callable[[Mapping[str, str]], tuple[str, function_pb2.ArtifactSpec]],
@@ -348,6 +424,7 @@ class ClientBase:
         (``spec_for`` builds the artifact, and its default task name, from the task options)."""
         options, task_options = split_options(defaults)
         default_name, spec = spec_for(task_options)
+        check_task_name(name or default_name)
         return options, self._core.register(name or default_name, spec, description=description)
 
     def panel(

@@ -13,8 +13,8 @@ import asyncio
 import collections
 import contextlib
 import time
-from collections.abc import AsyncGenerator, Iterable
-from typing import Final, Literal, TypeVar
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable, Sequence
+from typing import Any, Final, Literal, TypeVar
 
 from ._handles import ExecutionBase
 from ._status import TERMINAL, status_name
@@ -128,14 +128,17 @@ async def wait_for(
     return done, pending
 
 
-async def cancel_unfinished(executions: Iterable[ExecutionBase], reason: str) -> None:
-    """Cancel those not known to have ended (an interrupted wait), a bounded number at a time."""
-    limit = asyncio.Semaphore(CANCELS_IN_FLIGHT)
+def canceller(executions: Sequence[ExecutionBase]) -> Callable[[], Coroutine[Any, Any, None]]:
+    """What Ctrl-C during a blocking wait runs: it cancels every execution waited for that has not ended,
+    as an interrupted ``f()`` or ``.result()`` cancels its own, :data:`CANCELS_IN_FLIGHT` at a time."""
 
-    async def cancel(execution: ExecutionBase) -> None:
-        if execution._last_status in TERMINAL:
-            return
-        async with limit:
-            await execution._cancel_quietly(reason)
+    async def cancel_unfinished() -> None:
+        limit = asyncio.Semaphore(CANCELS_IN_FLIGHT)
 
-    await asyncio.gather(*(cancel(e) for e in executions))
+        async def cancel(execution: ExecutionBase) -> None:
+            async with limit:
+                await execution._cancel_on_interrupt()
+
+        await asyncio.gather(*(cancel(e) for e in executions if e._last_status not in TERMINAL))
+
+    return cancel_unfinished

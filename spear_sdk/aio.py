@@ -3,6 +3,7 @@ loop (a notebook's, ``asyncio.run``'s, several threads' at once): each call hops
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -41,15 +42,18 @@ class AsyncFunction(FunctionBase):
         return await self._runtime.hop(self._register())
 
     async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self._bound(args, kwargs)
         return await self._runtime.hop(self._core.invoke(self._target, args, kwargs, self.call_options))
 
     async def submit(self, *args: Any, **kwargs: Any) -> AsyncExecution:
         """Start an execution and return at once; ``await execution`` waits for it."""
+        self._bound(args, kwargs)
         submission = self._core.submit(self._target, args, kwargs, self.call_options)
         return AsyncExecution(self._core, self._runtime, submission, self.name, self._target)
 
     async def stream(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
         """The values the function yields, as they arrive; leaving the loop early cancels the execution."""
+        self._bound(args, kwargs)
         chunks = self._core.stream(self._target, args, kwargs, self.call_options)
         try:
             while (chunk := await self._runtime.hop(next_chunk(chunks))) is not END:
@@ -59,15 +63,20 @@ class AsyncFunction(FunctionBase):
             with anyio.CancelScope(shield=True):
                 await self._runtime.hop(chunks.aclose())
 
-    async def map(self, *iterables: Iterable[Any], progress: bool = True) -> list[Any]:
+    async def map(
+        self,
+        *iterables: Iterable[Any],
+        progress: bool = True,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[Any]:
         """Like :meth:`Function.map`; the bar is drawn on this loop's thread."""
-        calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
-            (args, {}) for args in zip(*iterables, strict=False)
-        ]
+        calls = self._map_calls(iterables, kwargs)
         # The runtime loop only counts; the bar is drawn on this loop's thread.
         model = ProgressModel(self.name, len(calls))
         shown = self._progress_view(model, progress)
-        work = self._runtime.hop(self._core.map(self._target, calls, self.call_options, model.add))
+        mapping = self._core.map(self._target, calls, self.call_options, model.add, return_exceptions)
+        work = self._runtime.hop(mapping)
         return await await_showing(work, model, shown)
 
 
@@ -165,12 +174,22 @@ class AsyncClient(ClientBase):
     def stream(self, task: TaskLike, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
         return self._handle(task).stream(*args, **kwargs)
 
-    async def map(self, task: TaskLike, *iterables: Iterable[Any], progress: bool = True) -> list[Any]:
-        return await self._handle(task).map(*iterables, progress=progress)
+    async def map(
+        self,
+        task: TaskLike,
+        *iterables: Iterable[Any],
+        progress: bool = True,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[Any]:
+        return await self._handle(task).map(
+            *iterables, progress=progress, return_exceptions=return_exceptions, **kwargs
+        )
 
     async def execution(self, execution_id: str) -> AsyncExecution:
-        execution = AsyncExecution(self._core, self._runtime, execution_id, "")
-        await self._runtime.hop(execution._info())
+        state = await self._runtime.hop(self._core.state(execution_id))
+        execution = AsyncExecution(self._core, self._runtime, execution_id, state.task_name)
+        execution._last_status = state.status
         return execution
 
     async def delete_task(
@@ -186,9 +205,13 @@ class AsyncClient(ClientBase):
         task: TaskLike | None = None,
         status: str | None = None,
         limit: int | None = None,
+        *,
+        last: int | None = None,
+        since: dt.datetime | dt.timedelta | None = None,
     ) -> pd.DataFrame:
         target = None if task is None else self._target(task)
-        return (await self._runtime.hop(self._core.list_executions(target, status, limit))).frame()
+        listing = self._core.list_executions(target, status, limit, last, since)
+        return (await self._runtime.hop(listing)).frame()
 
     async def tasks(self, prefix: str | None = None, limit: int | None = None) -> pd.DataFrame:
         from . import frames

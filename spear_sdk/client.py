@@ -3,6 +3,7 @@ work runs on the runtime loop, so it behaves the same in a script, a thread or a
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -49,15 +50,18 @@ class Function(FunctionBase):
         return self._runtime.run(self._register())
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self._bound(args, kwargs)
         return self._runtime.run(self._core.invoke(self._target, args, kwargs, self.call_options))
 
     def submit(self, *args: Any, **kwargs: Any) -> Execution:
         """Start an execution and return at once; ``.result()`` waits for it."""
+        self._bound(args, kwargs)
         submission = self._core.submit(self._target, args, kwargs, self.call_options)
         return Execution(self._core, self._runtime, submission, self.name, self._target)
 
     def stream(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
         """The values the function yields, as they arrive; leaving the loop early cancels the execution."""
+        self._bound(args, kwargs)
         chunks = self._core.stream(self._target, args, kwargs, self.call_options)
         try:
             while (chunk := self._runtime.run(next_chunk(chunks))) is not END:
@@ -65,19 +69,25 @@ class Function(FunctionBase):
         finally:
             self._runtime.submit(chunks.aclose())
 
-    def map(self, *iterables: Iterable[Any], progress: bool = True) -> list[Any]:
-        """``[f(*args) for args in zip(*iterables, strict=False)]``, run concurrently; results in order.
+    def map(
+        self,
+        *iterables: Iterable[Any],
+        progress: bool = True,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[Any]:
+        """``[f(*args, **kwargs) for args in zip(*iterables, strict=True)]``, run concurrently; results in
+        order. ``kwargs`` go to every call; iterables of unequal length are a ``ValueError``.
 
         ``progress`` shows a progress bar (a widget in a notebook, drawn by this thread; text elsewhere).
-        The first failure cancels the calls still running and is raised.
+        The first failure cancels the calls still running and is raised, with the failing call's position
+        as its ``.index`` (and in its message); ``return_exceptions=True`` puts errors in the results.
         """
-        calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
-            (args, {}) for args in zip(*iterables, strict=False)
-        ]
+        calls = self._map_calls(iterables, kwargs)
         model = ProgressModel(self.name, len(calls))
         self._runtime.check_blocking_allowed()
         shown = self._progress_view(model, progress)
-        work = self._core.map(self._target, calls, self.call_options, model.add)
+        work = self._core.map(self._target, calls, self.call_options, model.add, return_exceptions)
         return run_showing(self._runtime, work, model, shown)
 
 
@@ -197,13 +207,23 @@ class Client(ClientBase):
     def stream(self, task: TaskLike, *args: Any, **kwargs: Any) -> Iterator[Any]:
         return self._handle(task).stream(*args, **kwargs)
 
-    def map(self, task: TaskLike, *iterables: Iterable[Any], progress: bool = True) -> list[Any]:
-        return self._handle(task).map(*iterables, progress=progress)
+    def map(
+        self,
+        task: TaskLike,
+        *iterables: Iterable[Any],
+        progress: bool = True,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[Any]:
+        return self._handle(task).map(
+            *iterables, progress=progress, return_exceptions=return_exceptions, **kwargs
+        )
 
     def execution(self, execution_id: str) -> Execution:
         """A handle for an execution known by its id (from ``executions()`` or another session)."""
-        execution = Execution(self._core, self._runtime, execution_id, "")
-        self._runtime.run(execution._info())
+        state = self._runtime.run(self._core.state(execution_id))
+        execution = Execution(self._core, self._runtime, execution_id, state.task_name)
+        execution._last_status = state.status
         return execution
 
     def delete_task(self, task: TaskLike, *, force: bool = False, cleanup_executions: bool = False) -> int:
@@ -218,11 +238,16 @@ class Client(ClientBase):
         task: TaskLike | None = None,
         status: str | None = None,
         limit: int | None = None,
+        *,
+        last: int | None = None,
+        since: dt.datetime | dt.timedelta | None = None,
     ) -> pd.DataFrame:
-        """Executions in creation order (``frames.EXECUTION_SCHEMA``), all of them or the first ``limit``."""
+        """Executions in creation order (``frames.EXECUTION_SCHEMA``): all of them, the first ``limit``,
+        or the newest ``last``; ``since`` (a datetime, or a timedelta back from now) keeps those created
+        at or after it."""
 
         target = None if task is None else self._target(task)
-        return self._runtime.run(self._core.list_executions(target, status, limit)).frame()
+        return self._runtime.run(self._core.list_executions(target, status, limit, last, since)).frame()
 
     def tasks(self, prefix: str | None = None, limit: int | None = None) -> pd.DataFrame:
         """Tasks in name order (``frames.TASK_SCHEMA``)."""
@@ -269,9 +294,6 @@ class Client(ClientBase):
         self.close()
 
 
-_INTERRUPTED = "interrupted while waiting for the result"
-
-
 def wait(
     executions: Iterable[E],
     timeout: float | None = None,
@@ -282,8 +304,7 @@ def wait(
     if not chosen:
         return set(), set()
     return chosen[0]._runtime.run(
-        _waiting.wait_for(chosen, timeout, return_when),
-        on_interrupt=lambda: _waiting.cancel_unfinished(chosen, _INTERRUPTED),
+        _waiting.wait_for(chosen, timeout, return_when), on_interrupt=_waiting.canceller(chosen)
     )
 
 
@@ -294,15 +315,10 @@ def as_completed(executions: Iterable[E], timeout: float | None = None) -> Itera
         return
     runtime = chosen[0]._runtime
     finished = _waiting.completions(chosen, timeout)
-    unfinished = dict.fromkeys(chosen)
     try:
         while (
-            execution := runtime.run(
-                next_chunk(finished),
-                on_interrupt=lambda: _waiting.cancel_unfinished(list(unfinished), _INTERRUPTED),
-            )
+            execution := runtime.run(next_chunk(finished), on_interrupt=_waiting.canceller(chosen))
         ) is not END:
-            unfinished.pop(execution, None)
             yield execution
     finally:
         runtime.submit(finished.aclose())

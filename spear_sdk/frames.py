@@ -236,8 +236,13 @@ class ExecutionColumns:
         created = _epoch_ns(c.created_s, c.created_ns)
         started = _epoch_ns(c.started_s, c.started_ns)
         completed = _epoch_ns(c.completed_s, c.completed_ns)
-        # A duration is known once the execution completed; execution_time_ms is 0 until then.
-        duration = np.where(completed != _NAT, np.asarray(c.time_ms, np.int64) * 1_000_000, _NAT)
+        # A duration is known once the execution completed: completed_at - started_at, at the resolution
+        # the server measured (execution_time_ms is that, rounded to milliseconds, for rows without one).
+        duration = np.where(
+            completed != _NAT,
+            np.where(started != _NAT, completed - started, np.asarray(c.time_ms, np.int64) * 1_000_000),
+            _NAT,
+        )
         queue_time = np.where((created != _NAT) & (started != _NAT), started - created, _NAT)
         return _frame(
             EXECUTION_SCHEMA,

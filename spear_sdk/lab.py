@@ -49,11 +49,19 @@ class Lab:
 
     def stop(self, grace_s: float | None = None) -> None:
         """Shut the server down: running work gets ``grace_s`` (default: the configured grace) to finish."""
+        self._stop(grace_s, "was stopped; start a lab and")
+
+    def _stop(self, grace_s: float | None, what_happened: str) -> None:
         if self._stopped:
             return
         self._stopped = True
         self._runtime.forget(self._stop_at_exit)
         self.client.close()
+        # Handles made with this lab's client keep its (closed) connection: tell them why it is gone.
+        self.client._connection.retire(
+            f"cannot reach the spearlet at {self.address}: its lab {what_happened} re-run the cell that "
+            "defines the function (handles belong to the lab they were made with)"
+        )
         self._runtime.run(self._server.stop(grace_s))
 
     def panel(
@@ -95,17 +103,33 @@ def start_lab(**options: Any) -> Lab:
 
     ``options`` are those of ``spearlet serve`` (``store``, ``executor``, ``max_concurrent``,
     ``max_queued``, ``default_timeout_ms``, ``token``, ``tls_cert``/``tls_key``, ...); a lab defaults to
-    ``port=0`` and ``store="memory://"``.
+    ``port=0`` and ``store="memory://"``. ``forward_output`` (default ``True``) shows what remote functions
+    print in the calling cell as it is printed.
     """
     global _current
+    from spearlet import preflight
+
+    forward_output = options.pop("forward_output", True)
+    if not isinstance(forward_output, bool):
+        raise TypeError(f"forward_output is True or False, not {forward_output!r}")
     config = lab_config(options)
     runtime = get_runtime()
     with _lock:
-        if _current is not None and _current.running:
-            if _current.config == config:
-                return _current
-            _current.stop()
+        running = _current if _current is not None and _current.running else None
+        if running is not None and running.config == config:
+            running.client.forward_output = forward_output
+            return running
+        # Everything that can be checked is checked before the running lab is stopped: a bad option
+        # must not cost the user the lab (and every handle on it) they have.
+        preflight.check(
+            config,
+            free_store=running.config.store if running else "",
+            free_port=running._server.port if running else 0,
+        )
+        if running is not None:
+            running._stop(None, "was replaced by a new start_lab(); use the new lab's client and")
         _current = Lab(runtime.run(_start_server(config)), config, runtime)
+        _current.client.forward_output = forward_output
         return _current
 
 

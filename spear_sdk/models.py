@@ -37,8 +37,12 @@ class CallOptions:
     retries: int | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
     environment: Mapping[str, str] = field(default_factory=dict)
+    #: Show what the function prints in the calling cell (``None``: as the client says).
+    forward_output: bool | None = None
 
     def __post_init__(self) -> None:
+        if self.forward_output is not None and not isinstance(self.forward_output, bool):
+            raise ValueError(f"forward_output is True or False, not {self.forward_output!r}")
         if self.timeout is not None and not (isinstance(self.timeout, (int, float)) and self.timeout > 0):
             raise ValueError(f"timeout is a number of seconds above 0, not {self.timeout!r}")
         if self.retries is not None and not (isinstance(self.retries, int) and self.retries >= 0):
@@ -53,10 +57,11 @@ class CallOptions:
 
     def merged(self, **changes: Any) -> CallOptions:
         """These options with ``changes``; metadata and environment are merged key by key."""
-        unknown = set(changes) - {"timeout", "retries", "metadata", "environment"}
+        unknown = set(changes) - {"timeout", "retries", "metadata", "environment", "forward_output"}
         if unknown:
             raise TypeError(
-                f"unknown option {sorted(unknown)[0]!r}; options are timeout, retries, metadata, environment"
+                f"unknown option {sorted(unknown)[0]!r}; options are timeout, retries, metadata, "
+                "environment, forward_output"
             )
         for name in ("metadata", "environment"):
             if changes.get(name) is not None:
@@ -86,17 +91,23 @@ class ExecutionState:
     memory_used_bytes: int = 0
     metrics: dict[str, str] = field(default_factory=dict)
     raw_result: Any = field(default=None, repr=False)
+    #: The task that ran it (when the server says; older servers do not).
+    task_name: str = ""
 
     @classmethod
     def from_result(cls, result: function_pb2.ExecutionResult) -> ExecutionState:
         completed = timestamp(result.completed_at)
+        started = timestamp(result.started_at)
+        duration = None
+        if completed is not None:  # at the resolution measured, not rounded to milliseconds
+            duration = completed - started if started else dt.timedelta(milliseconds=result.execution_time_ms)
         return cls(
             status=status_name(result.status) or "unknown",
             error_code=result.error_code,
             error_message=result.error_message,
-            started_at=timestamp(result.started_at),
+            started_at=started,
             completed_at=completed,
-            duration=dt.timedelta(milliseconds=result.execution_time_ms) if completed else None,
+            duration=duration,
             memory_used_bytes=result.memory_used_bytes,
             metrics=dict(result.metrics),
         )

@@ -91,6 +91,7 @@ class SpearletServer:
         await server.start()
         self._server = server
         self.address = f"{_bracket(config.host)}:{self.port}"
+        engine.worker_environment = worker_environment(config, self.port)
         monitor.start_watching()
         log.debug("spearlet listening on %s", self.address)
 
@@ -114,6 +115,20 @@ class SpearletServer:
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
+
+
+def worker_environment(config: Config, port: int) -> dict[str, str]:
+    """How a function running here reaches this server (names read by ``spear_sdk._nested``), so that a
+    function handle inside a function works."""
+    host = config.host
+    if host in ("", "0.0.0.0", "::", "[::]"):
+        host = "127.0.0.1"  # a wildcard bind is reached on loopback from this machine
+    environment = {"SPEAR_ADDRESS": f"{_bracket(host)}:{port}"}
+    if config.token:
+        environment["SPEAR_TOKEN"] = config.token
+    if config.tls_cert:
+        environment["SPEAR_TLS_CA"] = str(Path(config.tls_cert).resolve())
+    return environment
 
 
 def _tls_credentials(cert: str, key: str) -> grpc.ServerCredentials:

@@ -14,6 +14,7 @@ from . import __version__
 from .app import SpearletServer
 from .config import DEFAULT_STORE, Config
 from .report import commands as report_commands
+from .store import StoreError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -99,7 +100,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"spearlet: {exc}", file=sys.stderr)
         return 2
-    asyncio.run(serve(config))
+    try:
+        asyncio.run(serve(config))
+    except StoreError as exc:  # the store cannot be opened: held by another server, unwritable, not SQLite
+        print(f"spearlet: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -13,6 +13,7 @@ from typing import Any
 MIB = 1 << 20
 DEFAULT_STORE = "sqlite:///.spear/spearlet.db"
 ENV_PREFIX = "SPEARLET_"
+MAX_PORT = 65535
 
 
 def _cpu_count() -> int:
@@ -39,6 +40,7 @@ class Config:
     shutdown_grace_s: float = 5.0
 
     def __post_init__(self) -> None:
+        _check_types(self)
         if self.executor not in ("process", "thread"):
             raise ValueError(f"executor must be 'process' or 'thread', not {self.executor!r}")
         for name in ("max_concurrent", "max_queued"):
@@ -46,7 +48,9 @@ class Config:
                 raise ValueError(f"{name} must be at least 1")
         for name in ("port", "default_timeout_ms", "max_object_bytes", "max_message_bytes"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must not be negative")
+                raise ValueError(f"{name} must not be negative, not {getattr(self, name)}")
+        if self.port > MAX_PORT:
+            raise ValueError(f"port must be 0 (any free port) to {MAX_PORT}, not {self.port}")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError("TLS needs both a certificate and a key")
 
@@ -74,6 +78,27 @@ class Config:
                 values[f.name] = _parse(f.name, raw, f.type)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+#: What each annotation of :class:`Config` accepts (``bool`` is an ``int`` but never a valid count).
+_ACCEPTED: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "float": (int, float),
+    "str": (str,),
+    "str | None": (str, type(None)),
+}
+
+
+def _check_types(config: Config) -> None:
+    """A value of the wrong type names its option (``port="abc"``), before any comparison fails on it."""
+    for f in dataclasses.fields(config):
+        accepted = _ACCEPTED.get(str(f.type))
+        value = getattr(config, f.name)
+        if accepted is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, accepted):
+            wanted = " or ".join("None" if t is type(None) else t.__name__ for t in accepted)
+            raise TypeError(f"{f.name} must be {wanted}, not {type(value).__name__} {value!r}")
 
 
 def _parse(name: str, raw: str, annotation: object) -> object:

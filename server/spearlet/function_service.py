@@ -19,8 +19,10 @@ from . import convert
 from .engine import lifecycle as lc
 from .engine.core import Engine
 from .engine.logs import log_lines
+from .engine.output import SENT_METRIC
 from .function_stats import active_counts, add_function_stats, window_seconds
 from .health import HealthMonitor, ResourceMeter
+from .importable import check_module
 from .pages import chunk_message, execution_page
 from .rpc import (
     Encoded,
@@ -79,7 +81,7 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
             estimate = 0
         else:
             return self._accepted(await self.engine.accepted(live))
-        return fpb.InvokeFunctionResponse(
+        response = fpb.InvokeFunctionResponse(
             success=success,
             message=message,
             execution_id=record.execution_id,
@@ -89,6 +91,23 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
             status_endpoint=convert.STATUS_ENDPOINT.format(record.execution_id),
             estimated_completion_ms=estimate,
         )
+        if live.forwarded and record.status in lc.TERMINAL:
+            response.result.metrics[SENT_METRIC] = str(live.forwarded)
+        return response
+
+    @server_stream
+    async def FollowOutput(
+        self, request: fpb.FollowOutputRequest, context: Context
+    ) -> AsyncIterator[fpb.FollowOutputResponse]:
+        require(request.session, "session")
+
+        async def opened() -> None:
+            # The client waits for this before it names the session in an invocation: from here on,
+            # nothing the session's executions print is missed.
+            await context.send_initial_metadata(())
+
+        async for message in self.engine.output.follow(request.session, opened):
+            yield message
 
     def _accepted(self, record: StoredExecution) -> fpb.InvokeFunctionResponse:
         """The answer to an ASYNC invocation: the new record, as admitted."""
@@ -247,6 +266,7 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
             result=convert.execution_result(record, include_value=request.include_result),
             logs=logs,
             message=lc.status_name(record.status),
+            task_name=record.task_name,
         )
 
     @unary
@@ -268,6 +288,9 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
     ) -> fpb.RegisterTaskResponse:
         if not request.HasField("artifact_spec"):
             raise InvalidArgument("artifact_spec is required")
+        spec = request.artifact_spec
+        if request.check_import and spec.artifact_type == "python" and ":" in spec.location:
+            check_module(spec.location)
         registration = await self.engine.register_task(
             request.task_name,
             convert.artifact_from_proto(request.artifact_spec),
@@ -334,6 +357,7 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
             status=request.status_filter,
             start_after=request.start_after,
             count=size + 1,
+            newest_first=request.newest_first,
         )
         page, has_more, next_after = paginate(rows, size, lambda row: row[0])
         infos = [info for _, info in page]

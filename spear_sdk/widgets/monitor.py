@@ -9,6 +9,7 @@ each execution once, when it is first seen finished.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import time
 from collections import deque
@@ -106,7 +107,7 @@ class ExecutionFeed:
         """The executions that finished since the last read (in creation order); updates ``recent``."""
         start_after = self._settled
         newly: list[Row] = []
-        seen: list[Row] = []
+        seen: list[Row] = []  # rows read this refresh
         settled = True
         while len(seen) < self._rows_per_refresh:
             limit = min(PAGE_LIMIT, self._rows_per_refresh - len(seen))
@@ -126,8 +127,18 @@ class ExecutionFeed:
             if not page.has_more:
                 break
             start_after = page.next_start_after
-        self._remember(seen)
+        await self._read_newest(core, seen)
         return newly
+
+    async def _read_newest(self, core: Core, seen: Sequence[Row]) -> None:
+        """The newest rows, read newest first: on a long history the counting above is still far behind
+        (``seen``, the rows it read, stand in on a server that cannot list newest first)."""
+        page = await core.executions_page(limit=RECENT, newest_first=True)
+        rows = [row(info) for info in page.executions]
+        if rows and any(a.execution_id < b.execution_id for a, b in itertools.pairwise(rows)):
+            self._remember(seen)
+            return
+        self._recent = {r.execution_id: r for r in rows}
 
     def _remember(self, rows: Sequence[Row]) -> None:
         self._recent.update((r.execution_id, r) for r in rows)

@@ -87,6 +87,11 @@ class Panel(LiveView[PanelState]):
         return breaches_frame(self.state.alerts or ())
 
     def _sections(self, state: PanelState, note: str) -> dict[str, str]:
+        ticker = getattr(self, "_ticker", None)  # absent while the first state is drawn
+        if ticker is not None and ticker.stopped:
+            # A panel that no longer refreshes cannot vouch for the server's health: say it stopped.
+            state = dataclasses.replace(state, health="stopped", message="this panel no longer refreshes")
+            note = "" if note == "stopped" else note
         return snapshot.panel_sections(state, note)
 
     def _static(self, sections: dict[str, str]) -> str:

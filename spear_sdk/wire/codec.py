@@ -4,10 +4,16 @@ JSON-like values travel as ``google.protobuf.Value`` so that a client in any lan
 integers at the top level travel as ``Int64Value`` so that ``9`` comes back as ``9``, not ``9.0``. Other
 Python objects travel as pickle bytes under :data:`PICKLE_TYPE_URL`.
 
+A ``Value`` number is a double, whoever sent it. Decoded, it becomes what ``json.loads`` makes of the same
+JSON: an integral number (within a double's exact range, 2**53) is an ``int``, any other a ``float``. So a
+client in any language that sends the JSON number ``3`` calls a Python function with ``3``.
+
 Two encodings serve two readers:
 
 * ``exact=True`` (what Python callers ask for): a value goes out as ``Value`` only if it comes back
-  unchanged; a container holding integers or tuples is pickled instead, so ``[1, 2]`` stays ``[1, 2]``.
+  unchanged; a container holding integers, tuples or integral floats (``1.0``) is pickled instead, so
+  ``[1, 2]`` stays ``[1, 2]`` and ``{"a": 1.0}`` stays ``{"a": 1.0}``. A float at the top level travels as
+  ``DoubleValue``, so ``2.0`` stays a float.
 * ``exact=False`` (what any other client gets): JSON semantics win; integers inside containers become
   numbers and tuples become lists. Only values JSON cannot hold at all are pickled.
 
@@ -48,6 +54,9 @@ def encode(value: object, *, exact: bool = True, allow_pickle: bool = True) -> a
             return out
     elif isinstance(value, (bytes, bytearray)):
         out.Pack(wrappers_pb2.BytesValue(value=bytes(value)))
+        return out
+    elif exact and isinstance(value, float):
+        out.Pack(wrappers_pb2.DoubleValue(value=value))
         return out
     elif _is_json(value, exact):
         out.Pack(to_value(value))
@@ -118,10 +127,12 @@ def to_value(value: object) -> struct_pb2.Value:
 
 
 def from_value(value: struct_pb2.Value) -> object:
-    """A ``google.protobuf.Value`` as a plain Python value (numbers are floats)."""
+    """A ``google.protobuf.Value`` as a plain Python value, as ``json.loads`` gives it: integral numbers
+    are ints, other numbers floats."""
     kind = value.WhichOneof("kind")
     if kind == "number_value":
-        return value.number_value
+        number = value.number_value
+        return int(number) if _reads_as_int(number) else number
     if kind == "string_value":
         return value.string_value
     if kind == "bool_value":
@@ -154,10 +165,17 @@ def _fill(out: struct_pb2.Value, value: object) -> None:
             _fill(items.add(), item)
 
 
+def _reads_as_int(number: float) -> bool:
+    """Whether a ``Value`` number decodes as an ``int`` (an integral double that holds it exactly)."""
+    return number.is_integer() and abs(number) <= _EXACT_DOUBLE_INT
+
+
 def _is_json(value: object, exact: bool) -> bool:
     """Whether ``value`` fits a ``Value`` (and, if ``exact``, comes back from it unchanged)."""
-    if value is None or isinstance(value, (bool, str, float)):
+    if value is None or isinstance(value, (bool, str)):
         return True
+    if isinstance(value, float):
+        return not exact or not _reads_as_int(value)
     if isinstance(value, int):
         return not exact and abs(value) <= _EXACT_DOUBLE_INT
     if isinstance(value, dict):

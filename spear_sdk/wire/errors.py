@@ -20,6 +20,8 @@ class SpearError(Exception):
     """Base of every error Spear Lab raises for a failed call."""
 
     code: ClassVar[grpc.StatusCode] = grpc.StatusCode.UNKNOWN
+    #: In ``map``: the position of the call that failed (``None`` elsewhere).
+    index: int | None = None
 
     def __init__(self, message: str = "") -> None:
         super().__init__(message)
@@ -43,6 +45,15 @@ class AlreadyExists(SpearError):
 
 class FailedPrecondition(SpearError):
     code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class StoreInUse(FailedPrecondition):
+    """A server's store is held by another server (process ``pid``): one server per SQLite file."""
+
+    def __init__(self, message: str = "", *, path: str = "", pid: int | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.pid = pid
 
 
 class ResourceExhausted(SpearError):

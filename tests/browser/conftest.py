@@ -10,11 +10,15 @@ Fixtures
     so a notebook always opens with a fresh kernel. ``jupyter_lab.url("01_quickstart.ipynb")`` opens a
     notebook (each time in a new JupyterLab workspace, so that no tab of an earlier test reopens); ``.root``
     is the copy; ``.log_tail()`` the server's last log lines.
+``chromium_executable`` (session)
+    The chromium the tests drive: ``SPEAR_TEST_CHROMIUM`` if set, else ``chromium`` on ``PATH`` or
+    ``/usr/bin/chromium`` (the first that answers ``--version``; see ``chromium.py``). Where there is none
+    the browser tests are skipped, with a reason that says how to get it (``apt-get install chromium``);
+    with ``CI`` set (or ``SPEAR_REQUIRE_BROWSER=1``) they fail instead. JupyterLab is only started once a
+    chromium was found.
 ``chromium`` (function)
-    A Playwright ``Browser``: ``/usr/bin/chromium`` (override with ``SPEAR_TEST_CHROMIUM``) started
-    headless with the flags in ``notebook_ui.CHROMIUM_ARGS``, for one test (about a second); no browser is
-    downloaded. When it is not installed the tests fail (``apt-get install chromium``; ``.ci/run``
-    installs it).
+    A Playwright ``Browser``: that chromium started headless with the flags in
+    ``notebook_ui.CHROMIUM_ARGS``, for one test (about a second); no browser is downloaded.
 ``browser_page`` (function)
     A new ``Page`` in a context of its own (1400x1000), closed after the test. When a test fails, what the
     page showed is saved as ``tests/output/<test name>-failed.png``.
@@ -48,15 +52,31 @@ A test::
 from __future__ import annotations
 
 from collections.abc import Generator, Iterator
-from pathlib import Path
 
 import pytest
-from notebook_ui import CHROMIUM, CHROMIUM_ARGS, VIEWPORT, JupyterLab, screenshot
+from chromium import browser_required, candidates, find_chromium, missing_reason
+from notebook_ui import CHROMIUM_ARGS, VIEWPORT, JupyterLab, screenshot
 from playwright.sync_api import Browser, Page, sync_playwright
 
 
 @pytest.fixture(scope="session")
-def jupyter_lab_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterLab]:
+def chromium_executable() -> str:
+    looked_at = candidates()
+    found = find_chromium(looked_at)
+    if found is None:
+        reason = missing_reason(looked_at)
+        if browser_required():
+            pytest.fail(
+                f"{reason} (CI or SPEAR_REQUIRE_BROWSER=1 is set: the browser tests must run)", pytrace=False
+            )
+        pytest.skip(reason)
+    return found
+
+
+@pytest.fixture(scope="session")
+def jupyter_lab_server(
+    chromium_executable: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[JupyterLab]:
     lab = JupyterLab(tmp_path_factory.mktemp("jupyterlab"))
     try:
         lab.start()
@@ -75,17 +95,11 @@ def jupyter_lab(jupyter_lab_server: JupyterLab) -> Iterator[JupyterLab]:
 
 
 @pytest.fixture
-def chromium() -> Iterator[Browser]:
+def chromium(chromium_executable: str) -> Iterator[Browser]:
     # Per test, not per session: while Playwright's sync API is open it keeps an event loop running on
     # this thread, and the asyncio tests that run after the browser tests could not run theirs.
-    if not Path(CHROMIUM).exists():
-        pytest.fail(
-            f"the browser tests need Debian's chromium at {CHROMIUM}: apt-get install -y chromium "
-            "(.ci/run installs it), or set SPEAR_TEST_CHROMIUM to a chromium executable",
-            pytrace=False,
-        )
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=chromium_executable, args=CHROMIUM_ARGS)
         try:
             yield browser
         finally:

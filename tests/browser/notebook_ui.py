@@ -26,8 +26,6 @@ NOTEBOOKS = ROOT / "notebooks"
 #: Screenshots land here (kept out of git, see .gitignore).
 OUTPUT = ROOT / "tests" / "output"
 
-#: Debian's chromium (CI installs it in .ci/run); Playwright drives it and downloads no browser of its own.
-CHROMIUM = os.environ.get("SPEAR_TEST_CHROMIUM", "/usr/bin/chromium")
 #: The flags a root user on a machine with a closed network needs; Playwright gives every launch a new
 #: empty profile (user data dir) of its own.
 CHROMIUM_ARGS = [

@@ -39,7 +39,9 @@ def test_the_monitoring_panel_counts_while_the_workload_runs(
     expect(completed).to_have_text(COMPLETED, timeout=WAIT_MS)
     expect(panel.locator(".spear-counter-failed")).to_have_text(FAILED, timeout=WAIT_MS)
     expect(panel.locator(".spear-counter-running")).to_have_text("0")
-    expect(panel.locator(".spear-panel-note")).to_have_text("stopped", timeout=WAIT_MS)  # lab.stop()
+    # lab.stop(): the header says the panel stopped, and no longer vouches for the server's health
+    expect(panel.locator(".spear-health")).to_have_text("stopped", timeout=WAIT_MS)
+    expect(panel.locator(".spear-panel-header")).not_to_contain_text("healthy")
     expect(browser_page.locator(".widget-vbox.spear-watch")).to_contain_text("5 of 5 finished")
     assert notebook.error_outputs() == []
 

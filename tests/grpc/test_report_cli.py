@@ -162,7 +162,9 @@ async def test_diff_exits_1_on_a_regression_and_0_otherwise(tmp_path: Path) -> N
     assert code == 0, out + err
     assert out.rstrip().endswith("no regression")
 
-    code, out, _ = await spearlet("diff", base, slower, "--threshold", "0.5", cwd=tmp_path)
+    # The 20 ms floor keeps a loaded machine's jitter on the quick functions from counting; "slow" went from
+    # 5 ms to 80 ms sleeps, far past both lines.
+    code, out, _ = await spearlet("diff", base, slower, "--threshold", "0.5", "--min-ms", "20", cwd=tmp_path)
     assert code == 1
     lines = out.splitlines()
     assert lines[0].split() == ["function", "metric", "baseline", "now", "change", "allowed"]

@@ -182,7 +182,8 @@ def _caller(channel: grpc.Channel, method: MethodDescriptor, raw: bool) -> Calla
         return lambda requests: _outcome(lambda: list(bidi(iter(requests), timeout=timeout)))
     if method.server_streaming:
         stream = channel.unary_stream(route, **coding)
-        if method.name == "Watch":  # answers, then waits for changes: the first answer is enough
+        # Subscriptions answer, then wait for changes (output): the first answer is enough.
+        if method.name in ("Watch", "FollowOutput"):
             return lambda request: _outcome(lambda: _first(stream(request, timeout=timeout)))
         return lambda request: _outcome(lambda: list(stream(request, timeout=timeout)))
     unary = channel.unary_unary(route, **coding)

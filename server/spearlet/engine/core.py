@@ -40,6 +40,7 @@ from .executors.base import ARTIFACT_LOAD_FAILED, job_for_call
 from .ids import id_floor, new_id
 from .ledger import Ledger
 from .live import LiveExecution
+from .output import OutputHub
 from .scheduler import Scheduler
 from .tasks import MEMORY_LIMIT_MB, OBJECT_SCHEME, Registration, TaskRegistry, memory_limit_mb
 
@@ -95,7 +96,8 @@ class Engine:
         self.tasks = TaskRegistry(store)
         self.executions = ExecutionStore(store)
         self.scheduler = Scheduler(config.max_concurrent, config.max_queued)
-        self.ledger = Ledger(self.executions, StatsTracker(), config.log_limit_bytes)
+        self.output = OutputHub()
+        self.ledger = Ledger(self.executions, StatsTracker(), config.log_limit_bytes, self.output)
         self.executor: Executor = create_executor(
             config.executor, config.max_concurrent, log_limit_bytes=config.log_limit_bytes
         )
@@ -103,6 +105,9 @@ class Engine:
         self.batches: set[Batch] = set()
         self.started_at = time.time()
         self._accepting = False
+        #: Given to every job, under the names the SDK reads (``spear_sdk._nested``): how a function
+        #: reaches this server; set by the server once it listens.
+        self.worker_environment: dict[str, str] = {}
 
     # -- life of the engine -------------------------------------------------------------------------
 
@@ -125,6 +130,7 @@ class Engine:
             live.request_cancel("server shutting down")
         if running:
             await asyncio.wait(running)
+        self.output.close()  # every execution has ended: its output is all sent
         for batch in list(self.batches):
             await batch.wait()
         await self.executions.flush()
@@ -252,7 +258,7 @@ class Engine:
                 cache_key=f"{task.task_id}:{task.version}",
             ),
             stream=inv.stream,
-            environment=inv.environment,
+            environment={**self.worker_environment, **inv.environment},
             exact_results=PYTHON_ACCEPT in inv.headers.get("accept", ""),
             allow_pickle=self.config.allows_pickle,
             log_limit_bytes=self.config.log_limit_bytes,
@@ -325,11 +331,12 @@ class Engine:
         return self._current(await self.executions.newest(task_id, count))
 
     async def execution_infos(
-        self, *, task_id: str, status: int, start_after: str, count: int
+        self, *, task_id: str, status: int, start_after: str, count: int, newest_first: bool = False
     ) -> list[tuple[str, bytes]]:
-        """A page of ``(execution_id, serialized ExecutionInfo)`` in id order, of one task and/or status."""
+        """A page of ``(execution_id, serialized ExecutionInfo)`` in id order (descending with
+        ``newest_first``), of one task and/or status."""
         rows = await self.executions.info_page(
-            task_id=task_id, status=status, start_after=start_after, count=count
+            task_id=task_id, status=status, start_after=start_after, count=count, newest_first=newest_first
         )
         return self._current_infos(rows)
 

@@ -90,15 +90,15 @@ class ExecutionStore:
         return found
 
     async def info_page(
-        self, *, task_id: str, status: int, start_after: str, count: int
+        self, *, task_id: str, status: int, start_after: str, count: int, newest_first: bool = False
     ) -> list[tuple[str, bytes]]:
         """:meth:`page` as ``(execution_id, serialized ExecutionInfo)``, sliced from the stored records
-        (parsed only to filter by status)."""
+        (parsed only to filter by status); ``newest_first`` reads in descending id order."""
         await self.flush()
         found: list[tuple[str, bytes]] = []
         # Without a status filter every row counts: read exactly one page.
         batch = _SCAN_BATCH if status else max(1, count)
-        async for execution_id, data in self._iterate_raw(task_id, start_after, batch):
+        async for execution_id, data in self._iterate_raw(task_id, start_after, batch, newest_first):
             info = execution_info_bytes(data)
             if status and function_pb2.ExecutionInfo.FromString(info).status != status:
                 continue
@@ -137,14 +137,14 @@ class ExecutionStore:
             yield StoredExecution.decode(data)
 
     async def _iterate_raw(
-        self, task_id: str, start_after: str, batch: int = _SCAN_BATCH
+        self, task_id: str, start_after: str, batch: int = _SCAN_BATCH, reverse: bool = False
     ) -> AsyncIterator[tuple[str, bytes]]:
-        """``(execution_id, stored record)`` in id order."""
+        """``(execution_id, stored record)`` in id order (descending with ``reverse``)."""
         if task_id:
             prefix = task_execution_prefix(task_id)
             after = prefix + start_after if start_after else ""
             while True:
-                rows = await self._store.scan(prefix, start_after=after, limit=batch)
+                rows = await self._store.scan(prefix, start_after=after, limit=batch, reverse=reverse)
                 for key, _ in rows:
                     execution_id = key[len(prefix) :]
                     data = await self._store.get(execution_key(execution_id))
@@ -156,7 +156,7 @@ class ExecutionStore:
         else:
             after = EXECUTION + start_after if start_after else ""
             while True:
-                rows = await self._store.scan(EXECUTION, start_after=after, limit=batch)
+                rows = await self._store.scan(EXECUTION, start_after=after, limit=batch, reverse=reverse)
                 for key, data in rows:
                     yield key[len(EXECUTION) :], data
                 if len(rows) < batch:

@@ -26,15 +26,24 @@ from .executions import ExecutionStore
 from .completions import CompletionHub
 from .executors.base import COMPLETED, Outcome
 from .live import LiveExecution
+from .output import OutputHub
 
 log = logging.getLogger(__name__)
 
 
 class Ledger:
-    def __init__(self, executions: ExecutionStore, stats: StatsTracker, log_limit_bytes: int) -> None:
+    def __init__(
+        self,
+        executions: ExecutionStore,
+        stats: StatsTracker,
+        log_limit_bytes: int,
+        output: OutputHub | None = None,
+    ) -> None:
         self.executions = executions
         self.stats = stats
         self.log_limit_bytes = log_limit_bytes
+        #: Where admitted executions forward what they print (to the client that launched them).
+        self.output = output if output is not None else OutputHub()
         #: Executions admitted whose terminal record is not stored yet, by id.
         self.live: dict[str, LiveExecution] = {}
         #: Told of every execution that settles (WatchExecutions streams subscribe there).
@@ -47,6 +56,7 @@ class Ledger:
     ) -> LiveExecution:
         """Take a new PENDING record: queue it (lazily) for the store and count it."""
         live = LiveExecution(record, stream=stream, log_limit_bytes=self.log_limit_bytes)
+        self.output.attach(live)
         live.stops_work = stops_work
         live.waited = waited
         self.live[record.execution_id] = live

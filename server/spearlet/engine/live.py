@@ -34,6 +34,10 @@ class LiveExecution:
         self.created = self.stored
         #: Why the record could not be stored, if it could not.
         self.store_error: BaseException | None = None
+        #: Where printed text goes as it is printed, besides the logs (see ``engine.output``).
+        self.output: Callable[[str], None] | None = None
+        #: Pieces of text handed to ``output``.
+        self.forwarded = 0
 
     @property
     def execution_id(self) -> str:
@@ -78,4 +82,6 @@ class LiveExecution:
             await self.chunks.room()
 
     def log(self, text: str) -> None:
-        self.logs.append(text)
+        kept = self.logs.append(text)
+        if kept and self.output is not None:
+            self.output(kept)

@@ -43,9 +43,11 @@ class LogBuffer:
         self._limiter = LogLimiter(limit_bytes)
         self._parts: list[str] = []
 
-    def append(self, text: str) -> None:
+    def append(self, text: str) -> str:
+        """Keep ``text`` (within the limit); returns the part kept."""
         if kept := self._limiter.clip(text):
             self._parts.append(kept)
+        return kept
 
     def text(self) -> str:
         return "".join(self._parts)

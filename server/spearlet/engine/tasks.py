@@ -9,6 +9,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 
 from spear_sdk.wire.errors import InvalidArgument, NotFound
+from spear_sdk.wire.names import MAX_TASK_NAME, task_name_too_long
 
 from ..store import KvStore
 from ..store.records import TASK_NAME, StoredArtifact, StoredTask, task_key, task_name_key
@@ -17,7 +18,7 @@ from .ids import new_id
 ARTIFACT_TYPES = ("python", "pickle", "process")
 OBJECT_SCHEME = "object://"
 _CHECKSUM = re.compile(r"^sha256:[0-9a-f]{64}$")
-MAX_NAME = 256
+MAX_NAME = MAX_TASK_NAME
 #: ``artifact_spec.metadata`` key: MiB of address space a call may add to its worker (see RELIABILITY.md).
 MEMORY_LIMIT_MB = "memory_limit_mb"
 #: Artifact types that run in a worker, where the limit applies.
@@ -72,8 +73,8 @@ def validate_artifact(artifact: StoredArtifact) -> None:
 def validate_name(name: str) -> None:
     if not name:
         raise InvalidArgument("task_name is required")
-    if len(name) > MAX_NAME:
-        raise InvalidArgument(f"task_name is longer than {MAX_NAME} characters")
+    if (too_long := task_name_too_long(name)) is not None:
+        raise InvalidArgument(too_long)
 
 
 @dataclass(frozen=True)

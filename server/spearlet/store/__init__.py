@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from .base import KvStore, StoreError
+from .base import KvStore, StoreError, StoreLocked
 
-__all__ = ["SUPPORTED_URLS", "KvStore", "StoreError", "open_store"]
+__all__ = ["SUPPORTED_URLS", "KvStore", "StoreError", "StoreLocked", "check_url", "open_store"]
 
 #: The URL forms :func:`open_store` accepts, for error messages and ``--help`` text.
 SUPPORTED_URLS = (
@@ -22,30 +22,41 @@ def _unsupported(url: str, why: str) -> ValueError:
     return ValueError(f"unsupported store URL {url!r}: {why}; supported: {_SUPPORTED_TEXT}")
 
 
-def open_store(url: str) -> KvStore:
-    """Open the store ``url`` names; raises :class:`ValueError` for an unknown scheme or malformed URL and
-    :class:`StoreError` when the backend cannot open it (unwritable path, not a database file)."""
+def check_url(url: str) -> tuple[str, str]:
+    """The backend (``memory`` or ``sqlite``) and its path for ``url``, without opening anything; raises
+    :class:`ValueError` for an unknown scheme or malformed URL."""
     if not isinstance(url, str):
         raise TypeError(f"store URL must be str, not {type(url).__name__}")
     scheme, sep, rest = url.partition("://")
     if not sep or not scheme:
         raise _unsupported(url, "expected scheme://...")
     scheme = scheme.lower()
-    # Backends are imported on demand so that memory:// never pays for importing sqlite3.
     if scheme == "memory":
         if rest:
             raise _unsupported(url, "memory:// takes no path")
-        from .memory import MemoryStore
-
-        return MemoryStore(url)
+        return scheme, ""
     if scheme == "sqlite":
-        from .sqlite import SqliteStore, path_from_url
+        from .sqlite import path_from_url
 
         try:
-            path = path_from_url(url)
+            return scheme, path_from_url(url)
         except ValueError as e:
             raise ValueError(f"{e}; supported: {_SUPPORTED_TEXT}") from None
-        return SqliteStore(path, url=url)
     if scheme in ("redis", "rediss"):
         raise _unsupported(url, "the redis backend is not implemented yet")
     raise _unsupported(url, f"unknown scheme {scheme!r}")
+
+
+def open_store(url: str) -> KvStore:
+    """Open the store ``url`` names; raises :class:`ValueError` for an unknown scheme or malformed URL and
+    :class:`StoreError` when the backend cannot open it (unwritable path, not a database file, a SQLite
+    file another server holds: :class:`StoreLocked`)."""
+    scheme, path = check_url(url)
+    # Backends are imported on demand so that memory:// never pays for importing sqlite3.
+    if scheme == "memory":
+        from .memory import MemoryStore
+
+        return MemoryStore(url)
+    from .sqlite import SqliteStore
+
+    return SqliteStore(path, url=url)

@@ -11,9 +11,19 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterable, Mapping
 
+from spear_sdk.wire.errors import StoreInUse
+
 
 class StoreError(Exception):
     """The store failed to answer (I/O error, closed store, corrupt file)."""
+
+
+class StoreLocked(StoreError, StoreInUse):
+    """Another server (process ``pid``) holds the store: one server per SQLite file."""
+
+    def __init__(self, message: str, *, path: str, pid: int | None) -> None:
+        StoreError.__init__(self, message)
+        StoreInUse.__init__(self, message, path=path, pid=pid)
 
 
 class KvStore(abc.ABC):

@@ -4,11 +4,16 @@ One connection, WAL journal, ``synchronous=NORMAL``: a commit is written to the 
 survives a killed process (not a power cut: the WAL is only fsynced at checkpoints). The sqlite3 calls run
 synchronously inside the coroutines: a WAL commit costs ~40 µs, less than a hop to a thread would. The price
 is that a lock held by another process can stall the event loop for up to ``busy_timeout_ms``.
+
+A write that fails (a full disk: "database or disk is full") makes the store *unwritable* until a write
+succeeds again: ``ping`` then reports the failure (so health turns unhealthy) and tries a one-row write of
+its own, which brings the store back as soon as space returns, whether or not calls come in meanwhile.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
 import threading
@@ -16,16 +21,22 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .base import KvStore, StoreError
+from .file_lock import StoreLock
 from .memory import check_batch, check_bound, check_key, check_value, prefix_upper_bound
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID"
 _GET = "SELECT value FROM kv WHERE key = ?"
 _PUT = "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 _DELETE = "DELETE FROM kv WHERE key = ?"
+# A table of one row that ``ping`` rewrites to find out whether the store can write again.
+_PROBE_SCHEMA = "CREATE TABLE IF NOT EXISTS write_probe (id INTEGER PRIMARY KEY CHECK (id = 1), n INTEGER)"
+_PROBE = "INSERT INTO write_probe (id, n) VALUES (1, 1) ON CONFLICT (id) DO UPDATE SET n = n + 1"
 _MEMORY = ":memory:"
 _DEFAULT_BUSY_TIMEOUT_MS = 5000
 # Caps the WAL file left behind after a big write burst; the WAL is reused, not shrunk, otherwise.
 _JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
+
+log = logging.getLogger(__name__)
 
 
 def path_from_url(url: str) -> str:
@@ -70,7 +81,29 @@ class SqliteStore(KvStore):
         self.url = url if url is not None else _url_for(self.path)
         # Serializes use of the one connection if a store ever crosses threads; uncontended it costs ~0.1 µs.
         self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = self._connect(busy_timeout_ms)
+        #: Why the last write failed, until a write succeeds again (None: the store writes).
+        self._write_failure: str | None = None
+        self._file_lock = StoreLock(self.path, self.url) if self._on_disk() else None
+        try:
+            self._conn: sqlite3.Connection | None = self._connect(busy_timeout_ms)
+        except BaseException:
+            self._release_file_lock()
+            raise
+
+    def _on_disk(self) -> bool:
+        if self.path == _MEMORY:
+            return False
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        except OSError as e:
+            raise StoreError(
+                f"sqlite store {self.url}: cannot create directory for {self.path!r}: {e}"
+            ) from e
+        return True
+
+    def _release_file_lock(self) -> None:
+        if self._file_lock is not None:
+            self._file_lock.release()
 
     @classmethod
     def from_url(cls, url: str, *, busy_timeout_ms: int = _DEFAULT_BUSY_TIMEOUT_MS) -> SqliteStore:
@@ -98,6 +131,7 @@ class SqliteStore(KvStore):
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute(f"PRAGMA journal_size_limit = {_JOURNAL_SIZE_LIMIT}")
             conn.execute(_SCHEMA)
+            conn.execute(_PROBE_SCHEMA)
         except BaseException as e:
             conn.close()
             if isinstance(e, sqlite3.Error):
@@ -115,6 +149,12 @@ class SqliteStore(KvStore):
         if self._conn is None:
             return StoreError(f"store {self.url} is closed")
         return StoreError(f"sqlite store {self.url}: {op} failed: {type(e).__name__}: {e}")
+
+    def _write_error(self, op: str, e: sqlite3.Error) -> StoreError:
+        """The error of a failed write, remembered: until a write succeeds the store is unwritable."""
+        if self._conn is not None:
+            self._write_failure = f"{type(e).__name__}: {e}"
+        return self._error(op, e)
 
     async def get(self, key: str) -> bytes | None:
         conn = self._open_conn()
@@ -134,16 +174,19 @@ class SqliteStore(KvStore):
             with self._lock:
                 conn.execute(_PUT, (key, value))
         except sqlite3.Error as e:
-            raise self._error(f"put {key!r}", e) from e
+            raise self._write_error(f"put {key!r}", e) from e
+        self._write_failure = None
 
     async def delete(self, key: str) -> bool:
         conn = self._open_conn()
         check_key(key)
         try:
             with self._lock:
-                return conn.execute(_DELETE, (key,)).rowcount > 0
+                existed = conn.execute(_DELETE, (key,)).rowcount > 0
         except sqlite3.Error as e:
-            raise self._error(f"delete {key!r}", e) from e
+            raise self._write_error(f"delete {key!r}", e) from e
+        self._write_failure = None
+        return existed
 
     def _scan_query(
         self, prefix: str, start_after: str, limit: int | None, reverse: bool
@@ -220,18 +263,36 @@ class SqliteStore(KvStore):
                             conn.execute("ROLLBACK")
                     raise
         except sqlite3.Error as e:
-            raise self._error(f"batch of {len(put_items)} puts and {len(delete_keys)} deletes", e) from e
+            raise self._write_error(
+                f"batch of {len(put_items)} puts and {len(delete_keys)} deletes", e
+            ) from e
+        self._write_failure = None
 
     async def ping(self) -> None:
+        """Raise :class:`StoreError` unless the store answers and, after a failed write, writes again."""
         conn = self._open_conn()
         try:
             with self._lock:
                 conn.execute("SELECT 1 FROM kv LIMIT 1").fetchall()
         except sqlite3.Error as e:
             raise self._error("ping", e) from e
+        failure = self._write_failure
+        if failure is None:
+            return  # a store that writes is not written to by pings: an idle server stays idle
+        try:
+            with self._lock:
+                conn.execute(_PROBE)  # autocommit: one small transaction
+        except sqlite3.Error as e:
+            self._write_failure = f"{type(e).__name__}: {e}"
+            raise StoreError(f"sqlite store {self.url}: cannot write: {self._write_failure}") from e
+        self._write_failure = None
+        log.warning("sqlite store %s: writes again (the last failure was %s)", self.url, failure)
 
     async def close(self) -> None:
-        """Checkpoint the WAL into the main file and close; a second ``close`` is a no-op."""
+        """Checkpoint the WAL into the main file and close; a second ``close`` is a no-op.
+
+        A checkpoint that fails (a full disk) loses nothing: every commit is in the WAL, which the next
+        open replays. It is logged as one line, and the store closes all the same."""
         with self._lock:
             conn, self._conn = self._conn, None
             if conn is None:
@@ -240,9 +301,16 @@ class SqliteStore(KvStore):
                 if self.path != _MEMORY:
                     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
             except sqlite3.Error as e:
-                raise StoreError(f"sqlite store {self.url}: checkpoint on close failed: {e}") from e
+                log.warning(
+                    "sqlite store %s: closed without a checkpoint (%s); every commit is kept in %s-wal "
+                    "and is applied at the next open",
+                    self.url,
+                    e,
+                    self.path,
+                )
             finally:
                 conn.close()
+                self._release_file_lock()
 
     def integrity_check(self) -> str:
         """``PRAGMA integrity_check``: ``"ok"`` for a sound database (for tests and diagnostics)."""

@@ -229,16 +229,18 @@ class GetExecutionStatusRequest(_message.Message):
     def __init__(self, execution_id: _Optional[str] = ..., include_result: _Optional[bool] = ..., include_logs: _Optional[bool] = ...) -> None: ...
 
 class GetExecutionStatusResponse(_message.Message):
-    __slots__ = ("found", "result", "logs", "message")
+    __slots__ = ("found", "result", "logs", "message", "task_name")
     FOUND_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     LOGS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    TASK_NAME_FIELD_NUMBER: _ClassVar[int]
     found: bool
     result: ExecutionResult
     logs: _containers.RepeatedScalarFieldContainer[str]
     message: str
-    def __init__(self, found: _Optional[bool] = ..., result: _Optional[_Union[ExecutionResult, _Mapping]] = ..., logs: _Optional[_Iterable[str]] = ..., message: _Optional[str] = ...) -> None: ...
+    task_name: str
+    def __init__(self, found: _Optional[bool] = ..., result: _Optional[_Union[ExecutionResult, _Mapping]] = ..., logs: _Optional[_Iterable[str]] = ..., message: _Optional[str] = ..., task_name: _Optional[str] = ...) -> None: ...
 
 class CancelExecutionRequest(_message.Message):
     __slots__ = ("execution_id", "reason", "force")
@@ -381,16 +383,18 @@ class DeleteTaskResponse(_message.Message):
     def __init__(self, success: _Optional[bool] = ..., message: _Optional[str] = ..., deleted: _Optional[bool] = ..., cleaned_executions: _Optional[int] = ...) -> None: ...
 
 class ListExecutionsRequest(_message.Message):
-    __slots__ = ("task_id", "limit", "start_after", "status_filter")
+    __slots__ = ("task_id", "limit", "start_after", "status_filter", "newest_first")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     START_AFTER_FIELD_NUMBER: _ClassVar[int]
     STATUS_FILTER_FIELD_NUMBER: _ClassVar[int]
+    NEWEST_FIRST_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     limit: int
     start_after: str
     status_filter: ExecutionStatus
-    def __init__(self, task_id: _Optional[str] = ..., limit: _Optional[int] = ..., start_after: _Optional[str] = ..., status_filter: _Optional[_Union[ExecutionStatus, str]] = ...) -> None: ...
+    newest_first: bool
+    def __init__(self, task_id: _Optional[str] = ..., limit: _Optional[int] = ..., start_after: _Optional[str] = ..., status_filter: _Optional[_Union[ExecutionStatus, str]] = ..., newest_first: _Optional[bool] = ...) -> None: ...
 
 class ListExecutionsResponse(_message.Message):
     __slots__ = ("executions", "has_more", "next_start_after")
@@ -621,7 +625,7 @@ class FunctionStats(_message.Message):
     def __init__(self, function: _Optional[str] = ..., executions: _Optional[int] = ..., completed: _Optional[int] = ..., failed: _Optional[int] = ..., cancelled: _Optional[int] = ..., timeout: _Optional[int] = ..., success_rate_percent: _Optional[float] = ..., average_execution_time_ms: _Optional[float] = ..., p50_execution_time_ms: _Optional[float] = ..., p95_execution_time_ms: _Optional[float] = ..., p99_execution_time_ms: _Optional[float] = ..., max_execution_time_ms: _Optional[float] = ..., average_memory_bytes: _Optional[float] = ...) -> None: ...
 
 class RegisterTaskRequest(_message.Message):
-    __slots__ = ("task_name", "task_description", "artifact_spec", "metadata")
+    __slots__ = ("task_name", "task_description", "artifact_spec", "metadata", "check_import")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -633,11 +637,13 @@ class RegisterTaskRequest(_message.Message):
     TASK_DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_SPEC_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    CHECK_IMPORT_FIELD_NUMBER: _ClassVar[int]
     task_name: str
     task_description: str
     artifact_spec: ArtifactSpec
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, task_name: _Optional[str] = ..., task_description: _Optional[str] = ..., artifact_spec: _Optional[_Union[ArtifactSpec, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    check_import: bool
+    def __init__(self, task_name: _Optional[str] = ..., task_description: _Optional[str] = ..., artifact_spec: _Optional[_Union[ArtifactSpec, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., check_import: _Optional[bool] = ...) -> None: ...
 
 class RegisterTaskResponse(_message.Message):
     __slots__ = ("success", "message", "task", "created", "updated")
@@ -730,3 +736,25 @@ class WatchExecutionsResponse(_message.Message):
     watching: _containers.RepeatedScalarFieldContainer[str]
     unknown_ids: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, ended: _Optional[_Iterable[_Union[WatchedExecution, _Mapping]]] = ..., watching: _Optional[_Iterable[str]] = ..., unknown_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class FollowOutputRequest(_message.Message):
+    __slots__ = ("session",)
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    def __init__(self, session: _Optional[str] = ...) -> None: ...
+
+class OutputText(_message.Message):
+    __slots__ = ("execution_id", "task_name", "text")
+    EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_NAME_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    execution_id: str
+    task_name: str
+    text: str
+    def __init__(self, execution_id: _Optional[str] = ..., task_name: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
+
+class FollowOutputResponse(_message.Message):
+    __slots__ = ("texts",)
+    TEXTS_FIELD_NUMBER: _ClassVar[int]
+    texts: _containers.RepeatedCompositeFieldContainer[OutputText]
+    def __init__(self, texts: _Optional[_Iterable[_Union[OutputText, _Mapping]]] = ...) -> None: ...

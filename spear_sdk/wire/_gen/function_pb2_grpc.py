@@ -95,6 +95,11 @@ class FunctionServiceStub:
                 request_serializer=spearlet_dot_function__pb2.InvokeBatchRequest.SerializeToString,
                 response_deserializer=spearlet_dot_function__pb2.InvokeBatchResponse.FromString,
                 _registered_method=True)
+        self.FollowOutput = channel.unary_stream(
+                '/spearlet.FunctionService/FollowOutput',
+                request_serializer=spearlet_dot_function__pb2.FollowOutputRequest.SerializeToString,
+                response_deserializer=spearlet_dot_function__pb2.FollowOutputResponse.FromString,
+                _registered_method=True)
         self.InvokeMany = channel.unary_unary(
                 '/spearlet.FunctionService/InvokeMany',
                 request_serializer=spearlet_dot_function__pb2.InvokeManyRequest.SerializeToString,
@@ -184,6 +189,13 @@ class FunctionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FollowOutput(self, request, context):
+        """extension
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def InvokeMany(self, request, context):
         """extension
         """
@@ -260,6 +272,11 @@ def add_FunctionServiceServicer_to_server(servicer, server):
                     servicer.InvokeBatch,
                     request_deserializer=spearlet_dot_function__pb2.InvokeBatchRequest.FromString,
                     response_serializer=spearlet_dot_function__pb2.InvokeBatchResponse.SerializeToString,
+            ),
+            'FollowOutput': grpc.unary_stream_rpc_method_handler(
+                    servicer.FollowOutput,
+                    request_deserializer=spearlet_dot_function__pb2.FollowOutputRequest.FromString,
+                    response_serializer=spearlet_dot_function__pb2.FollowOutputResponse.SerializeToString,
             ),
             'InvokeMany': grpc.unary_unary_rpc_method_handler(
                     servicer.InvokeMany,
@@ -596,6 +613,33 @@ class FunctionService:
             '/spearlet.FunctionService/InvokeBatch',
             spearlet_dot_function__pb2.InvokeBatchRequest.SerializeToString,
             spearlet_dot_function__pb2.InvokeBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FollowOutput(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/spearlet.FunctionService/FollowOutput',
+            spearlet_dot_function__pb2.FollowOutputRequest.SerializeToString,
+            spearlet_dot_function__pb2.FollowOutputResponse.FromString,
             options,
             channel_credentials,
             insecure,
