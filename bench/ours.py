@@ -180,7 +180,7 @@ class SdkCalls:
         return samples
 
     def submit_result_rate(self, count: int) -> float:
-        """S2: ``count`` × ``f.submit(x)``, then every ``.result()``: calls per second."""
+        """S2: ``count`` ``f.submit(x)``, then every ``.result()``: calls per second."""
         start = time.perf_counter()
         executions = [self.negate.submit(x) for x in range(count)]
         results = [e.result() for e in executions]

@@ -110,7 +110,7 @@ class Completions:
         while self._awaited or self._unsent:
             self._unsent = list(self._awaited)  # (again, after a drop: the server forgot this stream)
             last, self._has_unsent = self._has_unsent, asyncio.Event()
-            last.set()  # (the last stream's request iterator, if still there, sees it is not its own and ends)
+            last.set()  # (the last stream's request iterator sees it is not its own and ends)
             self._has_unsent.set()
             self.opened += 1
             try:
@@ -135,7 +135,7 @@ class Completions:
                     message = await asyncio.wait_for(call.read(), SILENCE_S)
                 except TimeoutError:
                     return answered
-                if message is grpc.aio.EOF:
+                if message is grpc.aio.EOF:  # type: ignore[attr-defined]
                     return answered
                 answered = True
                 self._take(message)
@@ -182,4 +182,3 @@ class Completions:
         for watched in list(self._awaited.values()):
             watched.fail(Unimplemented("the server has no WatchExecutions"))
         self._awaited.clear()
-

@@ -22,8 +22,8 @@ from . import _listing, _output, _provenance
 from ._completions import Completions, Watched
 from ._connection import Connection
 from ._output import OutputFollower
-from ._submits import Submission, Submitter
 from ._status import TERMINAL, status_code, status_name
+from ._submits import Submission, Submitter
 from .models import CallOptions, ExecutionState, Health, Stats, TaskRef
 from .wire import codec, function_pb2, object_pb2
 from .wire.errors import (
@@ -224,7 +224,9 @@ class Core:
             return Submission.failed(exc)
         cell = _provenance.current_cell()
 
-        async def build(parameters: list[function_pb2.FunctionParameter]) -> function_pb2.InvokeFunctionRequest:
+        async def build(
+            parameters: list[function_pb2.FunctionParameter],
+        ) -> function_pb2.InvokeFunctionRequest:
             try:
                 return await self._build(target, parameters, options, function_pb2.EXECUTION_MODE_ASYNC, cell)
             except NotFound:

@@ -21,7 +21,6 @@ from ._core import Core, PickledFunction, Target
 from ._progress import NoView, ProgressModel, ProgressView
 from ._runtime import Runtime, get_runtime
 from ._submits import Submission
-from ._status import TERMINAL
 from .models import CallOptions, ExecutionState, TaskRef
 from .wire import function_pb2
 from .wire.errors import InvalidArgument

@@ -21,6 +21,7 @@ from ._connection import Connection
 
 if TYPE_CHECKING:
     from ._core import Core
+    from ._runtime import get_runtime
 
 ADDRESS_VAR = "SPEAR_ADDRESS"
 TOKEN_VAR = "SPEAR_TOKEN"
@@ -57,5 +58,5 @@ def core_for(address: str) -> Core:
         if core is None:
             served_address, token, tls = key
             connection = Connection(served_address, token=token or None, tls=tls or None)
-            core = _made[key] = Core(connection)
+            core = _made[key] = Core(connection, get_runtime().loop)
         return core

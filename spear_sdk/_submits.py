@@ -16,9 +16,12 @@ import threading
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import grpc
+
 from .wire import function_pb2
 from .wire.errors import SpearError, Unimplemented, error_for_status
 
+_STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
 #: Calls sent in one request at most.
 CALLS_PER_REQUEST = 2000
 
@@ -98,6 +101,7 @@ class Submitter:
         )
         self._lock = threading.Lock()
         self._sending = False
+        self._sender: asyncio.Future[None] | None = None
         self._batched = True  # False once the server answered InvokeMany with UNIMPLEMENTED
 
     def submit(self, build: Build, parameters: list[function_pb2.FunctionParameter]) -> Submission:
@@ -112,7 +116,7 @@ class Submitter:
         return submission
 
     def _start(self) -> None:
-        asyncio.ensure_future(self._send_all())
+        self._sender = asyncio.ensure_future(self._send_all())
 
     async def _send_all(self) -> None:
         while True:
@@ -124,7 +128,9 @@ class Submitter:
                 calls = [self._queue.popleft() for _ in range(count)]
             await self._send(calls)
 
-    async def _send(self, calls: Sequence[tuple[Build, list[function_pb2.FunctionParameter], Submission]]) -> None:
+    async def _send(
+        self, calls: Sequence[tuple[Build, list[function_pb2.FunctionParameter], Submission]]
+    ) -> None:
         requests: list[function_pb2.InvokeFunctionRequest] = []
         built: list[Submission] = []
         for build, parameters, submission in calls:
@@ -163,9 +169,7 @@ class Submitter:
 def _outcome(outcome: function_pb2.InvokeOutcome) -> tuple[str | None, BaseException | None]:
     if outcome.error_status == 0:
         return outcome.response.execution_id, None
-    import grpc
-
-    code = next((c for c in grpc.StatusCode if c.value[0] == outcome.error_status), grpc.StatusCode.UNKNOWN)
+    code = _STATUS_CODES.get(outcome.error_status, grpc.StatusCode.UNKNOWN)
     error = error_for_status(code, outcome.error_message)
     if outcome.retry_after_ms and hasattr(error, "retry_after"):
         error.retry_after = outcome.retry_after_ms / 1000

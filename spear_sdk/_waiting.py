@@ -45,12 +45,12 @@ async def completions(
     polled: list[E] = []
     left = 0
 
-    def ended(execution: E, future: asyncio.Future[object]) -> None:
+    def ended(execution: E, future: asyncio.Future[Any]) -> None:
         if not future.cancelled() and isinstance(future.exception(), Unimplemented):
             polled.append(execution)  # the server turned out not to push
         else:
             if not future.cancelled() and future.exception() is None:
-                execution._last_status = status_name(future.result().status) or "unknown"  # type: ignore[attr-defined]
+                execution._last_status = status_name(future.result().status) or "unknown"
             ready.append(execution)
         arrived.set()
 

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2
@@ -35,7 +36,9 @@ REFLECTION_SERVICE = reflection_pb2.DESCRIPTOR.services_by_name["ServerReflectio
 class SpearletServer:
     """One running spearlet: ``await start()``, read ``address``, ``await stop()`` to shut down gracefully."""
 
-    def __init__(self, config: Config, interceptors: Sequence[grpc.aio.ServerInterceptor] = ()) -> None:
+    def __init__(
+        self, config: Config, interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = ()
+    ) -> None:
         """``interceptors`` run after the token check, on every call (tests count calls with one)."""
         self.config = config
         self._interceptors = list(interceptors)

@@ -132,7 +132,9 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
             try:
                 _check_invocation_enums(invocation)
                 if invocation.execution_mode != fpb.EXECUTION_MODE_ASYNC or invocation.wait:
-                    raise InvalidArgument("InvokeMany takes ASYNC invocations (execution_mode ASYNC, no wait)")
+                    raise InvalidArgument(
+                        "InvokeMany takes ASYNC invocations (execution_mode ASYNC, no wait)"
+                    )
                 live = await self.engine.submit(convert.invocation(invocation, stream=False))
             except Exception as exc:
                 refused = refusal(exc)

@@ -22,8 +22,8 @@ from collections.abc import Callable
 from ..stats import StatsTracker
 from ..store.records import StoredExecution
 from . import lifecycle as lc
-from .executions import ExecutionStore
 from .completions import CompletionHub
+from .executions import ExecutionStore
 from .executors.base import COMPLETED, Outcome
 from .live import LiveExecution
 from .output import OutputHub
