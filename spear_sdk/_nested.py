@@ -21,7 +21,6 @@ from ._connection import Connection
 
 if TYPE_CHECKING:
     from ._core import Core
-    from ._runtime import get_runtime
 
 ADDRESS_VAR = "SPEAR_ADDRESS"
 TOKEN_VAR = "SPEAR_TOKEN"
@@ -43,6 +42,7 @@ def remember(core: Core) -> None:
 def core_for(address: str) -> Core:
     """The core a handle pickled for ``address`` uses here."""
     from ._core import Core
+    from ._runtime import get_runtime
 
     served = os.environ.get(ADDRESS_VAR)
     if served:
