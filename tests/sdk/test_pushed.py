@@ -82,7 +82,6 @@ def square(x: int) -> int:
 
 
 def nap(x: float) -> float:
-    import time
 
     time.sleep(x)
     return x
@@ -163,31 +162,6 @@ def test_a_dropped_watch_stream_resumes_with_nothing_lost(served: Served) -> Non
     assert served.recorder.dropped == 3
     assert served.recorder.calls["WatchExecutions"] == 4
     assert served.recorder.calls["GetExecutionStatus"] == 0
-
-
-def test_ctrl_c_in_wait_cancels_what_it_waited_for(served: Served) -> None:
-    f = served.client.function(nap)
-    executions = [f.submit(30) for _ in range(3)]
-    runtime = get_runtime()
-    timer = threading.Timer(0.5, lambda: _interrupt(threading.main_thread().ident))
-    timer.start()
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            spear_sdk.wait(executions)
-    finally:
-        timer.cancel()
-    deadline = time.monotonic() + 10
-    while not all(e.info().status == "cancelled" for e in executions):
-        assert time.monotonic() < deadline, [e.info().status for e in executions]
-        time.sleep(0.05)
-    assert runtime is get_runtime()
-
-
-def _interrupt(thread_id: int | None) -> None:
-    import ctypes
-
-    assert thread_id is not None
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(KeyboardInterrupt))
 
 
 @pytest.mark.timeout(300)
