@@ -414,9 +414,12 @@ class Core:
         state.task_name = response.task_name
         return state
 
-    async def wait(self, execution_id: str, timeout: float | None = None) -> ExecutionState:
-        """The terminal state, as the server pushes it; ``TimeoutError`` after ``timeout`` seconds."""
-        watched = self.completions.watch(execution_id)
+    async def wait(
+        self, execution_id: str, timeout: float | None = None, watched: Watched | None = None
+    ) -> ExecutionState:
+        """The terminal state, as the server pushes it; ``TimeoutError`` after ``timeout`` seconds.
+        ``watched``: the execution's watch, when its handle holds one already."""
+        watched = watched or self.completions.watch(execution_id)
         if watched is not None:
             try:
                 result = await asyncio.wait_for(asyncio.shield(watched.ended), timeout)
@@ -429,10 +432,10 @@ class Core:
             return state
         return await self._poll(execution_id, timeout)
 
-    async def ended(self, execution_id: str) -> bool:
+    async def ended(self, execution_id: str, watched: Watched | None = None) -> bool:
         """Whether the execution has ended, as far as the server has said (one round trip the first time
         an id is asked about, none after)."""
-        watched = self.completions.watch(execution_id)
+        watched = watched or self.completions.watch(execution_id)
         if watched is None:
             return (await self.state(execution_id)).status in TERMINAL
         await asyncio.shield(watched.answered)
@@ -465,9 +468,13 @@ class Core:
             delay = min(delay * 2, _POLL_MAX_S)
 
     async def result(
-        self, execution_id: str, timeout: float | None = None, target: Target | None = None
+        self,
+        execution_id: str,
+        timeout: float | None = None,
+        target: Target | None = None,
+        watched: Watched | None = None,
     ) -> object:
-        state = await self.wait(execution_id, timeout)
+        state = await self.wait(execution_id, timeout, watched)
         assert state.raw_result is not None
         return await self._outcome(execution_id, state.raw_result, target)
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _nested, _repr, _shipping
+from ._completions import Watched
 from ._connection import Connection, TlsOption
 from ._core import Core, PickledFunction, Target
 from ._progress import NoView, ProgressModel, ProgressView
@@ -281,6 +282,14 @@ class ExecutionBase:
         self._execution_id = execution if isinstance(execution, str) else None
         self.name = name
         self._last_status = "pending"
+        #: The pushed end this handle awaits (kept, so that a result once pushed is not asked for again).
+        self._watched: Watched | None = None
+
+    def _watch(self, execution_id: str) -> Watched | None:
+        """The execution's watch on its client's stream (None: the server cannot push)."""
+        if self._watched is None:
+            self._watched = self._core.completions.watch(execution_id)
+        return self._watched
 
     @property
     def execution_id(self) -> str:
@@ -304,7 +313,8 @@ class ExecutionBase:
 
     async def _result(self, timeout: float | None) -> Any:
         try:
-            value = await self._core.result(await self._id(), timeout, self._target)
+            execution_id = await self._id()
+            value = await self._core.result(execution_id, timeout, self._target, self._watch(execution_id))
         except TimeoutError:
             raise
         except Exception as exc:
@@ -328,14 +338,11 @@ class ExecutionBase:
         return state
 
     async def _done(self) -> bool:
-        submission = self._submission
-        if self._execution_id is None and submission is not None and submission.error is not None:
-            return True  # refused: done, with its error
         try:
-            ended = await self._core.ended(await self._id())
-        except Exception:
+            execution_id = await self._id()
+        except Exception:  # refused when submitted: done, with its error
             return True
-        return ended
+        return await self._core.ended(execution_id, self._watch(execution_id))
 
     async def _cancel(self) -> bool:
         cancelled = await self._core.cancel(await self._id())

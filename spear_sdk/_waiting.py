@@ -61,7 +61,7 @@ async def completions(
         except Exception:  # refused when submitted: done, with its error
             ready.append(execution)
             continue
-        watched = execution._core.completions.watch(execution_id)
+        watched = execution._watch(execution_id)
         if watched is None:
             polled.append(execution)
             continue
