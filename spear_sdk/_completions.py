@@ -21,13 +21,15 @@ import grpc
 
 from ._connection import Connection
 from .wire import function_pb2
-from .wire.errors import NotFound, Unimplemented
+from .wire.errors import NotFound, SpearError, Unimplemented
 
 #: Ids sent in one request at most; more go in the next ones.
 IDS_PER_REQUEST = 10_000
 #: A stream silent for this long (no answer, no heartbeat: the server sends one every 5 s) is dead.
 SILENCE_S = 15.0
 _RETRY_FIRST_S, _RETRY_MAX_S = 0.05, 2.0
+#: Attempts in a row that get no answer (about 3 s with the backoff) before the waiters get the error.
+OPEN_ATTEMPTS = 6
 
 
 class Watched:
@@ -107,6 +109,7 @@ class Completions:
 
     async def _keep_open(self) -> None:
         delay = _RETRY_FIRST_S
+        failures = 0
         while self._awaited or self._unsent:
             self._unsent = list(self._awaited)  # (again, after a drop: the server forgot this stream)
             last, self._has_unsent = self._has_unsent, asyncio.Event()
@@ -114,17 +117,23 @@ class Completions:
             self._has_unsent.set()
             self.opened += 1
             try:
-                if await self._follow():
-                    delay = _RETRY_FIRST_S
+                answered, error = await self._follow()
             except Unimplemented:
                 self._give_up()
                 return
+            if answered:
+                delay, failures = _RETRY_FIRST_S, 0
+            else:
+                failures += 1
+            if failures >= OPEN_ATTEMPTS and error is not None:
+                self._fail_all(error)  # the server is gone: the waiters hear it, as a poll would
+                break
             await asyncio.sleep(delay)
             delay = min(delay * 2, _RETRY_MAX_S)
         self._stream = None
 
-    async def _follow(self) -> bool:
-        """Follow one stream until it ends or breaks; whether it answered anything."""
+    async def _follow(self) -> tuple[bool, SpearError | None]:
+        """Follow one stream until it ends or breaks: whether it answered anything, and how it broke."""
         call = self._connection.functions.WatchExecutions(
             self._requests(), metadata=self._connection.metadata
         )
@@ -134,16 +143,16 @@ class Completions:
                 try:
                     message = await asyncio.wait_for(call.read(), SILENCE_S)
                 except TimeoutError:
-                    return answered
+                    return answered, None
                 if message is grpc.aio.EOF:  # type: ignore[attr-defined]
-                    return answered
+                    return answered, None
                 answered = True
                 self._take(message)
         except grpc.aio.AioRpcError as exc:
             error = self._connection.error(exc)
             if isinstance(error, Unimplemented):
                 raise error from None
-            return answered
+            return answered, error
         finally:
             call.cancel()
 
@@ -179,6 +188,9 @@ class Completions:
         """The server cannot push: every waiter learns it (and polls), later ones poll from the start."""
         self.supported = False
         self._stream = None
+        self._fail_all(Unimplemented("the server has no WatchExecutions"))
+
+    def _fail_all(self, error: SpearError) -> None:
         for watched in list(self._awaited.values()):
-            watched.fail(Unimplemented("the server has no WatchExecutions"))
+            watched.fail(error)
         self._awaited.clear()

@@ -24,7 +24,7 @@ from ._runtime import Runtime, get_runtime
 from ._submits import Submission
 from .models import CallOptions, ExecutionState, TaskRef
 from .wire import function_pb2
-from .wire.errors import InvalidArgument
+from .wire.errors import InvalidArgument, Unavailable
 from .wire.names import task_name_too_long
 
 if TYPE_CHECKING:
@@ -287,9 +287,10 @@ class ExecutionBase:
 
     def _watch(self, execution_id: str) -> Watched | None:
         """The execution's watch on its client's stream (None: the server cannot push)."""
-        if self._watched is None:
-            self._watched = self._core.completions.watch(execution_id)
-        return self._watched
+        watched = self._watched
+        if watched is None or _broke(watched):
+            watched = self._watched = self._core.completions.watch(execution_id)
+        return watched
 
     @property
     def execution_id(self) -> str:
@@ -373,6 +374,12 @@ class ExecutionBase:
             status=self._last_status,
             error=error,
         )
+
+
+def _broke(watched: Watched) -> bool:
+    """The watch ended without the execution's end (its stream's server went away): watch again."""
+    ended = watched.ended
+    return ended.done() and isinstance(ended.exception(), Unavailable)
 
 
 TaskLike = str | FunctionBase | TaskRef

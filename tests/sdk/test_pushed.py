@@ -164,6 +164,19 @@ def test_a_dropped_watch_stream_resumes_with_nothing_lost(served: Served) -> Non
     assert served.recorder.calls["GetExecutionStatus"] == 0
 
 
+def test_a_server_gone_for_good_is_unavailable_to_its_waiters() -> None:
+    for served in _serve(max_concurrent=1):
+        f = served.client.function(nap)
+        execution, unwatched = f.submit(30), f.submit(30)
+        assert execution.done() is False  # the stream is up
+        assert unwatched.execution_id
+        get_runtime().run(served.server.stop(0))
+        with pytest.raises(spear_sdk.errors.ExecutionCancelled):  # its end, pushed as the server stopped
+            execution.result(timeout=60)
+        with pytest.raises(spear_sdk.errors.Unavailable):  # no server to ask: no wait forever
+            unwatched.result(timeout=60)
+
+
 @pytest.mark.timeout(300)
 def test_as_completed_over_100_000_executions() -> None:
     for served in _serve(executor="thread", max_concurrent=2, max_queued=200_000):
