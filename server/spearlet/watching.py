@@ -39,6 +39,7 @@ class WatchStream:
         self._broken: Exception | None = None  # what ended the reading of requests
         self._wake = asyncio.Event()
         self._beat_due = False
+        self._closed_by_client = False
 
     async def read(self, requests: AsyncIterator[fpb.WatchExecutionsRequest]) -> None:
         """Take every id the client sends, until it stops sending (the stream goes on answering)."""
@@ -47,7 +48,8 @@ class WatchStream:
                 await self.add(request.execution_ids)
         except Exception as exc:  # a malformed request (answered INVALID_ARGUMENT), a store fault
             self._broken = exc
-            self._wake.set()
+        self._closed_by_client = True  # it sends no more: the stream ends once all it sent has ended
+        self._wake.set()
 
     async def add(self, execution_ids: Iterable[str]) -> None:
         fresh = [i for i in dict.fromkeys(execution_ids) if i and i not in self._awaited]
@@ -96,12 +98,16 @@ class WatchStream:
             if self._failure is not None:
                 raise Unavailable(f"the store did not answer: {self._failure}")
             if not (self._ended or self._watching or self._unknown):
+                if self._closed_by_client and not self._awaited:
+                    return
                 if self._beat_due:
                     self._beat_due = False
                     yield fpb.WatchExecutionsResponse()  # a heartbeat
                 continue
             while self._ended or self._watching or self._unknown:
                 yield self._next_message()
+            if self._closed_by_client and not self._awaited:
+                return
 
     def _beat(self) -> None:
         self._beat_due = True
