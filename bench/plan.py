@@ -6,9 +6,9 @@ import dataclasses
 from dataclasses import dataclass
 
 #: Metric groups ``--only`` selects from: P1-P9, R5 and S1-S4 (the SDK) of docs/performance.md (R5: how
-#: soon a time limit or a cancel stops the work), server memory, the lab's idle footprint, and the Dask
-#: reference figures.
-GROUPS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "R5", "SDK", "MEM", "IDLE", "DASK")
+#: soon a time limit or a cancel stops the work), server memory, the lab's idle footprint, the Dask
+#: reference figures, and large values (BIG).
+GROUPS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "R5", "SDK", "MEM", "IDLE", "DASK", "BIG")
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,8 @@ class Sizes:
     idle_s: float = 10.0
     panel_s: float = 8.0  # seconds of load while the panel is watched (P9)
     sdk_calls: int = 5000  # submits per round (S2, S3, S4)
+    big_rounds: int = 5  # 200 MB arguments and 100 MB results per side and pass (BIG)
+    big_passes: int = 2  # each side's child runs this many times, the sides in turn
 
     def scaled(self, factor: float) -> Sizes:
         """Every count times ``factor`` (rounds, concurrency and durations unchanged)."""
@@ -68,4 +70,5 @@ QUICK = Sizes(
     idle_s=3.0,
     panel_s=3.0,
     sdk_calls=1000,
+    big_rounds=3,
 )

@@ -11,6 +11,7 @@ Phases, in order (each only when a selected group needs it):
 5. frames: ``client.executions(limit=N)`` against the no-RPC floor over the same N rows (P6);
 6. start-up and idle children (P7, IDLE); the panel child (P9);
 7. stops: time limits and cancels of running processes on the spearlet child (R5).
+8. large values (BIG): a child each for the lab, ``connect()`` to a local server, and Ray.
 
 A phase that fails is recorded as a note (and makes the run's exit status 1); the others still run.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import json
 import os
 import platform
 import sys
@@ -34,7 +36,7 @@ from .measure import Loop, Samples, alternate, median, quantile
 from .memory import tree_rss
 from .ours import Sdk, SdkCalls, Spear
 from .plan import Sizes
-from .servers import Peer, Server, echo_server, spearlet_server
+from .servers import Peer, Server, echo_server, run_script, spearlet_server
 from .stops import stop_latencies
 from .storage import RawSqlite, StoreLayer
 
@@ -111,6 +113,8 @@ class Suite:
                 self._phase("panel", self._panel)
             if spear is not None and self.wants("R5"):
                 self._phase("stops", lambda: self._stops(spear))
+            if self.wants("BIG"):
+                self._phase("big", self._big)
         finally:
             for sdk in self.sdks.values():
                 sdk.client.close()
@@ -364,6 +368,30 @@ class Suite:
         figures = panel.panel_traffic(self.sizes.panel_s, self.workdir)
         self.extra["panel"] = figures
         self.figures["panel.messages_per_s"] = figures["messages_per_s"]
+
+    def _big(self) -> None:
+        """Large values: a fresh child each for the lab, connect() to a local server, and Ray, in turn, in
+        ``big_passes`` passes (the median of the passes is reported), so that a load that comes and goes
+        falls on every side."""
+        kinds = ["ray"] if self.has("ray") else []
+        kinds += ["lab", "connect"]
+        for index in range(self.sizes.big_passes):
+            for kind in kinds:
+                try:
+                    line = run_script(
+                        f"big-{kind}-{index}",
+                        ["-m", "bench.big_child", kind, str(self.sizes.big_rounds)],
+                        self.workdir,
+                        600,
+                    )
+                except RuntimeError as exc:
+                    self.notes[f"big-{kind}-{index}"] = f"BIG {kind} pass {index + 1} failed"
+                    self.extra.setdefault("errors", {})[f"big-{kind}-{index}"] = str(exc)[-2000:]
+                    continue
+                figures = json.loads(line)
+                for name, value in figures.items():
+                    self.samples.add(f"big.{kind}_{name}", value)
+                self.samples.add(f"big.{kind}_ref_extra_ms", figures["ref_ms"] - figures["plain_ms"])
 
     # -- figures ---------------------------------------------------------------------------------------
 

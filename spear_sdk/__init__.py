@@ -22,6 +22,7 @@ from .client import (
 )
 from .lab import Lab, start_lab
 from .models import CallOptions, ExecutionState, Health, Stats, TaskRef
+from .objects import AsyncObjectRef, ObjectRef
 
 __version__ = "0.1.0"
 
@@ -30,13 +31,21 @@ CONNECT_TIMEOUT_S = 10.0
 
 
 def connect(
-    address: str, token: str | None = None, tls: TlsOption = None, *, forward_output: bool = True
+    address: str,
+    token: str | None = None,
+    tls: TlsOption = None,
+    inline_limit_bytes: int | None = None,
+    *,
+    forward_output: bool = True,
 ) -> Client:
     """A client for the spearlet at ``address`` ("host:port"), checked with one health call so that a
     wrong address or token fails here, with a clear error, rather than at the first invocation.
 
-    ``forward_output``: what remote functions print shows in the calling cell as it is printed."""
-    client = Client(address, token=token, tls=tls, forward_output=forward_output)
+    ``forward_output``: what remote functions print shows in the calling cell as it is printed. Arguments
+    whose serialized size passes ``inline_limit_bytes`` (default 1 MiB) travel by reference."""
+    client = Client(
+        address, token=token, tls=tls, inline_limit_bytes=inline_limit_bytes, forward_output=forward_output
+    )
     client.check(timeout=CONNECT_TIMEOUT_S)
     return client
 
@@ -49,6 +58,7 @@ __all__ = [
     "AsyncClient",
     "AsyncExecution",
     "AsyncFunction",
+    "AsyncObjectRef",
     "Breach",
     "CallOptions",
     "Client",
@@ -57,6 +67,7 @@ __all__ = [
     "Function",
     "Health",
     "Lab",
+    "ObjectRef",
     "Stats",
     "TaskRef",
     "as_completed",

@@ -30,7 +30,14 @@ class Connection:
     ``UNAVAILABLE`` names the address, ``RESOURCE_EXHAUSTED`` carries the server's retry hint.
     """
 
-    def __init__(self, address: str, *, token: str | None = None, tls: TlsOption = None) -> None:
+    def __init__(
+        self,
+        address: str,
+        *,
+        token: str | None = None,
+        tls: TlsOption = None,
+        message_limit: int | None = None,
+    ) -> None:
         if not address or not isinstance(address, str):
             raise ValueError(f"address must be 'host:port', not {address!r}")
         scheme, sep, rest = address.partition("://")
@@ -42,6 +49,8 @@ class Connection:
         self.address = address
         #: Why this connection must not be used again (its lab is gone), for the error of every call.
         self.retired: str | None = None
+        #: The channel's message limit both ways (a lab's client takes its server's).
+        self.message_limit = message_limit or MESSAGE_LIMIT
         self.secure = bool(tls)
         self._credentials = _channel_credentials(tls)
         self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
@@ -58,8 +67,8 @@ class Connection:
         if self.retired is not None:
             raise Unavailable(self.retired)
         options = [
-            ("grpc.max_receive_message_length", MESSAGE_LIMIT),
-            ("grpc.max_send_message_length", MESSAGE_LIMIT),
+            ("grpc.max_receive_message_length", self.message_limit),
+            ("grpc.max_send_message_length", self.message_limit),
         ]
         if self._credentials is not None:
             self._channel = grpc.aio.secure_channel(self.address, self._credentials, options=options)
@@ -95,6 +104,13 @@ class Connection:
         """Await one unary RPC (``method`` is a stub attribute); a failure raises a :class:`SpearError`."""
         try:
             return await method(request, metadata=self._metadata, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise self.error(exc) from None
+
+    async def call_stream_unary(self, method: Any, requests: AsyncIterator[Any]) -> Any:
+        """Await one client-streaming RPC fed from ``requests``."""
+        try:
+            return await method(requests, metadata=self._metadata)
         except grpc.aio.AioRpcError as exc:
             raise self.error(exc) from None
 

@@ -16,16 +16,16 @@ from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable, Mappi
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from google.protobuf import any_pb2
-
 from . import _listing, _output, _provenance
 from ._completions import Completions, Watched
 from ._connection import Connection
+from ._listing import PAGE_LIMIT
 from ._output import OutputFollower
 from ._status import TERMINAL, status_code, status_name
 from ._submits import Submission, Submitter
+from ._transfer import Arguments, ObjectTransfer
 from .models import CallOptions, ExecutionState, Health, Stats, TaskRef
-from .wire import codec, function_pb2, object_pb2
+from .wire import function_pb2, object_pb2
 from .wire.errors import (
     ExecutionError,
     InvalidArgument,
@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 #: Asks the server for exact Python results (tuples stay tuples), see the README's "values" section.
 PYTHON_ACCEPT = "application/x-python-pickle"
 FUNCTION_OBJECT_PREFIX = "spear/functions/"
-PAGE_LIMIT = 1000
 MAP_CONCURRENCY = 64
 #: How ``map`` cuts its calls into InvokeBatch requests, and how many it keeps in flight.
 BATCH_CALLS = 5000
@@ -51,6 +50,8 @@ BATCH_CONCURRENCY = 2
 _POLL_FIRST_S, _POLL_MAX_S = 0.002, 0.1
 _COMPLETED = function_pb2.EXECUTION_STATUS_COMPLETED
 _CANCEL_TIMEOUT_S = 5.0
+#: ``Core._request``'s cell when the call is being made now (cell numbers are positive).
+_CELL_NOW = -1
 
 
 @dataclass(frozen=True)
@@ -93,8 +94,12 @@ class Core:
     loop (``Runtime.run`` / ``Runtime.hop`` put it there), never on a caller's loop.
     """
 
-    def __init__(self, connection: Connection, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, connection: Connection, loop: asyncio.AbstractEventLoop, inline_limit: int | None = None
+    ) -> None:
         self.connection = connection
+        #: Large values: objects, arguments by reference, results read back (``_transfer``).
+        self.transfer = ObjectTransfer(connection, inline_limit)
         self._refs: dict[str, TaskRef] = {}  # task name -> the newest registration seen
         self._registering: dict[tuple[str, str], asyncio.Future[TaskRef]] = {}
         self.output = OutputFollower(connection)
@@ -102,7 +107,9 @@ class Core:
         self.forward_output = True
         #: The ends this client awaits, pushed by the server.
         self.completions = Completions(connection)
-        self._submitter = Submitter(loop, lambda: self.connection.functions, connection.call)
+        self._submitter = Submitter(
+            loop, lambda: self.connection.functions, connection.call, self.transfer.release
+        )
 
     @property
     def _functions(self) -> Any:
@@ -203,12 +210,16 @@ class Core:
     async def invoke(
         self, target: Target, args: Sequence[object], kwargs: Mapping[str, object], options: CallOptions
     ) -> object:
-        request = await self._request(target, args, kwargs, options, function_pb2.EXECUTION_MODE_SYNC)
+        request, implicit = await self._request(
+            target, args, kwargs, options, function_pb2.EXECUTION_MODE_SYNC
+        )
         try:
             response = await self.connection.call(self._functions.InvokeFunction, request)
         except NotFound:
             self._forget(target)
             raise
+        finally:  # the server held what it needed while the call ran
+            await self.transfer.release(implicit)
         if _output.SESSION_KEY in request.invocation_metadata:
             await self.output.settle(response.execution_id, response.result.metrics)
         return await self._outcome(response.execution_id, response.result, target)
@@ -217,42 +228,53 @@ class Core:
         self, target: Target, args: Sequence[object], kwargs: Mapping[str, object], options: CallOptions
     ) -> Submission:
         """Queue an ASYNC invocation from any thread, without waiting for the server (see ``_submits``):
-        the arguments are encoded here, the request is built and sent on the loop."""
-        try:
-            parameters = _parameters(args, kwargs)
-        except Exception as exc:  # arguments that cannot be sent: the execution's error, like the server's
-            return Submission.failed(exc)
+        the request is built (the arguments encoded, large ones stored as objects) and sent on the loop."""
         cell = _provenance.current_cell()
 
-        async def build(
-            parameters: list[function_pb2.FunctionParameter],
-        ) -> function_pb2.InvokeFunctionRequest:
+        async def build() -> tuple[function_pb2.InvokeFunctionRequest, list[str]]:
             try:
-                return await self._build(target, parameters, options, function_pb2.EXECUTION_MODE_ASYNC, cell)
+                mode = function_pb2.EXECUTION_MODE_ASYNC
+                return await self._request(target, args, kwargs, options, mode, cell)
             except NotFound:
                 self._forget(target)
                 raise
 
-        return self._submitter.submit(build, parameters)
+        return self._submitter.submit(build)
 
     async def stream(
         self, target: Target, args: Sequence[object], kwargs: Mapping[str, object], options: CallOptions
     ) -> AsyncGenerator[object, None]:
-        request = await self._request(target, args, kwargs, options, function_pb2.EXECUTION_MODE_STREAM)
+        request, implicit = await self._request(
+            target, args, kwargs, options, function_pb2.EXECUTION_MODE_STREAM
+        )
+        try:
+            async for message in self._stream_messages(request, implicit):
+                if not message.is_final:
+                    yield await self.transfer.value(message.chunk_data)
+                    continue
+                if message.status != _COMPLETED:
+                    raise error_for_execution(
+                        execution_id=message.execution_id,
+                        status=status_name(message.status) or "failed",
+                        error_code=message.metadata.get("error_code", ""),
+                        error_message=message.error_message,
+                        remote_error=_remote_error(message, target),
+                        logs=await self._logs(message.execution_id, target),
+                    )
+                return
+        finally:
+            if implicit:
+                await self.transfer.release(implicit)
+
+    async def _stream_messages(
+        self, request: function_pb2.InvokeFunctionRequest, implicit: list[str]
+    ) -> AsyncGenerator[Any, None]:
+        """StreamFunction's messages; the first one means the execution holds its own references."""
         async for message in self.connection.stream(self._functions.StreamFunction, request):
-            if not message.is_final:
-                yield _decode(message.chunk_data)
-                continue
-            if message.status != _COMPLETED:
-                raise error_for_execution(
-                    execution_id=message.execution_id,
-                    status=status_name(message.status) or "failed",
-                    error_code=message.metadata.get("error_code", ""),
-                    error_message=message.error_message,
-                    remote_error=_remote_error(message, target),
-                    logs=await self._logs(message.execution_id, target),
-                )
-            return
+            if implicit:
+                await self.transfer.release(implicit)
+                implicit.clear()
+            yield message
 
     async def map(
         self,
@@ -272,25 +294,41 @@ class Core:
         """
         if not calls:
             return []
-        template = await self._request(target, (), {}, options, function_pb2.EXECUTION_MODE_SYNC)
-        batches = _batches(
-            [_item_parameters(index, args, kwargs) for index, (args, kwargs) in enumerate(calls)]
-        )
-        results: list[object] = [None] * len(calls)
-        pending = iter(batches)
-
-        async def work() -> None:
-            for start, batch in pending:
-                await self._run_batch(target, template, batch, start, results, on_done, return_exceptions)
-
+        template, _ = await self._request(target, (), {}, options, function_pb2.EXECUTION_MODE_SYNC)
+        implicit: list[str] = []
         try:
-            await _all(work() for _ in range(min(BATCH_CONCURRENCY, len(batches))))
-        except Unimplemented:
-            return await self._map_one_by_one(target, calls, options, on_done, return_exceptions)
-        except NotFound:
-            self._forget(target)
-            raise
-        return results
+            encoded: list[list[function_pb2.FunctionParameter]] = []
+            for index, (args, kwargs) in enumerate(calls):
+                arguments = await self._item_arguments(index, args, kwargs)
+                implicit += arguments.implicit
+                encoded.append(arguments.parameters)
+            batches = _batches(encoded)
+            results: list[object] = [None] * len(calls)
+            pending = iter(batches)
+
+            async def work() -> None:
+                for start, batch in pending:
+                    await self._run_batch(target, template, batch, start, results, on_done, return_exceptions)
+
+            try:
+                await _all(work() for _ in range(min(BATCH_CONCURRENCY, len(batches))))
+            except Unimplemented:
+                return await self._map_one_by_one(target, calls, options, on_done, return_exceptions)
+            except NotFound:
+                self._forget(target)
+                raise
+            return results
+        finally:  # a batch's calls are held by this client until the batch ends
+            await self.transfer.release(implicit)
+
+    async def _item_arguments(
+        self, index: int, args: Sequence[object], kwargs: Mapping[str, object]
+    ) -> Arguments:
+        """The arguments of the map's call ``index``; an argument that cannot be sent names the call."""
+        try:
+            return await self.transfer.arguments(args, kwargs)
+        except InvalidArgument as exc:
+            raise _map_failure(exc, index, False) from None
 
     async def _run_batch(
         self,
@@ -342,18 +380,14 @@ class Core:
         kwargs: Mapping[str, object],
         options: CallOptions,
         mode: int,
-    ) -> function_pb2.InvokeFunctionRequest:
-        return await self._build(target, _parameters(args, kwargs), options, mode, _provenance.current_cell())
-
-    async def _build(
-        self,
-        target: Target,
-        parameters: list[function_pb2.FunctionParameter],
-        options: CallOptions,
-        mode: int,
-        cell: int | None,
-    ) -> function_pb2.InvokeFunctionRequest:
+        cell: int | None = _CELL_NOW,
+    ) -> tuple[function_pb2.InvokeFunctionRequest, list[str]]:
+        """The request, and the keys of the objects made for its arguments (this client's to release).
+        ``cell``: the notebook cell that made the call, when it was made earlier (a queued submit)."""
+        if cell == _CELL_NOW:
+            cell = _provenance.current_cell()
         ref = await self.resolve(target)
+        arguments: Arguments = await self.transfer.arguments(args, kwargs)
         context = function_pb2.ExecutionContext(
             environment=dict(options.environment),
             headers={"accept": PYTHON_ACCEPT},
@@ -366,15 +400,17 @@ class Core:
         forward = self.forward_output if options.forward_output is None else options.forward_output
         if forward and (session := await self.output.session_for_call()) is not None:
             metadata[_output.SESSION_KEY] = session
-        return function_pb2.InvokeFunctionRequest(
+        request = function_pb2.InvokeFunctionRequest(
             invocation_type=function_pb2.INVOCATION_TYPE_EXISTING_TASK,
             task_id=ref.task_id,
             function_name=ref.function_name,
-            parameters=parameters,
+            parameters=arguments.parameters,
             execution_mode=mode,  # type: ignore[arg-type]
             context=context,
             invocation_metadata=metadata,
+            object_refs=arguments.object_refs,
         )
+        return request, arguments.implicit
 
     def _forget(self, target: Target) -> None:
         """A task deleted behind our back: look it up (or register it) afresh next time."""
@@ -385,7 +421,7 @@ class Core:
         self, execution_id: str, result: function_pb2.ExecutionResult, target: Target | None = None
     ) -> object:
         if result.status == _COMPLETED:
-            return _decode(result.result)
+            return await self.transfer.value(result.result)
         raise error_for_execution(
             execution_id=execution_id,
             status=status_name(result.status) or "failed",
@@ -653,35 +689,8 @@ def _remote_error(
     return remote
 
 
-def _encode(value: object, what: str) -> any_pb2.Any:
-    try:
-        return codec.encode(value)
-    except codec.CodecError as exc:
-        raise InvalidArgument(f"{what} cannot be sent: {exc}") from None
-
-
-def _parameters(args: Sequence[object], kwargs: Mapping[str, object]) -> list[function_pb2.FunctionParameter]:
-    parameters = [
-        function_pb2.FunctionParameter(value=_encode(v, f"argument {i}")) for i, v in enumerate(args)
-    ]
-    parameters += [
-        function_pb2.FunctionParameter(name=name, value=_encode(v, f"argument {name!r}"))
-        for name, v in kwargs.items()
-    ]
-    return parameters
-
-
 #: How one call of a map fails (the others are the map's own failures: the server, the task).
 _ITEM_ERRORS = (ExecutionError, InvalidArgument)
-
-
-def _item_parameters(
-    index: int, args: Sequence[object], kwargs: Mapping[str, object]
-) -> list[function_pb2.FunctionParameter]:
-    try:
-        return _parameters(args, kwargs)
-    except InvalidArgument as exc:
-        raise _map_failure(exc, index, False) from None
 
 
 def _map_failure(error: SpearError, index: int, return_exceptions: bool) -> SpearError:
@@ -724,10 +733,3 @@ async def _all(coroutines: Iterable[Coroutine[Any, Any, None]]) -> None:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
-
-
-def _decode(message: any_pb2.Any) -> object:
-    try:
-        return codec.decode(message)
-    except codec.CodecError as exc:
-        raise InvalidArgument(f"the result cannot be read here: {exc}") from None

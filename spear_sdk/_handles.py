@@ -389,11 +389,18 @@ class ClientBase:
     """The connection and the reprs that ``Client`` and ``AsyncClient`` share."""
 
     def __init__(
-        self, address: str, *, token: str | None = None, tls: TlsOption = None, forward_output: bool = True
+        self,
+        address: str,
+        *,
+        token: str | None = None,
+        tls: TlsOption = None,
+        forward_output: bool = True,
+        inline_limit_bytes: int | None = None,
+        message_limit: int | None = None,
     ) -> None:
-        self._connection = Connection(address, token=token, tls=tls)
+        self._connection = Connection(address, token=token, tls=tls, message_limit=message_limit)
         self._runtime: Runtime = get_runtime()
-        self._core = Core(self._connection, self._runtime.loop)
+        self._core = Core(self._connection, self._runtime.loop, inline_limit_bytes)
         self.forward_output = forward_output
         _nested.remember(self._core)
         self._has_token = bool(token)

@@ -11,6 +11,7 @@ from ._connection import Connection
 from .wire import function_pb2
 from .wire.errors import Unimplemented
 
+#: The most rows one ListExecutions page holds (the server caps larger limits to this).
 PAGE_LIMIT = 1000
 
 Since = dt.datetime | dt.timedelta | None

@@ -22,6 +22,7 @@ import grpc
 
 from ._connection import Connection
 from .wire import function_pb2
+from .wire.errors import SpearError
 
 SESSION_KEY = "spear.output-session"
 TRACEBACK_HEADER = "Traceback (most recent call last):\n"
@@ -79,8 +80,9 @@ class OutputFollower:
     async def _follow(self, opened: asyncio.Future[bool]) -> None:
         request = function_pb2.FollowOutputRequest(session=self.session)
         connection = self._connection
-        call = connection.functions.FollowOutput(request, metadata=connection._metadata)
+        call = None
         try:
+            call = connection.functions.FollowOutput(request, metadata=connection._metadata)
             await call.initial_metadata()
             if not opened.done():
                 opened.set_result(True)
@@ -90,8 +92,11 @@ class OutputFollower:
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
                 self._unsupported = True
+        except SpearError:
+            pass  # the connection is gone (its lab stopped or was replaced): the call itself says so
         finally:
-            call.cancel()
+            if call is not None:
+                call.cancel()
             if not opened.done():
                 opened.set_result(False)
 

@@ -84,31 +84,37 @@ class Submission:
         self._waiters.clear()
 
 
-#: What a queued call needs to become a request on the loop: a coroutine building it (resolving its
-#: target, which may register the function) from the encoded parameters.
-Build = Callable[[list[function_pb2.FunctionParameter]], Awaitable[function_pb2.InvokeFunctionRequest]]
+#: What a queued call becomes a request with, on the loop: a coroutine that resolves its target (which may
+#: register the function) and encodes its arguments (large ones stored as objects first), giving the
+#: request and the keys of the objects made for it, released once the server has answered.
+Build = Callable[[], Awaitable[tuple[function_pb2.InvokeFunctionRequest, list[str]]]]
 
 
 class Submitter:
     """The queue of submitted calls of one connection and the loop-side sender that empties it."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, functions: Callable[[], Any], call: Any) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        functions: Callable[[], Any],
+        call: Any,
+        release: Callable[[list[str]], Awaitable[None]],
+    ) -> None:
         self._loop = loop
         self._functions = functions  # the stub (the channel opens lazily, on the loop)
         self._call = call  # Connection.call: errors become SpearErrors
-        self._queue: collections.deque[tuple[Build, list[function_pb2.FunctionParameter], Submission]] = (
-            collections.deque()
-        )
+        self._release = release  # drops the objects made for arguments (held by accepted executions)
+        self._queue: collections.deque[tuple[Build, Submission]] = collections.deque()
         self._lock = threading.Lock()
         self._sending = False
         self._sender: asyncio.Future[None] | None = None
         self._batched = True  # False once the server answered InvokeMany with UNIMPLEMENTED
 
-    def submit(self, build: Build, parameters: list[function_pb2.FunctionParameter]) -> Submission:
+    def submit(self, build: Build) -> Submission:
         """Queue a call (from any thread); its :class:`Submission` settles once the server answered."""
         submission = Submission()
         with self._lock:
-            self._queue.append((build, parameters, submission))
+            self._queue.append((build, submission))
             if self._sending:
                 return submission
             self._sending = True
@@ -128,20 +134,29 @@ class Submitter:
                 calls = [self._queue.popleft() for _ in range(count)]
             await self._send(calls)
 
-    async def _send(
-        self, calls: Sequence[tuple[Build, list[function_pb2.FunctionParameter], Submission]]
-    ) -> None:
+    async def _send(self, calls: Sequence[tuple[Build, Submission]]) -> None:
         requests: list[function_pb2.InvokeFunctionRequest] = []
         built: list[Submission] = []
-        for build, parameters, submission in calls:
+        made: list[str] = []
+        for build, submission in calls:
             try:
-                requests.append(await build(parameters))
-            except Exception as exc:  # the target cannot be resolved or registered
+                request, implicit = await build()
+            except Exception as exc:  # the target or the arguments cannot be sent
                 submission.settle(None, exc)
                 continue
+            requests.append(request)
             built.append(submission)
-        if not requests:
-            return
+            made += implicit
+        try:
+            if requests:
+                await self._send_built(requests, built)
+        finally:
+            if made:
+                await self._release(made)
+
+    async def _send_built(
+        self, requests: list[function_pb2.InvokeFunctionRequest], built: list[Submission]
+    ) -> None:
         if self._batched:
             try:
                 response = await self._call(

@@ -23,6 +23,7 @@ from ._handles import (
 from ._progress import ProgressModel, await_showing
 from ._waiting import ALL_COMPLETED, E, ReturnWhen
 from .models import CallOptions, ExecutionState, Health, Stats, TaskRef
+from .objects import AsyncObjectRef
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -222,6 +223,10 @@ class AsyncClient(ClientBase):
         from . import frames
 
         return frames.objects_frame(await self._runtime.hop(self._core.list_objects(prefix, limit)))
+
+    async def put(self, value: Any) -> AsyncObjectRef:
+        stored = await self._runtime.hop(self._core.transfer.put(value))
+        return AsyncObjectRef(stored, self._core.transfer, self._runtime)
 
     async def stats(self, time_range_hours: int = 0) -> Stats:
         return await self._runtime.hop(self._core.stats(time_range_hours))

@@ -21,6 +21,7 @@ from ._handles import (
 from ._progress import ProgressModel, run_showing
 from ._waiting import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, E, ReturnWhen
 from .models import CallOptions, ExecutionState, Health, Stats, TaskRef
+from .objects import ObjectRef
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -260,6 +261,12 @@ class Client(ClientBase):
         from . import frames
 
         return frames.objects_frame(self._runtime.run(self._core.list_objects(prefix, limit)))
+
+    def put(self, value: Any) -> ObjectRef:
+        """Store ``value`` on the server once; pass the reference to functions (alone or inside lists,
+        tuples and dicts) and they receive the value. It lives until ``.delete()`` (or the lab stops)."""
+        stored = self._runtime.run(self._core.transfer.put(value))
+        return ObjectRef(stored, self._core.transfer, self._runtime)
 
     def stats(self, time_range_hours: int = 0) -> Stats:
         """The server's figures; ``time_range_hours`` > 0 counts only executions created in that window."""

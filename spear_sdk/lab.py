@@ -39,7 +39,13 @@ class Lab:
         self.config = config
         self.address = server.address
         tls = config.tls_cert if config.tls_cert else None
-        self.client = Client(self.address, token=config.token, tls=tls)
+        self.client = Client(
+            self.address,
+            token=config.token,
+            tls=tls,
+            inline_limit_bytes=config.inline_limit,
+            message_limit=config.message_limit,
+        )
         self._stopped = False
         runtime.on_shutdown(self._stop_at_exit)
 

@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha import reflection_pb2
 from spear_sdk.wire import function_pb2, object_pb2
 
 from .auth import TokenInterceptor
+from .blobs import ObjectFiles
 from .config import Config
 from .engine.core import Engine
 from .function_service import FunctionService
@@ -48,6 +49,7 @@ class SpearletServer:
         self._store: KvStore | None = None
         self._engine: Engine | None = None
         self._monitor: HealthMonitor | None = None
+        self._objects: ObjectRepository | None = None
         self._stopped = asyncio.Event()
 
     @property
@@ -59,7 +61,9 @@ class SpearletServer:
     async def start(self) -> None:
         config = self.config
         self._store = store = open_store(config.store)
-        objects = ObjectRepository(store, config.max_object_bytes)
+        files = ObjectFiles.for_store(config.store, config.object_dir)
+        objects = ObjectRepository(store, config.max_object_bytes, files, config.object_grace_s)
+        self._objects = objects
         await objects.load_totals()
         self._engine = engine = Engine(config, store, objects)
         await engine.start()
@@ -77,7 +81,7 @@ class SpearletServer:
         server.add_generic_rpc_handlers(
             (
                 service_handler(FunctionService(engine, monitor, meter), FUNCTION_SERVICE, function_pb2),
-                service_handler(ObjectService(objects, limit), OBJECT_SERVICE, object_pb2),
+                service_handler(ObjectService(objects, config, limit), OBJECT_SERVICE, object_pb2),
                 service_handler(monitor.grpc_servicer, HEALTH_SERVICE, health_pb2),
                 service_handler(
                     reflection_aio.ReflectionServicer([s.full_name for s in reflected]),
@@ -114,6 +118,8 @@ class SpearletServer:
             await self._monitor.stop()
         if self._store is not None:
             await self._store.close()
+        if self._objects is not None:
+            await self._objects.close()
         self._stopped.set()
 
     async def wait_stopped(self) -> None:

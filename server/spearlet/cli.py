@@ -38,7 +38,16 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--default-timeout-ms", type=int, help="run-time limit when a call sets none (0 = none)"
     )
-    serve.add_argument("--max-object-bytes", type=int, help="largest object (default 64 MiB)")
+    serve.add_argument("--max-object-bytes", type=int, help="largest object (default 1 TiB: the disk's room)")
+    serve.add_argument(
+        "--inline-limit-bytes",
+        type=int,
+        help="values larger than this (serialized) travel by reference (default 1 MiB)",
+    )
+    serve.add_argument(
+        "--object-grace-s", type=float, help="seconds a fetched result object lives on (default 30)"
+    )
+    serve.add_argument("--object-dir", help="where object files live (default: beside the store)")
     serve.add_argument("--max-message-bytes", type=int, help="gRPC message limit (default: objects fit)")
     serve.add_argument("--token", help="require 'authorization: Bearer TOKEN' on every call")
     serve.add_argument("--tls-cert", help="PEM certificate chain to serve TLS")
@@ -62,6 +71,9 @@ def config_from_args(args: argparse.Namespace) -> Config:
             "default_timeout_ms",
             "max_object_bytes",
             "max_message_bytes",
+            "inline_limit_bytes",
+            "object_grace_s",
+            "object_dir",
             "token",
             "tls_cert",
             "tls_key",

@@ -11,6 +11,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MIB = 1 << 20
+GIB = 1 << 30
+#: The gRPC message limit unless set: room for a 64 MiB value plus framing. Larger values never travel in
+#: one message: they go by reference, in chunks or through shared files.
+DEFAULT_MESSAGE_BYTES = 68 * MIB
 DEFAULT_STORE = "sqlite:///.spear/spearlet.db"
 ENV_PREFIX = "SPEARLET_"
 MAX_PORT = 65535
@@ -29,9 +33,17 @@ class Config:
     max_concurrent: int = field(default_factory=_cpu_count)
     max_queued: int = 10_000
     default_timeout_ms: int = 0
-    max_object_bytes: int = 64 * MIB
-    #: gRPC message limit; 0 means "room for the largest object plus framing".
+    #: Largest object. Objects are files (``blobs.py``): the disk (or, for a lab, shared memory) bounds them.
+    max_object_bytes: int = 1 << 40
+    #: gRPC message limit; 0 means :data:`DEFAULT_MESSAGE_BYTES`.
     max_message_bytes: int = 0
+    #: A result or streamed value whose serialized size passes this travels by reference (and clients
+    #: send larger arguments so).
+    inline_limit_bytes: int = MIB
+    #: Seconds a result object made for an execution lives after its value was first fetched.
+    object_grace_s: float = 30.0
+    #: Where object files live; empty: beside a SQLite store, or a temporary directory for memory://.
+    object_dir: str = ""
     log_limit_bytes: int = MIB
     token: str | None = None
     tls_cert: str | None = None
@@ -46,7 +58,14 @@ class Config:
         for name in ("max_concurrent", "max_queued"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
-        for name in ("port", "default_timeout_ms", "max_object_bytes", "max_message_bytes"):
+        for name in (
+            "port",
+            "default_timeout_ms",
+            "max_object_bytes",
+            "max_message_bytes",
+            "inline_limit_bytes",
+            "object_grace_s",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, not {getattr(self, name)}")
         if self.port > MAX_PORT:
@@ -56,7 +75,12 @@ class Config:
 
     @property
     def message_limit(self) -> int:
-        return self.max_message_bytes or self.max_object_bytes + 4 * MIB
+        return self.max_message_bytes or DEFAULT_MESSAGE_BYTES
+
+    @property
+    def inline_limit(self) -> int:
+        """:attr:`inline_limit_bytes`, kept to half a message so that a value inline always fits one."""
+        return min(self.inline_limit_bytes, self.message_limit // 2)
 
     @functools.cached_property  # asked on every invocation; the answer never changes
     def allows_pickle(self) -> bool:

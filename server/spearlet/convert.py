@@ -54,6 +54,7 @@ def invocation(request: fpb.InvokeFunctionRequest, *, stream: bool) -> Invocatio
         timeout_ms=ctx.timeout_ms,
         max_retries=ctx.max_retries,
         force_new_instance=request.force_new_instance,
+        object_refs=list(request.object_refs),
     )
 
 

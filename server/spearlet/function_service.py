@@ -14,9 +14,11 @@ import grpc
 from spear_sdk.wire import function_pb2 as fpb
 from spear_sdk.wire import function_pb2_grpc
 from spear_sdk.wire.errors import InvalidArgument, Unavailable
+from spear_sdk.wire.refs import REF_PREFIX
 
 from . import convert
 from .engine import lifecycle as lc
+from .engine.by_reference import adopt_value
 from .engine.core import Engine
 from .engine.logs import log_lines
 from .engine.output import SENT_METRIC
@@ -184,6 +186,8 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
                 if not reported:  # a chunk reports the execution RUNNING: so it must be stored
                     await self.engine.stored(live)
                     reported = True
+                if data.startswith(REF_PREFIX):  # a value a worker wrote as a file: an object now
+                    await adopt_value(self.engine.objects, data, execution_id)
                 yield chunk_message(head, data)
         finally:
             if not live.done.is_set():  # the client went away mid-stream

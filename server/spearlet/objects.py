@@ -1,10 +1,20 @@
-"""The object store of ``ObjectService`` (keys ``object:{key}``), with reference counts and pinning."""
+"""The object store of ``ObjectService`` (keys ``object:{key}``), with reference counts and pinning.
+
+Small objects put with ``PutObject`` keep their bytes in the store record; large ones (and every value that
+travels by reference) keep them in a file of the object directory (:mod:`.blobs`), the record holding only
+the header. Objects made implicitly for one execution's result are reclaimed when the execution's records
+are deleted, or a grace period after their value was first fetched.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
+from pathlib import Path
 
 from spear_sdk.wire.errors import (
     AlreadyExists,
@@ -14,6 +24,7 @@ from spear_sdk.wire.errors import (
     ResourceExhausted,
 )
 
+from .blobs import ObjectFiles
 from .store import KvStore
 from .store.records import OBJECT, StoredObject, object_key
 
@@ -23,6 +34,28 @@ MAX_REF_COUNT = 2**31 - 1
 
 #: Longest object key accepted.
 MAX_KEY = 4096
+#: Keys of the objects holding an execution's results by reference: ``spear/results/{execution_id}/...``.
+RESULTS_PREFIX = "spear/results/"
+#: Metadata naming why an object was made without being asked: "argument" or "result".
+IMPLICIT = "spear.implicit"
+#: Metadata naming the execution a result object belongs to.
+EXECUTION = "spear.execution"
+#: Largest value ``PutObject`` takes in its one message (kept in the store record); larger objects are
+#: files, put with ``PutObjectStream`` (or ``AdoptObjectFile``).
+MAX_UNARY_VALUE = 64 << 20
+#: Pieces of a streamed object.
+CHUNK_BYTES = 1 << 20
+
+
+def results_prefix(execution_id: str) -> str:
+    return f"{RESULTS_PREFIX}{execution_id}/"
+
+
+def over_limit(what: str, size: int, limit: int) -> InvalidArgument:
+    return InvalidArgument(
+        f"{what} is {size} bytes, over the limit of {limit} bytes (--max-object-bytes, "
+        "SPEARLET_MAX_OBJECT_BYTES, or start_lab(max_object_bytes=...))"
+    )
 
 
 def _require_key(key: str) -> None:
@@ -39,19 +72,32 @@ def _ref_count_change(count: int) -> int:
 
 
 class ObjectRepository:
-    def __init__(self, store: KvStore, max_object_bytes: int) -> None:
+    def __init__(
+        self, store: KvStore, max_object_bytes: int, files: ObjectFiles | None = None, grace_s: float = 30.0
+    ) -> None:
         self._store = store
         self.max_object_bytes = max_object_bytes
+        self.files = files
+        self.grace_s = grace_s
+        self._expiring: dict[str, asyncio.TimerHandle] = {}
+        self._expiries: set[asyncio.Task[None]] = set()
         # Reference counts are read-modify-write; one mutation at a time keeps them exact.
         self._lock = asyncio.Lock()
         self.count = 0
         self.total_size = 0
 
     async def load_totals(self) -> None:
-        """Count the stored objects once at start; mutations keep the totals current after that."""
+        """Count the stored objects once at start; mutations keep the totals current after that.
+
+        Objects a client made for a call's arguments are needed only while the call runs, and no call
+        outlives a restart: those a previous process left are deleted."""
         rows = await self._store.scan(OBJECT)
-        self.count = len(rows)
-        self.total_size = sum(StoredObject.decode(data).size for _, data in rows)
+        objects = [StoredObject.decode(data) for _, data in rows]
+        self.count = len(objects)
+        self.total_size = sum(obj.size for obj in objects)
+        for obj in objects:
+            if obj.metadata.get(IMPLICIT) == "argument":
+                await self._drop(obj)
 
     async def get(self, key: str) -> StoredObject | None:
         _require_key(key)
@@ -64,6 +110,11 @@ class ObjectRepository:
             raise ResourceExhausted(
                 f"object {key!r} is {len(value)} bytes, over the limit of {self.max_object_bytes} bytes"
             )
+        if len(value) > MAX_UNARY_VALUE:
+            raise ResourceExhausted(
+                f"object {key!r} is {len(value)} bytes, over the limit of {MAX_UNARY_VALUE} bytes for a "
+                "value put in one message; send it in pieces with PutObjectStream"
+            )
         async with self._lock:
             existing = await self.get(key)
             now = time.time()
@@ -72,12 +123,143 @@ class ObjectRepository:
             if existing is None:
                 obj = StoredObject(key=key, value=value, created_at=now, updated_at=now, metadata=metadata)
             else:  # an overwrite keeps the object's identity: creation time, references, pin
-                obj = replace(existing, value=value, updated_at=now, metadata=metadata)
+                obj = replace(
+                    existing, value=value, updated_at=now, metadata=metadata, in_file=False, file_size=0
+                )
             await self._store.put(object_key(key), obj.encode())
+            if existing is not None and existing.in_file:
+                await asyncio.to_thread(self._files().remove, key)
             self._account(existing, obj)
             return obj
 
-    async def list(self, prefix: str, start_after: str, limit: int) -> list[StoredObject]:
+    async def adopt(
+        self, key: str, source: Path, metadata: dict[str, str], overwrite: bool, ref_count: int = 1
+    ) -> StoredObject:
+        """Make the finished file ``source`` (in the incoming folder) the object ``key``."""
+        files = self._files()
+        try:
+            _require_key(key)
+            size = os.stat(source).st_size
+            if size > self.max_object_bytes:
+                raise over_limit(f"object {key!r}", size, self.max_object_bytes)
+            async with self._lock:
+                existing = await self.get(key)
+                if existing is not None and not overwrite:
+                    raise AlreadyExists(f"object {key!r} already exists; set overwrite to replace it")
+                now = time.time()
+                if existing is None:
+                    obj = StoredObject(
+                        key=key,
+                        value=b"",
+                        created_at=now,
+                        updated_at=now,
+                        ref_count=ref_count,
+                        metadata=metadata,
+                        in_file=True,
+                        file_size=size,
+                    )
+                else:
+                    obj = replace(
+                        existing, value=b"", updated_at=now, metadata=metadata, in_file=True, file_size=size
+                    )
+                files.settle(source, key)
+                await self._store.put(object_key(key), obj.encode())
+                self._account(existing, obj)
+                return obj
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(source)  # still there: it did not become the object
+
+    def read_value(self, obj: StoredObject, limit: int) -> bytes:
+        """The whole value of ``obj`` in memory (for the unary reads), refused past ``limit`` bytes."""
+        if not obj.in_file:
+            return obj.value
+        if obj.size > limit:
+            raise ResourceExhausted(
+                f"object {obj.key!r} is {obj.size} bytes, more than one message carries ({limit}); "
+                "read it with GetObjectStream"
+            )
+        return self._files().path(obj.key).read_bytes()
+
+    def chunks(self, obj: StoredObject) -> Iterator[bytes]:
+        """The value of ``obj`` in pieces of at most :data:`CHUNK_BYTES`."""
+        if not obj.in_file:
+            for start in range(0, len(obj.value), CHUNK_BYTES):
+                yield obj.value[start : start + CHUNK_BYTES]
+            return
+        with open(self._files().path(obj.key), "rb", buffering=0) as f:
+            while piece := f.read(CHUNK_BYTES):
+                yield piece
+
+    def path(self, obj: StoredObject) -> str:
+        return str(self._files().path(obj.key)) if obj.in_file else ""
+
+    # -- lifetimes of implicit objects -------------------------------------------------------------------
+
+    def fetched(self, obj: StoredObject) -> None:
+        """``obj``'s value was read: a result object made for an execution goes after the grace period."""
+        if obj.metadata.get(IMPLICIT) != "result" or obj.key in self._expiring:
+            return
+        loop = asyncio.get_running_loop()
+        self._expiring[obj.key] = loop.call_later(self.grace_s, self._expire, obj.key)
+
+    def _expire(self, key: str) -> None:
+        self._expiring.pop(key, None)
+        task = asyncio.ensure_future(self._delete_quietly(key))
+        self._expiries.add(task)
+        task.add_done_callback(self._expiries.discard)
+
+    async def _delete_quietly(self, key: str) -> None:
+        with contextlib.suppress(NotFound):
+            await self.delete(key, force=True)
+
+    async def delete_results(self, execution_ids: Iterable[str]) -> int:
+        """Delete the result objects of these executions (their records are being deleted)."""
+        deleted = 0
+        for execution_id in execution_ids:
+            for obj in await self.list(results_prefix(execution_id), "", None):
+                await self._delete_quietly(obj.key)
+                deleted += 1
+        return deleted
+
+    async def hold(self, keys: Iterable[str]) -> list[str]:
+        """Take a reference on each object an execution's arguments name; unknown keys are refused."""
+        held: list[str] = []
+        try:
+            for key in dict.fromkeys(keys):
+                try:
+                    await self.add_ref(key, 1)
+                except NotFound:
+                    raise InvalidArgument(
+                        f"an argument refers to object {key!r}, which does not exist (deleted?)"
+                    ) from None
+                held.append(key)
+        except BaseException:
+            await self.release(held)
+            raise
+        return held
+
+    async def release(self, keys: Iterable[str]) -> None:
+        """Drop the references :meth:`hold` took (an object nothing else holds goes)."""
+        for key in keys:
+            with contextlib.suppress(NotFound):
+                await self.remove_ref(key, 1)
+
+    async def close(self) -> None:
+        for timer in self._expiring.values():
+            timer.cancel()
+        self._expiring.clear()
+        for task in list(self._expiries):
+            task.cancel()
+        if self.files is not None:
+            self.files.close()
+
+    def _files(self) -> ObjectFiles:
+        if self.files is None:
+            raise FailedPrecondition("this server keeps no object files")
+        return self.files
+
+    async def list(self, prefix: str, start_after: str, limit: int | None) -> list[StoredObject]:
         after = object_key(start_after) if start_after else ""
         rows = await self._store.scan(object_key(prefix), start_after=after, limit=limit)
         return [StoredObject.decode(data) for _, data in rows]
@@ -101,8 +283,7 @@ class ObjectRepository:
             obj = await self._require(key)
             obj.ref_count = max(0, obj.ref_count - change)
             if obj.ref_count == 0 and not obj.pinned:
-                await self._store.delete(object_key(key))
-                self._account(obj, None)
+                await self._drop(obj)
                 return 0, True
             await self._store.put(object_key(key), obj.encode())
             return obj.ref_count, False
@@ -112,8 +293,7 @@ class ObjectRepository:
         async with self._lock:
             obj = await self._require(key)
             if not pinned and obj.ref_count == 0:
-                await self._store.delete(object_key(key))
-                self._account(obj, None)
+                await self._drop(obj)
                 return True
             obj.pinned = pinned
             await self._store.put(object_key(key), obj.encode())
@@ -124,14 +304,23 @@ class ObjectRepository:
             obj = await self._require(key)
             if obj.pinned and not force:
                 raise FailedPrecondition(f"object {key!r} is pinned; unpin it or delete with force")
-            await self._store.delete(object_key(key))
-            self._account(obj, None)
+            await self._drop(obj)
 
     async def _require(self, key: str) -> StoredObject:
         obj = await self.get(key)
         if obj is None:
             raise NotFound(f"object {key!r} not found")
         return obj
+
+    async def _drop(self, obj: StoredObject) -> None:
+        await self._store.delete(object_key(obj.key))
+        if obj.in_file and self.files is not None:
+            # Freeing a large file's pages takes tens of milliseconds: not on the loop.
+            await asyncio.to_thread(self.files.remove, obj.key)
+        timer = self._expiring.pop(obj.key, None)
+        if timer is not None:
+            timer.cancel()
+        self._account(obj, None)
 
     def _account(self, old: StoredObject | None, new: StoredObject | None) -> None:
         self.count += (new is not None) - (old is not None)

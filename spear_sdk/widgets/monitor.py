@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._core import PAGE_LIMIT, Core
+from .._core import Core
+from .._listing import PAGE_LIMIT
 from .._status import TERMINAL, status_name
 from ..models import Stats
 from ..wire import function_pb2

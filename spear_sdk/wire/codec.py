@@ -30,6 +30,8 @@ import cloudpickle
 from google.protobuf import any_pb2, struct_pb2, wrappers_pb2
 from google.protobuf.message import DecodeError, Message
 
+from . import refs
+
 PICKLE_TYPE_URL = "type.spear.dev/python.pickle"
 _GOOGLE = "type.googleapis.com/google.protobuf."
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -84,6 +86,10 @@ def decode(message: any_pb2.Any, *, allow_pickle: bool = True) -> object:
             return pickle.loads(message.value)
         except Exception as exc:  # unpickling raises anything the pickled objects raise
             raise CodecError(f"cannot unpickle value: {type(exc).__name__}: {exc}") from exc
+    if url == refs.REF_TYPE_URL:  # an object by reference: its value is pickled too
+        if not allow_pickle:
+            raise PickleNotAllowed("values by reference are pickled, which this server refuses")
+        return refs.resolve(message.value.decode())
     reader = _READERS.get(url)
     if reader is None:
         raise CodecError(f"unsupported value type {url!r}")
@@ -97,7 +103,7 @@ def check_type_url(url: str, *, allow_pickle: bool) -> None:
     """Raise unless ``url`` names a value type this codec decodes (without decoding it)."""
     if not url or url in _READERS:
         return
-    if url == PICKLE_TYPE_URL:
+    if url in (PICKLE_TYPE_URL, refs.REF_TYPE_URL):
         if not allow_pickle:
             raise PickleNotAllowed("pickled values are refused by this server")
         return

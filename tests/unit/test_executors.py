@@ -486,3 +486,24 @@ async def test_cancelling_a_process_artifact_kills_it(script: Callable[[str], Ar
         await task
     assert pid_gone(pid)
     await runner.close()
+
+
+async def test_a_cancel_during_the_start_kills_the_process_once_it_exists(
+    script: Callable[[str], Artifact],
+) -> None:
+    """The process starts in a thread: cancelled meanwhile (twice, the second during the clean-up), the run
+    kills and reaps it before the cancellation goes on, and leaves no thread behind."""
+    before = {child.pid for child in psutil.Process().children()}
+    runner = SubprocessRunner()
+    for _ in range(5):
+        sink = Recorder()
+        task = asyncio.ensure_future(runner.run(job(script("sleep")), sink))
+        await asyncio.sleep(0)  # the start is under way
+        task.cancel()
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert {child.pid for child in psutil.Process().children()} <= before
+    await eventually(lambda: not any(t.name == "spearlet-process-start" for t in threading.enumerate()))
+    await runner.close()

@@ -18,11 +18,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from ..store.records import StoredExecution
 from . import lifecycle as lc
+from .by_reference import needs_adoption
 from .executors import Executor, Job, Outcome, SubprocessRunner
 from .executors.base import FAILED, NOT_STARTED, STOPPED, Pipeline, Sink, job_for_call
 from .ledger import Ledger
@@ -70,8 +71,11 @@ class Batch:
         timeout_ms: int,
         max_retries: int,
         on_result: OnResult,
+        adopt: Callable[[Outcome, str], Awaitable[Outcome]] | None = None,
     ) -> None:
         self._ledger = ledger
+        #: Makes a result that came back by reference an object (see ``by_reference``).
+        self._adopt = adopt
         self._scheduler = scheduler
         self._new_record = new_record
         self._job = job
@@ -191,6 +195,8 @@ class Batch:
         retry: list[_Call] = []
         for call, fut in zip(runnable, pipeline.outcomes, strict=True):
             outcome = await fut
+            if self._adopt is not None and needs_adoption(outcome):
+                outcome = await self._adopt(outcome, call.execution_id)
             call.pipeline = None
             if call.timer is not None:
                 call.timer.cancel()

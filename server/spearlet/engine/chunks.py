@@ -5,12 +5,17 @@ reached its bound, and the executor then stops taking chunks from the worker unt
 returns (half the bound is free again, or the stream ended): the worker blocks on its full socket or pipe,
 and with it the generator. The bound can be passed by what one read from a worker already held, never by
 more.
+
+A value that travels by reference is a few bytes here but an object file of any size: it counts as a
+quarter of the byte bound, so that at most four wait, however large.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
+
+from spear_sdk.wire.refs import REF_PREFIX
 
 #: Chunks, and bytes of chunks, waiting for the client before the worker is paused.
 MAX_CHUNKS = 1024
@@ -34,7 +39,7 @@ class ChunkBuffer:
     def put(self, data: bytes) -> bool:
         """Keep one chunk; False once the bound is reached (pause until :meth:`room`)."""
         self._items.append(data)
-        self.size_bytes += len(data)
+        self.size_bytes += self._weight(data)
         self._ready.set()
         if self._full():
             self._room.clear()
@@ -55,10 +60,13 @@ class ChunkBuffer:
             self._ready.clear()
             await self._ready.wait()
         data = self._items.popleft()
-        self.size_bytes -= len(data)
+        self.size_bytes -= self._weight(data)
         if not self._room.is_set() and self._below_low_water():
             self._room.set()
         return data
+
+    def _weight(self, data: bytes) -> int:
+        return self.max_bytes // 4 if data.startswith(REF_PREFIX) else len(data)
 
     async def room(self) -> None:
         await self._room.wait()

@@ -32,6 +32,7 @@ from ..objects import ObjectRepository
 from ..stats import ExecutionFigures, StatsTracker
 from ..store import KvStore
 from ..store.records import StoredArtifact, StoredExecution, StoredTask
+from . import by_reference
 from . import lifecycle as lc
 from .batch import Batch, OnResult
 from .executions import ExecutionStore
@@ -73,6 +74,8 @@ class Invocation:
     timeout_ms: int = 0
     max_retries: int = 0
     force_new_instance: bool = False
+    #: Objects the parameters refer to, held while the execution runs.
+    object_refs: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -175,6 +178,7 @@ class Engine:
         if cleanup:
             cleaned = await self.executions.delete_for_task(task_id)
             self.ledger.forget(cleaned)
+            await self.objects.delete_results(r.execution_id for r in cleaned)
         await self.tasks.delete(task)
         return len(cleaned)
 
@@ -192,7 +196,12 @@ class Engine:
             inv.execution_id in self.live or await self.executions.exists(inv.execution_id)
         ):
             raise AlreadyExists(f"execution {inv.execution_id!r} already exists")
-        self.scheduler.admit(lambda: self._mean_run_ms(task.name, inv.function_name))
+        held = await self.objects.hold(inv.object_refs)
+        try:
+            self.scheduler.admit(lambda: self._mean_run_ms(task.name, inv.function_name))
+        except BaseException:
+            await self.objects.release(held)
+            raise
         # The PENDING record is held back a moment: when a slot is free, PENDING and RUNNING go to the
         # store in one write, made while the worker runs. Nothing reports either before it is stored.
         live = self.ledger.admit(
@@ -203,7 +212,7 @@ class Engine:
         )
         job = job_for_call(self._job(task, inv), execution_id, args, kwargs)
         timeout_ms = inv.timeout_ms or self.config.default_timeout_ms
-        live.task = asyncio.create_task(self._run(live, task, job, timeout_ms, inv.max_retries))
+        live.task = asyncio.create_task(self._run(live, task, job, timeout_ms, inv.max_retries, held))
         return live
 
     async def start_batch(
@@ -236,6 +245,9 @@ class Engine:
             timeout_ms=inv.timeout_ms or self.config.default_timeout_ms,
             max_retries=inv.max_retries,
             on_result=on_result,
+            adopt=lambda outcome, execution_id: by_reference.adopt_outcome(
+                self.objects, outcome, execution_id
+            ),
         )
         batch.start()
         self.batches.add(batch)
@@ -264,6 +276,7 @@ class Engine:
             log_limit_bytes=self.config.log_limit_bytes,
             fresh_instance=inv.force_new_instance,
             memory_limit_mb=memory_limit_mb(task.artifact),
+            **by_reference.job_settings(self.config, self.objects),
         )
 
     async def wait(self, live: LiveExecution) -> StoredExecution:
@@ -444,6 +457,21 @@ class Engine:
         return self.subprocesses if artifact_type == "process" else self.executor
 
     async def _run(
+        self,
+        live: LiveExecution,
+        task: StoredTask,
+        job: Job,
+        timeout_ms: int,
+        max_retries: int,
+        held: list[str] = (),  # type: ignore[assignment]
+    ) -> None:
+        try:
+            await self._run_holding(live, task, job, timeout_ms, max_retries)
+        finally:
+            if held:  # the objects the arguments named are free to go once the execution ended
+                await self.objects.release(held)
+
+    async def _run_holding(
         self, live: LiveExecution, task: StoredTask, job: Job, timeout_ms: int, max_retries: int
     ) -> None:
         try:
@@ -494,6 +522,8 @@ class Engine:
                 if deadline is not None:
                     deadline.cancel()
             if not ledger.retries(live, outcome, max_retries):
+                if by_reference.needs_adoption(outcome):
+                    outcome = await by_reference.adopt_outcome(self.objects, outcome, live.execution_id)
                 ledger.end(live, 0, outcome=outcome)
                 return
 

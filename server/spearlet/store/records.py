@@ -242,10 +242,13 @@ class StoredObject:
     ref_count: int = 1
     pinned: bool = False
     metadata: dict[str, str] = field(default_factory=dict)
+    #: The value lives in a file of the object directory (``value`` is empty), of ``file_size`` bytes.
+    in_file: bool = False
+    file_size: int = 0
 
     @property
     def size(self) -> int:
-        return len(self.value)
+        return self.file_size if self.in_file else len(self.value)
 
     def encode(self) -> bytes:
         header = {
@@ -256,6 +259,9 @@ class StoredObject:
             "pinned": self.pinned,
             "metadata": self.metadata,
         }
+        if self.in_file:
+            header["in_file"] = True
+            header["file_size"] = self.file_size
         head = json.dumps(header, separators=(",", ":")).encode()
         return _HEADER.pack(len(head)) + head + self.value
 

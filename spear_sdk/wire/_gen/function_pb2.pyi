@@ -160,7 +160,7 @@ class ExecutionResult(_message.Message):
     def __init__(self, status: _Optional[_Union[ExecutionStatus, str]] = ..., result: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., error_message: _Optional[str] = ..., error_code: _Optional[str] = ..., execution_time_ms: _Optional[int] = ..., memory_used_bytes: _Optional[int] = ..., metrics: _Optional[_Mapping[str, str]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., remote_error: _Optional[_Union[RemoteError, _Mapping]] = ...) -> None: ...
 
 class InvokeFunctionRequest(_message.Message):
-    __slots__ = ("invocation_type", "task_name", "task_description", "artifact_spec", "task_id", "function_name", "parameters", "execution_mode", "context", "create_if_not_exists", "force_new_instance", "invocation_metadata", "wait", "execution_id")
+    __slots__ = ("invocation_type", "task_name", "task_description", "artifact_spec", "task_id", "function_name", "parameters", "execution_mode", "context", "create_if_not_exists", "force_new_instance", "invocation_metadata", "wait", "execution_id", "object_refs")
     class InvocationMetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -182,6 +182,7 @@ class InvokeFunctionRequest(_message.Message):
     INVOCATION_METADATA_FIELD_NUMBER: _ClassVar[int]
     WAIT_FIELD_NUMBER: _ClassVar[int]
     EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_REFS_FIELD_NUMBER: _ClassVar[int]
     invocation_type: InvocationType
     task_name: str
     task_description: str
@@ -196,7 +197,8 @@ class InvokeFunctionRequest(_message.Message):
     invocation_metadata: _containers.ScalarMap[str, str]
     wait: bool
     execution_id: str
-    def __init__(self, invocation_type: _Optional[_Union[InvocationType, str]] = ..., task_name: _Optional[str] = ..., task_description: _Optional[str] = ..., artifact_spec: _Optional[_Union[ArtifactSpec, _Mapping]] = ..., task_id: _Optional[str] = ..., function_name: _Optional[str] = ..., parameters: _Optional[_Iterable[_Union[FunctionParameter, _Mapping]]] = ..., execution_mode: _Optional[_Union[ExecutionMode, str]] = ..., context: _Optional[_Union[ExecutionContext, _Mapping]] = ..., create_if_not_exists: _Optional[bool] = ..., force_new_instance: _Optional[bool] = ..., invocation_metadata: _Optional[_Mapping[str, str]] = ..., wait: _Optional[bool] = ..., execution_id: _Optional[str] = ...) -> None: ...
+    object_refs: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, invocation_type: _Optional[_Union[InvocationType, str]] = ..., task_name: _Optional[str] = ..., task_description: _Optional[str] = ..., artifact_spec: _Optional[_Union[ArtifactSpec, _Mapping]] = ..., task_id: _Optional[str] = ..., function_name: _Optional[str] = ..., parameters: _Optional[_Iterable[_Union[FunctionParameter, _Mapping]]] = ..., execution_mode: _Optional[_Union[ExecutionMode, str]] = ..., context: _Optional[_Union[ExecutionContext, _Mapping]] = ..., create_if_not_exists: _Optional[bool] = ..., force_new_instance: _Optional[bool] = ..., invocation_metadata: _Optional[_Mapping[str, str]] = ..., wait: _Optional[bool] = ..., execution_id: _Optional[str] = ..., object_refs: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class InvokeFunctionResponse(_message.Message):
     __slots__ = ("success", "message", "execution_id", "task_id", "instance_id", "result", "status_endpoint", "estimated_completion_ms")

@@ -211,3 +211,79 @@ class DeleteObjectResponse(_message.Message):
     message: str
     deleted: bool
     def __init__(self, success: _Optional[bool] = ..., message: _Optional[str] = ..., deleted: _Optional[bool] = ...) -> None: ...
+
+class ObjectChunk(_message.Message):
+    __slots__ = ("key", "metadata", "overwrite", "size", "data", "meta")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    OVERWRITE_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    META_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    metadata: _containers.ScalarMap[str, str]
+    overwrite: bool
+    size: int
+    data: bytes
+    meta: ObjectMeta
+    def __init__(self, key: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., overwrite: _Optional[bool] = ..., size: _Optional[int] = ..., data: _Optional[bytes] = ..., meta: _Optional[_Union[ObjectMeta, _Mapping]] = ...) -> None: ...
+
+class ObjectStoreInfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ObjectStoreInfoResponse(_message.Message):
+    __slots__ = ("directory", "host_token", "max_object_bytes", "inline_limit_bytes")
+    DIRECTORY_FIELD_NUMBER: _ClassVar[int]
+    HOST_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    MAX_OBJECT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    INLINE_LIMIT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    directory: str
+    host_token: str
+    max_object_bytes: int
+    inline_limit_bytes: int
+    def __init__(self, directory: _Optional[str] = ..., host_token: _Optional[str] = ..., max_object_bytes: _Optional[int] = ..., inline_limit_bytes: _Optional[int] = ...) -> None: ...
+
+class AdoptObjectFileRequest(_message.Message):
+    __slots__ = ("key", "file_name", "metadata", "overwrite")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    FILE_NAME_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    OVERWRITE_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    file_name: str
+    metadata: _containers.ScalarMap[str, str]
+    overwrite: bool
+    def __init__(self, key: _Optional[str] = ..., file_name: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., overwrite: _Optional[bool] = ...) -> None: ...
+
+class OpenObjectRequest(_message.Message):
+    __slots__ = ("key",)
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    def __init__(self, key: _Optional[str] = ...) -> None: ...
+
+class OpenObjectResponse(_message.Message):
+    __slots__ = ("found", "meta", "path", "value")
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    META_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    found: bool
+    meta: ObjectMeta
+    path: str
+    value: bytes
+    def __init__(self, found: _Optional[bool] = ..., meta: _Optional[_Union[ObjectMeta, _Mapping]] = ..., path: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...

@@ -75,6 +75,31 @@ class ObjectServiceStub:
                 request_serializer=spearlet_dot_object__pb2.DeleteObjectRequest.SerializeToString,
                 response_deserializer=spearlet_dot_object__pb2.DeleteObjectResponse.FromString,
                 _registered_method=True)
+        self.PutObjectStream = channel.stream_unary(
+                '/spearlet.ObjectService/PutObjectStream',
+                request_serializer=spearlet_dot_object__pb2.ObjectChunk.SerializeToString,
+                response_deserializer=spearlet_dot_object__pb2.PutObjectResponse.FromString,
+                _registered_method=True)
+        self.GetObjectStream = channel.unary_stream(
+                '/spearlet.ObjectService/GetObjectStream',
+                request_serializer=spearlet_dot_object__pb2.GetObjectRequest.SerializeToString,
+                response_deserializer=spearlet_dot_object__pb2.ObjectChunk.FromString,
+                _registered_method=True)
+        self.GetObjectStoreInfo = channel.unary_unary(
+                '/spearlet.ObjectService/GetObjectStoreInfo',
+                request_serializer=spearlet_dot_object__pb2.ObjectStoreInfoRequest.SerializeToString,
+                response_deserializer=spearlet_dot_object__pb2.ObjectStoreInfoResponse.FromString,
+                _registered_method=True)
+        self.AdoptObjectFile = channel.unary_unary(
+                '/spearlet.ObjectService/AdoptObjectFile',
+                request_serializer=spearlet_dot_object__pb2.AdoptObjectFileRequest.SerializeToString,
+                response_deserializer=spearlet_dot_object__pb2.PutObjectResponse.FromString,
+                _registered_method=True)
+        self.OpenObject = channel.unary_unary(
+                '/spearlet.ObjectService/OpenObject',
+                request_serializer=spearlet_dot_object__pb2.OpenObjectRequest.SerializeToString,
+                response_deserializer=spearlet_dot_object__pb2.OpenObjectResponse.FromString,
+                _registered_method=True)
 
 
 class ObjectServiceServicer:
@@ -128,6 +153,41 @@ class ObjectServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PutObjectStream(self, request_iterator, context):
+        """extension
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetObjectStream(self, request, context):
+        """extension
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetObjectStoreInfo(self, request, context):
+        """extension
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AdoptObjectFile(self, request, context):
+        """extension
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def OpenObject(self, request, context):
+        """extension
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ObjectServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -170,6 +230,31 @@ def add_ObjectServiceServicer_to_server(servicer, server):
                     servicer.DeleteObject,
                     request_deserializer=spearlet_dot_object__pb2.DeleteObjectRequest.FromString,
                     response_serializer=spearlet_dot_object__pb2.DeleteObjectResponse.SerializeToString,
+            ),
+            'PutObjectStream': grpc.stream_unary_rpc_method_handler(
+                    servicer.PutObjectStream,
+                    request_deserializer=spearlet_dot_object__pb2.ObjectChunk.FromString,
+                    response_serializer=spearlet_dot_object__pb2.PutObjectResponse.SerializeToString,
+            ),
+            'GetObjectStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetObjectStream,
+                    request_deserializer=spearlet_dot_object__pb2.GetObjectRequest.FromString,
+                    response_serializer=spearlet_dot_object__pb2.ObjectChunk.SerializeToString,
+            ),
+            'GetObjectStoreInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetObjectStoreInfo,
+                    request_deserializer=spearlet_dot_object__pb2.ObjectStoreInfoRequest.FromString,
+                    response_serializer=spearlet_dot_object__pb2.ObjectStoreInfoResponse.SerializeToString,
+            ),
+            'AdoptObjectFile': grpc.unary_unary_rpc_method_handler(
+                    servicer.AdoptObjectFile,
+                    request_deserializer=spearlet_dot_object__pb2.AdoptObjectFileRequest.FromString,
+                    response_serializer=spearlet_dot_object__pb2.PutObjectResponse.SerializeToString,
+            ),
+            'OpenObject': grpc.unary_unary_rpc_method_handler(
+                    servicer.OpenObject,
+                    request_deserializer=spearlet_dot_object__pb2.OpenObjectRequest.FromString,
+                    response_serializer=spearlet_dot_object__pb2.OpenObjectResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -388,6 +473,141 @@ class ObjectService:
             '/spearlet.ObjectService/DeleteObject',
             spearlet_dot_object__pb2.DeleteObjectRequest.SerializeToString,
             spearlet_dot_object__pb2.DeleteObjectResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutObjectStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/spearlet.ObjectService/PutObjectStream',
+            spearlet_dot_object__pb2.ObjectChunk.SerializeToString,
+            spearlet_dot_object__pb2.PutObjectResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetObjectStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/spearlet.ObjectService/GetObjectStream',
+            spearlet_dot_object__pb2.GetObjectRequest.SerializeToString,
+            spearlet_dot_object__pb2.ObjectChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetObjectStoreInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/spearlet.ObjectService/GetObjectStoreInfo',
+            spearlet_dot_object__pb2.ObjectStoreInfoRequest.SerializeToString,
+            spearlet_dot_object__pb2.ObjectStoreInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AdoptObjectFile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/spearlet.ObjectService/AdoptObjectFile',
+            spearlet_dot_object__pb2.AdoptObjectFileRequest.SerializeToString,
+            spearlet_dot_object__pb2.PutObjectResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OpenObject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/spearlet.ObjectService/OpenObject',
+            spearlet_dot_object__pb2.OpenObjectRequest.SerializeToString,
+            spearlet_dot_object__pb2.OpenObjectResponse.FromString,
             options,
             channel_credentials,
             insecure,

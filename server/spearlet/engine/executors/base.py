@@ -27,6 +27,7 @@ WORKER_CRASHED = "WORKER_CRASHED"
 ARTIFACT_LOAD_FAILED = "ARTIFACT_LOAD_FAILED"
 BAD_ARGUMENTS = "BAD_ARGUMENTS"
 RESULT_NOT_SERIALIZABLE = "RESULT_NOT_SERIALIZABLE"
+RESULT_TOO_LARGE = "RESULT_TOO_LARGE"
 PROCESS_EXIT = "PROCESS_EXIT"
 PROCESS_OUTPUT_INVALID = "PROCESS_OUTPUT_INVALID"
 OUT_OF_MEMORY = "OUT_OF_MEMORY"
@@ -74,6 +75,15 @@ class Job:
     #: Have the worker say when it starts the job: it may wait behind others (a pipeline of a batch).
     #: A job sent alone starts on arrival, and the message would cost the server a wake-up.
     announce_start: bool = False
+    #: The server's object directory (``spearlet.blobs``): arguments by reference are read from it, and
+    #: results past ``inline_limit`` are written to it. Empty: no values by reference.
+    object_dir: str = ""
+    #: A result or chunk whose serialized size passes this travels by reference (0: never).
+    inline_limit: int = 0
+    #: Largest value that can travel inline, in one message (0: no limit).
+    max_inline_bytes: int = 0
+    #: Largest object (``--max-object-bytes``).
+    max_object_bytes: int = 0
 
 
 def job_for_call(template: Job, execution_id: str, args: Sequence[bytes], kwargs: Mapping[str, bytes]) -> Job:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from spear_sdk.wire import codec
+from spearlet.engine.executors import large_values, object_cache
 from spearlet.engine.executors.base import (
     BAD_ARGUMENTS,
     COMPLETED,
@@ -154,6 +155,11 @@ def _call(
 
 
 def _decode_arguments(job: Job) -> tuple[list[object], dict[str, object]]:
+    with object_cache.resolving(job.object_dir):
+        return _decode_each(job)
+
+
+def _decode_each(job: Job) -> tuple[list[object], dict[str, object]]:
     allow = job.allow_pickle
     args: list[object] = []
     for position, data in enumerate(job.args):
@@ -172,8 +178,8 @@ def _decode_arguments(job: Job) -> tuple[list[object], dict[str, object]]:
 
 def _encode(job: Job, value: object) -> bytes:
     try:
-        return codec.encode_bytes(value, exact=job.exact_results, allow_pickle=True)
-    except MemoryError:
+        return large_values.encode(job, value)
+    except (MemoryError, Failure):
         raise
     except Exception as exc:
         raise Failure(RESULT_NOT_SERIALIZABLE, f"the result cannot be serialized: {exc}") from None

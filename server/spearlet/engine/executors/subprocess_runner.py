@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import signal
-from asyncio.subprocess import PIPE, Process
 
 from spear_sdk.wire import codec
 from spearlet.engine.executors.base import (
@@ -38,6 +37,7 @@ from spearlet.engine.executors.base import (
     Outcome,
     Sink,
 )
+from spearlet.engine.executors.child_process import ChildProcess
 from spearlet.engine.logs import LogLimiter
 
 #: Longest stdout line (one JSON value) accepted.
@@ -46,7 +46,6 @@ LINE_LIMIT = 256 << 20
 #: Longer lines are put together piece by piece, so that a reader that falls behind holds the process
 #: back instead of filling the server's memory.
 _READ_LIMIT = 1 << 20
-_REAP_TIMEOUT_S = 5.0
 _STDERR_DRAIN_S = 1.0
 _EXACT_DOUBLE_INT = 2**53
 
@@ -68,7 +67,7 @@ class SubprocessRunner:
     def __init__(self, *, log_limit_bytes: int = DEFAULT_LOG_LIMIT) -> None:
         """``log_limit_bytes`` caps every job's own limit."""
         self._log_cap = log_limit_bytes
-        self._running: set[Process] = set()
+        self._running: set[ChildProcess] = set()
 
     async def run(self, job: Job, sink: Sink) -> Outcome:
         try:
@@ -77,14 +76,8 @@ class SubprocessRunner:
         except _Failure as failure:
             return Outcome(FAILED, error_code=failure.code, error_message=failure.message)
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=PIPE,
-                stdout=PIPE,
-                stderr=PIPE,
-                env={**os.environ, **job.environment},
-                start_new_session=True,
-                limit=_READ_LIMIT,
+            proc = await ChildProcess.start(
+                argv, env={**os.environ, **job.environment}, read_limit=_READ_LIMIT
             )
         except OSError as exc:
             return Outcome(
@@ -100,8 +93,8 @@ class SubprocessRunner:
             try:
                 result = await _read_results(proc, job, sink)
             except _Failure as failure:
-                _kill(proc)
-                await _reap(proc)
+                proc.kill()
+                await proc.reap()
                 return Outcome(
                     FAILED, error_code=failure.code, error_message=failure.message, instance_id=instance_id
                 )
@@ -116,13 +109,14 @@ class SubprocessRunner:
                 return Outcome(COMPLETED, result=result, instance_id=instance_id)
             return Outcome(FAILED, error_code=code, error_message=message, instance_id=instance_id)
         except asyncio.CancelledError:
-            _kill(proc)
-            await _reap(proc)
+            proc.kill()
+            await proc.reap()
             raise
         finally:
             self._running.discard(proc)
             for helper in (writer, errors):
                 helper.cancel()
+            proc.close()
             # Let them see their cancellation now, rather than warn about it when the loop closes.
             await asyncio.wait((writer, errors))
 
@@ -130,9 +124,9 @@ class SubprocessRunner:
         """Kill every process still running, and reap them."""
         procs = list(self._running)
         for proc in procs:
-            _kill(proc)
+            proc.kill()
         for proc in procs:
-            await _reap(proc)
+            await proc.reap()
 
 
 def _argv(artifact: Artifact) -> list[str]:
@@ -176,7 +170,7 @@ def _integral(value: object) -> object:
     return value
 
 
-async def _write_request(proc: Process, request: bytes) -> None:
+async def _write_request(proc: ChildProcess, request: bytes) -> None:
     stdin = proc.stdin
     assert stdin is not None
     try:
@@ -188,7 +182,7 @@ async def _write_request(proc: Process, request: bytes) -> None:
         stdin.close()
 
 
-async def _pump_stderr(proc: Process, sink: Sink, limiter: LogLimiter) -> None:
+async def _pump_stderr(proc: ChildProcess, sink: Sink, limiter: LogLimiter) -> None:
     stderr = proc.stderr
     assert stderr is not None
     decoder = codecs.getincrementaldecoder("utf-8")("replace")
@@ -201,7 +195,7 @@ async def _pump_stderr(proc: Process, sink: Sink, limiter: LogLimiter) -> None:
         sink.log(text)
 
 
-async def _read_results(proc: Process, job: Job, sink: Sink) -> bytes | None:
+async def _read_results(proc: ChildProcess, job: Job, sink: Sink) -> bytes | None:
     """Chunks go to the sink as they come; returns the encoded result (None in stream mode)."""
     stdout = proc.stdout
     assert stdout is not None
@@ -255,23 +249,6 @@ def _encode(job: Job, value: object) -> bytes:
         return codec.encode_bytes(value, exact=job.exact_results, allow_pickle=True)
     except codec.CodecError as exc:
         raise _Failure(RESULT_NOT_SERIALIZABLE, f"the result cannot be serialized: {exc}") from None
-
-
-def _kill(proc: Process) -> None:
-    if proc.returncode is None:  # not reaped yet, so the group id is still its own
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-
-
-async def _reap(proc: Process) -> None:
-    """Wait for the exit, even through further cancellations (the caller re-raises)."""
-    waiter = asyncio.ensure_future(proc.wait())
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + _REAP_TIMEOUT_S
-    while not waiter.done() and (remaining := deadline - loop.time()) > 0:
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait((waiter,), timeout=remaining)
-    waiter.cancel()  # gave up (or done): leave no task behind
 
 
 def _signal_name(number: int) -> str:

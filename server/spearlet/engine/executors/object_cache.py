@@ -1,0 +1,84 @@
+"""A worker's view of the object directory: arguments by reference in, large results out.
+
+Arguments: a reference becomes the object's value by mapping its file read-only into memory; the value's
+arrays point into that mapping (the page cache, or shared memory for a lab), so nothing is copied, and
+they are read-only, as in Ray: copy one before changing it. Mappings are kept by key (validated against the
+file's identity on each use), so five calls with one reference open and map its file once.
+
+Results: a value whose serialized size passes the job's inline limit is written as a file into the
+incoming folder, and the worker reports a reference; the server makes the file an object
+(``engine/by_reference.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import secrets
+from collections import OrderedDict
+from collections.abc import Iterator
+from pathlib import Path
+
+from spear_sdk.wire import blob, refs
+from spearlet.blobs import INCOMING, OBJECTS, file_name
+
+#: Mappings kept per worker; a mapping costs address space, not memory, until its pages are read.
+CAPACITY = 32
+
+
+class ObjectCache:
+    def __init__(self, capacity: int = CAPACITY) -> None:
+        self.capacity = capacity
+        self._maps: OrderedDict[str, tuple[tuple[int, int, int], mmap.mmap]] = OrderedDict()
+        #: How many times a file was opened and mapped (the rest were served from the cache).
+        self.opened = 0
+
+    def value(self, directory: str, key: str) -> object:
+        path = os.path.join(directory, OBJECTS, file_name(key))
+        try:
+            stat = os.stat(path)
+        except FileNotFoundError:
+            raise LookupError(f"object {key!r} does not exist (deleted while the call waited?)") from None
+        identity = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        cached = self._maps.get(key)
+        if cached is not None and cached[0] == identity:
+            self._maps.move_to_end(key)
+            mapping = cached[1]
+        else:
+            with open(path, "rb") as f:
+                mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            self.opened += 1
+            self._maps[key] = (identity, mapping)
+            while len(self._maps) > self.capacity:
+                self._maps.popitem(last=False)  # closed once no value points into it
+        return blob.loads(mapping)
+
+
+CACHE = ObjectCache()
+
+
+@contextlib.contextmanager
+def resolving(directory: str) -> Iterator[None]:
+    """References decoded in this block become their objects' values (nothing changes without a
+    directory: the references stay references)."""
+    if not directory:
+        yield
+        return
+    with refs.resolving(lambda key: CACHE.value(directory, key)):
+        yield
+
+
+def write_result(directory: str, execution_id: str, laid_out: blob.Blob) -> bytes:
+    """Write a large value into the incoming folder; the serialized reference to report for it."""
+    key = f"spear/results/{execution_id}/{secrets.token_hex(8)}"
+    path = Path(directory) / INCOMING / file_name(key)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        laid_out.write_to(fd)
+    except BaseException:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    return refs.ref_any(key).SerializeToString()
