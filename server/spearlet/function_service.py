@@ -151,7 +151,7 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
         if admitted:
             self.engine.executions.hurry()
         for outcome, record, created in admitted:
-            await created
+            await asyncio.shield(created)  # shared with the store's writer: a dropped call must not cancel it
             outcome.response.CopyFrom(self._accepted(record))
         return fpb.InvokeManyResponse(outcomes=outcomes)
 

@@ -291,7 +291,9 @@ class Engine:
         right after :meth:`submit`; by the time it returns the run may have moved on."""
         admitted = copy.copy(live.record)
         self.executions.hurry()
-        await live.created
+        await asyncio.shield(
+            live.created
+        )  # the store's writer resolves it: a dropped call must not cancel it
         return admitted
 
     def cancel_soon(self, execution_id: str, reason: str) -> None:
