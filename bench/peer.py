@@ -1,9 +1,10 @@
 """A baseline system in a child process, driven by JSON lines on stdin (``python -m bench.peer KIND``).
 
 KIND is ``ray`` (``ray.init(num_cpus=2)``), ``dask`` (``LocalCluster`` of 2 single-threaded worker
-processes) or ``ppe`` (``concurrent.futures.ProcessPoolExecutor(2)`` with spawned workers). The first line
-out says whether it is available and how long it took from interpreter start (imports included) to the
-first task's result. Then each command ``{"op": "rtt"|"rate"|"map", "n": N}`` gets one JSON answer:
+processes, or the cluster whose scheduler a second argument names) or ``ppe``
+(``concurrent.futures.ProcessPoolExecutor(2)`` with spawned workers). The first line out says whether it
+is available and how long it took from interpreter start (imports included) to the first task's result.
+Then each command ``{"op": "rtt"|"rate"|"map", "n": N}`` gets one JSON answer:
 
 * ``rtt``: ``samples_ms``, the round trip of N sequential tasks (submit, wait for the result);
 * ``rate``: ``per_s``, N tasks submitted at once, then every result awaited;
@@ -76,13 +77,17 @@ class RayBackend(Backend):
 
 
 class DaskBackend(Backend):
-    def __init__(self) -> None:
+    def __init__(self, address: str = "") -> None:
         from dask.distributed import Client, LocalCluster
 
-        self._cluster = LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=50
+        self._cluster = (
+            None
+            if address
+            else LocalCluster(
+                n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=50
+            )
         )
-        self._client = Client(self._cluster)
+        self._client = Client(address or self._cluster)
 
     def call(self, x: int) -> int:
         result: int = self._client.submit(operator.neg, x, pure=False).result()
@@ -97,7 +102,8 @@ class DaskBackend(Backend):
 
     def close(self) -> None:
         self._client.close()
-        self._cluster.close()
+        if self._cluster is not None:
+            self._cluster.close()
 
 
 class PoolBackend(Backend):
@@ -120,7 +126,7 @@ class PoolBackend(Backend):
         self._pool.shutdown()
 
 
-BACKENDS: dict[str, tuple[str, Callable[[], Backend]]] = {
+BACKENDS: dict[str, tuple[str, Callable[..., Backend]]] = {
     "ray": ("ray", RayBackend),
     "dask": ("distributed", DaskBackend),
     "ppe": ("", PoolBackend),
@@ -163,7 +169,7 @@ def _say(message: dict[str, Any]) -> None:
     _ANSWERS.flush()
 
 
-def main(kind: str) -> None:
+def main(kind: str, *options: str) -> None:
     distribution, factory = BACKENDS[kind]
     version = ""
     if distribution:
@@ -172,7 +178,7 @@ def main(kind: str) -> None:
         except importlib.metadata.PackageNotFoundError:
             _say({"available": False, "reason": f"{kind}: not installed"})
             return
-    backend = factory()
+    backend = factory(*options)
     assert backend.call(1) == -1
     _say({"available": True, "startup_s": time.perf_counter() - _START, "version": version})
     try:
@@ -189,4 +195,4 @@ def main(kind: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], *sys.argv[2:])

@@ -7,8 +7,25 @@ from dataclasses import dataclass
 
 #: Metric groups ``--only`` selects from: P1-P9, R5 and S1-S4 (the SDK) of docs/performance.md (R5: how
 #: soon a time limit or a cancel stops the work), server memory, the lab's idle footprint, the Dask
-#: reference figures, and large values (BIG).
-GROUPS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "R5", "SDK", "MEM", "IDLE", "DASK", "BIG")
+#: reference figures, large values (BIG), and the PostgreSQL store against SQLite (PG).
+GROUPS = (
+    "P1",
+    "P2",
+    "P3",
+    "P4",
+    "P5",
+    "P6",
+    "P7",
+    "P8",
+    "P9",
+    "R5",
+    "SDK",
+    "MEM",
+    "IDLE",
+    "DASK",
+    "BIG",
+    "PG",
+)
 
 
 @dataclass(frozen=True)
@@ -22,6 +39,7 @@ class Sizes:
     peer_rate_calls: int = 3000  # Ray tasks submitted at once (P3, P4)
     dask_rtt_calls: int = 100
     dask_rate_calls: int = 1000
+    dask_map_calls: int = 2000  # one f.map / client.map on the Dask cluster (DASK)
     map_rounds: int = 3
     map_calls: int = 10_000  # one f.map / executor.map (P4); also the batch that fills the store
     executions: int = 100_000  # executions on the server for P6 and MEM
@@ -59,6 +77,7 @@ QUICK = Sizes(
     peer_rate_calls=1000,
     dask_rtt_calls=30,
     dask_rate_calls=300,
+    dask_map_calls=500,
     map_rounds=2,
     map_calls=2000,
     executions=10_000,

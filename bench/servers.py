@@ -14,6 +14,7 @@ import queue
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import IO, Any
 
@@ -127,8 +128,9 @@ def echo_server(workdir: Path) -> Server:
     return Server("echo", [sys.executable, "-m", "bench.echo_server"], workdir)
 
 
-def spearlet_server(workdir: Path, store: str) -> Server:
-    """``spearlet serve`` with its defaults (process executor, CPU-count concurrency) on a free port."""
+def spearlet_server(workdir: Path, store: str, *options: str, name: str = "spearlet") -> Server:
+    """``spearlet serve`` with its defaults (process executor, CPU-count concurrency) on a free port, or
+    what ``options`` (more flags) say."""
     argv = [
         sys.executable,
         "-m",
@@ -140,8 +142,9 @@ def spearlet_server(workdir: Path, store: str) -> Server:
         store,
         "--log-level",
         "ERROR",
+        *options,
     ]
-    return Server("spearlet", argv, workdir)
+    return Server(name, argv, workdir)
 
 
 class Peer(Child):
@@ -152,8 +155,9 @@ class Peer(Child):
 
     exits_on_eof = True
 
-    def __init__(self, kind: str, workdir: Path) -> None:
-        super().__init__(f"peer-{kind}", [sys.executable, "-m", "bench.peer", kind], workdir)
+    def __init__(self, kind: str, workdir: Path, *options: str) -> None:
+        name = f"peer-{kind}" + ("-cluster" if options else "")
+        super().__init__(name, [sys.executable, "-m", "bench.peer", kind, *options], workdir)
         hello = json.loads(self.readline())
         self.available: bool = hello["available"]
         self.reason: str = hello.get("reason", "")
@@ -187,3 +191,80 @@ def run_script(name: str, args: list[str], workdir: Path, timeout_s: float = 300
     if done.returncode != 0 or not done.stdout.strip():
         raise RuntimeError(f"{name} failed (exit {done.returncode}):\n{_tail(log)}")
     return done.stdout.strip().splitlines()[-1]
+
+
+class DaskCluster:
+    """``dask scheduler`` and ``workers`` single-threaded ``dask worker`` processes on 127.0.0.1, each
+    with one ``spear_slot`` and the scheduler with ``allowed-failures=0``, as ``--executor dask`` wants."""
+
+    def __init__(self, workdir: Path, workers: int = 2) -> None:
+        dask = str(Path(sys.executable).with_name("dask"))
+        scheduler_file = workdir / "dask-scheduler.json"
+        env = child_env()
+        env["DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES"] = "0"
+        self._logs = [(workdir / f"dask-{name}.log").open("w") for name in ("scheduler", "workers")]
+        self._procs = [
+            subprocess.Popen(
+                [
+                    dask,
+                    "scheduler",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    "0",
+                    "--no-dashboard",
+                    "--scheduler-file",
+                    str(scheduler_file),
+                ],
+                stdout=self._logs[0],
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=workdir,
+            )
+        ]
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not scheduler_file.exists():
+            if self._procs[0].poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"dask scheduler failed:\n{_tail(workdir / 'dask-scheduler.log')}")
+            time.sleep(0.05)
+        self.address: str = json.loads(scheduler_file.read_text())["address"]
+        for n in range(workers):
+            self._procs.append(
+                subprocess.Popen(
+                    [
+                        dask,
+                        "worker",
+                        "--scheduler-file",
+                        str(scheduler_file),
+                        "--nthreads",
+                        "1",
+                        "--name",
+                        f"w{n + 1}",
+                        "--no-dashboard",
+                        "--resources",
+                        "spear_slot=1",
+                    ],
+                    stdout=self._logs[1],
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    cwd=workdir,
+                )
+            )
+        from distributed import Client
+
+        with Client(self.address, timeout=START_TIMEOUT_S) as client:
+            client.wait_for_workers(workers, timeout=START_TIMEOUT_S)
+
+    def stop(self) -> None:
+        for proc in reversed(self._procs):
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self._procs:
+            try:
+                proc.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                kill_tree(proc.pid)
+                proc.wait()
+        for log in self._logs:
+            log.close()

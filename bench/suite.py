@@ -5,6 +5,8 @@ Phases, in order (each only when a selected group needs it):
 1. rpc: the bare grpc.aio server and ``spearlet serve`` (SQLite in a temporary directory) side by side:
    P1 latency, P3's in-flight rates, P5 streams;
 2. ray, then dask: each peer alive only in its phase, its rounds alternating with ours (P2, P3, P4);
+   then one two-worker Dask cluster shared by ``spearlet serve --executor dask`` and Dask's own client
+   (DASK);
 3. store: the store layer against raw sqlite3, in this process (P8);
 4. map and fill: ``f.map`` against ``ProcessPoolExecutor.map`` (P4), then the planned number of further
    executions in map batches, the server's RSS sampled before and after each batch (MEM);
@@ -36,7 +38,7 @@ from .measure import Loop, Samples, alternate, median, quantile
 from .memory import tree_rss
 from .ours import Sdk, SdkCalls, Spear
 from .plan import Sizes
-from .servers import Peer, Server, echo_server, run_script, spearlet_server
+from .servers import DaskCluster, Peer, Server, echo_server, run_script, spearlet_server
 from .stops import stop_latencies
 from .storage import RawSqlite, StoreLayer
 
@@ -103,6 +105,8 @@ class Suite:
                 self._phase("ray", lambda: self._peer("ray", spear))
             if spear is not None and self.wants("DASK") and self.has("dask"):
                 self._phase("dask", lambda: self._peer("dask", spear))
+            if self.wants("DASK") and self.has("dask"):
+                self._phase("dask-cluster", self._dask_cluster)
             if self.wants("P8"):
                 self._phase("store", self._store)
             if spearlet is not None and spear is not None and self.wants("P4", "P6", "MEM"):
@@ -115,6 +119,8 @@ class Suite:
                 self._phase("stops", lambda: self._stops(spear))
             if self.wants("BIG"):
                 self._phase("big", self._big)
+            if self.wants("PG"):
+                self._phase("postgres", self._postgres)
         finally:
             for sdk in self.sdks.values():
                 sdk.client.close()
@@ -248,6 +254,57 @@ class Suite:
                     (f"sdk.{where}.as_completed_per_s", _as_completed(sdk, s.sdk_calls)),
                 ]
         alternate(s.rate_rounds, steps, self.samples)
+
+    def _dask_cluster(self) -> None:
+        """One two-worker Dask cluster, used in turn by ``spearlet serve --executor dask`` and by Dask's own
+        client: sync call round trips, then ``f.map`` against ``client.map`` + ``gather``."""
+        s, loop = self.sizes, self.loop
+        cluster = DaskCluster(self.workdir)
+        server: Server | None = None
+        peer: Peer | None = None
+        spear: Spear | None = None
+        sdk: Sdk | None = None
+        try:
+            server = spearlet_server(
+                self.workdir,
+                f"sqlite:///{self.workdir / 'spearlet-dask.db'}",
+                "--executor",
+                "dask",
+                "--dask-address",
+                cluster.address,
+                name="spearlet-dask",
+            )
+            spear = Spear(server.address)
+            loop.run(spear.setup())
+            sdk = Sdk(server.address)
+            peer = Peer("dask", self.workdir, cluster.address)
+            # Warm the workers' call processes and the pipelines' sizing before anything is measured.
+            loop.run(spear.invoke_samples(50))
+            sdk.map_rate(s.dask_map_calls // 4)
+            ours_spear, ours_sdk = spear, sdk
+            alternate(
+                s.rate_rounds,
+                [
+                    ("cluster.rtt_ms", lambda: peer.ask("rtt", n=s.dask_rtt_calls)["samples_ms"]),
+                    (
+                        "cluster.ours_invoke_latency_ms",
+                        loop.step(lambda: ours_spear.invoke_samples(s.dask_rtt_calls)),
+                    ),
+                    ("cluster.map_per_s", lambda: peer.ask("map", n=s.dask_map_calls)["per_s"]),
+                    ("cluster.ours_map_per_s", lambda: ours_sdk.map_rate(s.dask_map_calls)),
+                ],
+                self.samples,
+            )
+        finally:
+            if peer is not None:
+                peer.stop()
+            if sdk is not None:
+                sdk.close()
+            if spear is not None:
+                loop.run(spear.close())
+            if server is not None:
+                server.stop()
+            cluster.stop()
 
     def _store(self) -> None:
         s = self.sizes
@@ -394,6 +451,54 @@ class Suite:
                 self.samples.add(f"big.{kind}_ref_extra_ms", figures["ref_ms"] - figures["plain_ms"])
 
     # -- figures ---------------------------------------------------------------------------------------
+
+    def _postgres(self) -> None:
+        """The same server on PostgreSQL and on SQLite, rounds alternating: map throughput, sync invoke.
+
+        The database runs with fsync off, as SQLite's WAL at ``synchronous=NORMAL`` does not sync each
+        commit either: the figures compare the spearlet's two write paths, not two disks."""
+        from .postgres import PostgresServer, bin_dir, unavailable
+
+        why = unavailable()
+        if why is not None:
+            self.notes["postgres"] = f"postgres: {why}"
+            return
+        s, loop = self.sizes, self.loop
+        found = bin_dir()
+        assert found is not None
+        cluster = PostgresServer(found, fsync=False)
+        servers: list[Server] = []
+        spears: list[Spear] = []
+        sdks: list[Sdk] = []
+        try:
+            cluster.start()
+            for store in (f"sqlite:///{self.workdir / 'pg-baseline.db'}", cluster.new_database()):
+                servers.append(spearlet_server(self.workdir, store))
+                spears.append(Spear(servers[-1].address))
+                loop.run(spears[-1].setup())
+                sdks.append(Sdk(servers[-1].address))
+            (sq_spear, pg_spear), (sq_sdk, pg_sdk) = spears, sdks
+            alternate(
+                s.map_rounds,
+                [
+                    ("pg.sqlite_map_per_s", lambda: sq_sdk.map_rate(s.map_calls)),
+                    ("pg.map_per_s", lambda: pg_sdk.map_rate(s.map_calls)),
+                    (
+                        "pg.sqlite_invoke_latency_ms",
+                        loop.step(lambda: sq_spear.invoke_samples(s.latency_calls)),
+                    ),
+                    ("pg.invoke_latency_ms", loop.step(lambda: pg_spear.invoke_samples(s.latency_calls))),
+                ],
+                self.samples,
+            )
+        finally:
+            for sdk in sdks:
+                sdk.close()
+            for spear in spears:
+                loop.run(spear.close())
+            for server in servers:
+                server.stop()
+            cluster.destroy()
 
     def _summarize(self) -> None:
         """Latencies: p50 (and p99) of every sample of every round; rates and times: the median round."""

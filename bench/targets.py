@@ -274,6 +274,24 @@ TARGETS: tuple[Target, ...] = (
         on="value",
         system="ray",
     ),
+    Target(
+        "PG",
+        "PG map calls/s on PostgreSQL / on SQLite",
+        "pg.map_per_s",
+        "pg.sqlite_map_per_s",
+        "/s",
+        ">=",
+        0.7,
+    ),
+    Target(
+        "PG",
+        "PG sync invoke p50 on PostgreSQL / on SQLite",
+        "pg.invoke_p50_ms",
+        "pg.sqlite_invoke_p50_ms",
+        "ms",
+        "<=",
+        1.3,
+    ),
     # Reference rows: no target, the figures side by side.
     Target(
         "BIG",
@@ -327,6 +345,26 @@ TARGETS: tuple[Target, ...] = (
         "P4", "ref: sync invoke p50 / PPE submit->result p50", "ours.invoke_p50_ms", "ppe.rtt_p50_ms", "ms"
     ),
     Target("P4", "ref: async invocations/s / PPE tasks/s", "ours.async_per_s", "ppe.rate_per_s", "/s"),
+    Target(
+        "DASK",
+        "DASK --executor dask: sync invoke p50 / Dask submit().result() p50",
+        "cluster.ours_invoke_p50_ms",
+        "cluster.rtt_p50_ms",
+        "ms",
+        "<=",
+        1.2,
+        system="dask",
+    ),
+    Target(
+        "DASK",
+        "DASK --executor dask: f.map calls/s / Dask client.map+gather",
+        "cluster.ours_map_per_s",
+        "cluster.map_per_s",
+        "/s",
+        ">=",
+        0.8,
+        system="dask",
+    ),
     Target(
         "DASK",
         "ref: sync invoke p50 / Dask task round trip p50",

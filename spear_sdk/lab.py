@@ -96,7 +96,7 @@ class Lab:
             address=self.address,
             store=self.config.store,
             executor=self.config.executor,
-            max_concurrent=self.config.max_concurrent,
+            max_concurrent=self._server.engine.config.max_concurrent,
         )
 
 

@@ -238,6 +238,22 @@ class Health:
         self.total_executions = details.total_executions
         self.memory_bytes = details.total_memory_used
         self.system_info = dict(details.system_info)
+        #: The cluster the server runs calls on (``--executor dask``): workers, threads, slots, memory,
+        #: worker names; None for a server whose workers are its own processes.
+        self.cluster: dict[str, Any] | None = (
+            {
+                "address": details.cluster.address,
+                "reachable": details.cluster.reachable,
+                "workers": details.cluster.workers,
+                "threads": details.cluster.threads,
+                "slots": details.cluster.slots,
+                "memory_limit_bytes": details.cluster.memory_limit_bytes,
+                "memory_used_bytes": details.cluster.memory_used_bytes,
+                "worker_names": list(details.cluster.worker_names),
+            }
+            if details.HasField("cluster")
+            else None
+        )
 
     @property
     def healthy(self) -> bool:

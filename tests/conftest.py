@@ -1,14 +1,25 @@
-"""Fixtures every test directory may use: an in-process server (``harness``) and ``spearlet serve``
-subprocesses (``served``); and the hand-over of ``anyio``-marked tests to anyio's plugin."""
+"""Fixtures every test directory may use: an in-process server (``harness``), ``spearlet serve``
+subprocesses (``served``) and a Dask cluster (``dask_cluster``); and the hand-over of ``anyio``-marked
+tests to anyio's plugin."""
 
 from __future__ import annotations
 
 import pytest
+from dask_cluster import dask_cluster
 from harness import anyio_backend, make_harness, shared
+from pg import pg_url, postgres_server
 from pytest_asyncio.plugin import PytestAsyncioFunction
 from served import launcher
 
-__all__ = ["anyio_backend", "launcher", "make_harness", "shared"]
+__all__ = [
+    "anyio_backend",
+    "dask_cluster",
+    "launcher",
+    "make_harness",
+    "pg_url",
+    "postgres_server",
+    "shared",
+]
 
 
 @pytest.hookimpl(trylast=True)

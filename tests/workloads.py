@@ -171,3 +171,29 @@ def blobs(count: int, size: int, progress: str) -> Iterator[bytes]:
         yield i.to_bytes(4, "big") * (size // 4)
         with open(progress, "w") as handle:
             handle.write(str(i + 1))
+
+
+def kill_host_once(marker: str) -> str:
+    """The first time (no marker file yet), SIGKILL the process that started this one (a Dask worker,
+    say) and wait to die with it; succeeds on the retry."""
+    if not os.path.exists(marker):
+        with open(marker, "w") as handle:
+            handle.write(str(os.getppid()))
+        os.kill(os.getppid(), 9)
+        time.sleep(60)
+    return "recovered"
+
+
+def print_pid_then_sleep(seconds: float) -> None:
+    print(os.getpid(), flush=True)
+    time.sleep(seconds)
+
+
+def yield_then_wait(path: str) -> Iterator[str]:
+    """Yield, then wait (30 s at most) for ``path`` to exist before yielding again: a reader that gets
+    the first value before it creates the file sees the values as they are yielded."""
+    yield "first"
+    deadline = time.monotonic() + 30
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    yield "second"

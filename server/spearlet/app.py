@@ -61,6 +61,7 @@ class SpearletServer:
     async def start(self) -> None:
         config = self.config
         self._store = store = open_store(config.store)
+        await store.open()
         files = ObjectFiles.for_store(config.store, config.object_dir)
         objects = ObjectRepository(store, config.max_object_bytes, files, config.object_grace_s)
         self._objects = objects

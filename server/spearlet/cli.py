@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from . import __version__
 from .app import SpearletServer
-from .config import DEFAULT_STORE, Config
+from .config import DEFAULT_STORE, EXECUTORS, Config
 from .report import commands as report_commands
 from .store import StoreError
 
@@ -29,11 +29,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port; 0 picks a free one (default 50051)")
-    serve.add_argument("--store", help=f"store URL: memory:// or sqlite:///path (default {DEFAULT_STORE})")
     serve.add_argument(
-        "--executor", choices=("process", "thread"), help="how functions run (default process)"
+        "--store",
+        help="store URL: memory://, sqlite:///path or postgresql://user@host:port/db "
+        f"(default {DEFAULT_STORE})",
     )
-    serve.add_argument("--max-concurrent", type=int, help="executions running at once (default: CPU count)")
+    serve.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        help="how functions run: warm worker processes, threads of the server, or tasks on a Dask cluster "
+        "(default process)",
+    )
+    serve.add_argument(
+        "--dask-address",
+        help="the Dask scheduler of --executor dask (tcp://HOST:PORT); without it a local cluster starts",
+    )
+    serve.add_argument(
+        "--max-concurrent",
+        type=int,
+        help="executions running at once (default: CPU count; with dask, the cluster's slots)",
+    )
     serve.add_argument("--max-queued", type=int, help="executions waiting at most (default 10000)")
     serve.add_argument(
         "--default-timeout-ms", type=int, help="run-time limit when a call sets none (0 = none)"
@@ -66,6 +81,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
             "port",
             "store",
             "executor",
+            "dask_address",
             "max_concurrent",
             "max_queued",
             "default_timeout_ms",
@@ -92,7 +108,7 @@ async def serve(config: Config) -> None:
         loop.add_signal_handler(sig, stop.set)
     print(
         f"spearlet listening on {server.address} (store {config.store}, executor {config.executor}, "
-        f"{config.max_concurrent} concurrent)",
+        f"{server.engine.config.max_concurrent} concurrent)",
         flush=True,
     )
     await stop.wait()

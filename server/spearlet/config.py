@@ -7,7 +7,7 @@ import functools
 import ipaddress
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 MIB = 1 << 20
@@ -18,6 +18,7 @@ DEFAULT_MESSAGE_BYTES = 68 * MIB
 DEFAULT_STORE = "sqlite:///.spear/spearlet.db"
 ENV_PREFIX = "SPEARLET_"
 MAX_PORT = 65535
+EXECUTORS = ("process", "thread", "dask")
 
 
 def _cpu_count() -> int:
@@ -30,7 +31,10 @@ class Config:
     port: int = 50051
     store: str = DEFAULT_STORE
     executor: str = "process"
-    max_concurrent: int = field(default_factory=_cpu_count)
+    #: The Dask scheduler the dask executor uses (``tcp://HOST:PORT``); empty: it starts a local cluster.
+    dask_address: str = ""
+    #: None: the executor's own size, the CPU count (for dask, the cluster's slots once connected).
+    max_concurrent: int | None = None
     max_queued: int = 10_000
     default_timeout_ms: int = 0
     #: Largest object. Objects are files (``blobs.py``): the disk (or, for a lab, shared memory) bounds them.
@@ -50,13 +54,20 @@ class Config:
     tls_key: str | None = None
     #: Seconds that shutdown waits for in-flight work before cancelling it.
     shutdown_grace_s: float = 5.0
+    #: On a shared store: seconds a server's lease lasts unrenewed before others end its unfinished work.
+    lease_ttl_s: float = 10.0
 
     def __post_init__(self) -> None:
         _check_types(self)
-        if self.executor not in ("process", "thread"):
-            raise ValueError(f"executor must be 'process' or 'thread', not {self.executor!r}")
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, not {self.executor!r}")
+        if self.dask_address and self.executor != "dask":
+            raise ValueError("dask_address needs executor='dask'")
+        if self.max_concurrent is None and self.executor != "dask":
+            object.__setattr__(self, "max_concurrent", _cpu_count())
         for name in ("max_concurrent", "max_queued"):
-            if getattr(self, name) < 1:
+            value = getattr(self, name)
+            if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1")
         for name in (
             "port",
@@ -70,8 +81,14 @@ class Config:
                 raise ValueError(f"{name} must not be negative, not {getattr(self, name)}")
         if self.port > MAX_PORT:
             raise ValueError(f"port must be 0 (any free port) to {MAX_PORT}, not {self.port}")
+        if self.lease_ttl_s <= 0:
+            raise ValueError("lease_ttl_s must be positive")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError("TLS needs both a certificate and a key")
+
+    def executor_options(self) -> dict[str, Any]:
+        """What the configured executor takes besides its size and log limit."""
+        return {"address": self.dask_address} if self.executor == "dask" else {}
 
     @property
     def message_limit(self) -> int:
@@ -107,6 +124,7 @@ class Config:
 #: What each annotation of :class:`Config` accepts (``bool`` is an ``int`` but never a valid count).
 _ACCEPTED: dict[str, tuple[type, ...]] = {
     "int": (int,),
+    "int | None": (int, type(None)),
     "float": (int, float),
     "str": (str,),
     "str | None": (str, type(None)),
@@ -128,7 +146,7 @@ def _check_types(config: Config) -> None:
 def _parse(name: str, raw: str, annotation: object) -> object:
     kind = str(annotation)
     try:
-        if kind == "int":
+        if kind in ("int", "int | None"):
             return int(raw)
         if kind == "float":
             return float(raw)

@@ -308,7 +308,7 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
         return fpb.RegisterTaskResponse(
             success=True,
             message=f"task {task.name!r} {verb} (version {task.version})",
-            task=convert.task_info(task, self.engine.stats.task(task.task_id)),
+            task=convert.task_info(task, (await self.engine.current_figures()).task(task.task_id)),
             created=registration.created,
             updated=registration.updated,
         )
@@ -318,7 +318,7 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
         size = page_size(request.limit)
         tasks = await self.engine.tasks_page(request.prefix, request.start_after, size + 1)
         page, has_more, next_after = paginate(tasks, size, lambda t: t.name)
-        stats = self.engine.stats
+        stats = await self.engine.current_figures()
         infos = [convert.task_info(t, stats.task(t.task_id), details=request.include_details) for t in page]
         fit = fitting((i.ByteSize() for i in infos), self.engine.config.message_limit)
         if fit < len(infos):
@@ -331,7 +331,7 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
         task = await self.engine.get_task(request.task_id)
         if task is None:
             return fpb.GetTaskResponse(found=False, message=f"task {request.task_id!r} not found")
-        info = convert.task_info(task, self.engine.stats.task(task.task_id))
+        info = convert.task_info(task, (await self.engine.current_figures()).task(task.task_id))
         executions = []
         if request.include_executions:
             count = page_size(request.execution_limit or DEFAULT_TASK_EXECUTIONS)
@@ -382,21 +382,23 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
         )
         if request.include_details:
             engine = self.engine
-            running, pending, active_tasks = engine.active_counts()
+            current = await engine.current_figures()
             tasks = await engine.all_tasks()
             response.details.CopyFrom(
                 fpb.HealthDetails(
-                    active_tasks=len(active_tasks),
-                    running_executions=running,
-                    pending_executions=pending,
+                    active_tasks=len(current.active_tasks),
+                    running_executions=current.running,
+                    pending_executions=current.pending,
                     total_memory_used=self.meter.memory_bytes(engine.worker_pids()),
-                    total_executions=engine.stats.figures.total,
+                    total_executions=current.figures.total,
                     system_info=self.monitor.system_info(),
                     task_count=len(tasks),
                     object_count=engine.objects.count,
                     total_object_size=engine.objects.total_size,
                 )
             )
+            if (cluster := self.monitor.cluster_details()) is not None:
+                response.details.cluster.CopyFrom(cluster)
         return response
 
     @unary
@@ -406,16 +408,19 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
         tasks = await engine.all_tasks()
         pids = engine.worker_pids()
         memory = self.meter.memory_bytes(pids)
+        current = await engine.current_figures()
         response = fpb.GetStatsResponse(
             service_stats=fpb.ServiceStats(
                 uptime_seconds=int(engine.uptime_s),
                 total_tasks=len(tasks),
-                total_executions=engine.stats.figures.total,
+                total_executions=current.figures.total,
                 total_memory_used=memory,
                 cpu_usage_percent=self.meter.cpu_percent(pids),
                 memory_usage_percent=self.meter.memory_percent(memory),
             )
         )
+        if (cluster := self.monitor.cluster_details()) is not None:
+            response.service_stats.cluster.CopyFrom(cluster)
         if not (request.include_task_stats or request.include_execution_stats):
             return response
         # A window longer than the clock's history means all of it (and keeps id_floor finite).
@@ -424,11 +429,11 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
             active = active_counts((live.record for live in engine.live.values()), since_time)
             add_function_stats(response.execution_stats, None, engine.stats.latencies, since_time, active)
             return response
-        figures = engine.stats.figures
+        figures = current.figures
         if since_time:
             figures = await engine.figures_since(since_time)
         if request.include_task_stats:
-            response.task_stats.CopyFrom(_task_stats(tasks, figures, engine.active_counts()[2]))
+            response.task_stats.CopyFrom(_task_stats(tasks, figures, current.active_tasks))
         if request.include_execution_stats:
             response.execution_stats.CopyFrom(_execution_stats(figures))
             add_function_stats(
@@ -437,7 +442,7 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
         return response
 
 
-def _task_stats(tasks: list[StoredTask], figures: ExecutionFigures, active: set[str]) -> fpb.TaskStats:
+def _task_stats(tasks: list[StoredTask], figures: ExecutionFigures, active: frozenset[str]) -> fpb.TaskStats:
     by_type = Counter(task.artifact.artifact_type for task in tasks)
     busiest = sorted(
         (t for t in tasks if t.task_id in figures.tasks),

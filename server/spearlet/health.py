@@ -16,6 +16,8 @@ import psutil
 from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health_pb2
 
+from spear_sdk.wire import function_pb2 as fpb
+
 from . import __version__
 from .engine.core import Engine
 from .store import StoreError
@@ -113,6 +115,12 @@ class HealthMonitor:
         except StoreError as exc:
             return Verdict(UNHEALTHY, f"the store does not answer: {exc}")
         if not engine.executor.healthy:
+            cluster = engine.executor.cluster()
+            if cluster is not None:
+                return Verdict(
+                    UNHEALTHY,
+                    f"the {engine.executor.name} executor cannot reach its cluster at {cluster.address}",
+                )
             return Verdict(UNHEALTHY, f"the {engine.executor.name} executor cannot start workers")
         scheduler = engine.scheduler
         if scheduler.queue_fill > _DEGRADED_QUEUE_FILL:
@@ -123,6 +131,22 @@ class HealthMonitor:
                 f"all {scheduler.max_running} slots are busy and {scheduler.pending} executions wait",
             )
         return Verdict(HEALTHY, "serving")
+
+    def cluster_details(self) -> fpb.ClusterDetails | None:
+        """The executor's cluster (GetHealth and GetStats show it), if it runs calls on one."""
+        cluster = self.engine.executor.cluster()
+        if cluster is None:
+            return None
+        return fpb.ClusterDetails(
+            address=cluster.address,
+            reachable=cluster.reachable,
+            workers=cluster.workers,
+            threads=cluster.threads,
+            slots=cluster.slots,
+            memory_limit_bytes=cluster.memory_limit_bytes,
+            memory_used_bytes=cluster.memory_used_bytes,
+            worker_names=cluster.worker_names,
+        )
 
     def system_info(self) -> dict[str, str]:
         engine = self.engine

@@ -90,11 +90,14 @@ class ObjectRepository:
         """Count the stored objects once at start; mutations keep the totals current after that.
 
         Objects a client made for a call's arguments are needed only while the call runs, and no call
-        outlives a restart: those a previous process left are deleted."""
+        outlives a restart: those a previous process left are deleted. Not on a store other servers share
+        (``postgresql://``): their calls may be running with theirs."""
         rows = await self._store.scan(OBJECT)
         objects = [StoredObject.decode(data) for _, data in rows]
         self.count = len(objects)
         self.total_size = sum(obj.size for obj in objects)
+        if self._store.shared:
+            return
         for obj in objects:
             if obj.metadata.get(IMPLICIT) == "argument":
                 await self._drop(obj)

@@ -18,7 +18,7 @@ from spear_sdk import errors
 @pytest.mark.parametrize(
     ("options", "error", "names"),
     [
-        ({"store": "postgres://x"}, ValueError, r"unsupported store URL 'postgres://x'"),
+        ({"store": "mysql://x"}, ValueError, r"unsupported store URL 'mysql://x'"),
         ({"store": "sqlite:///"}, ValueError, r"malformed sqlite URL"),
         ({"host": "999.1.1.1"}, ValueError, r"host '999\.1\.1\.1'"),
         ({"tls_cert": "/no/such/cert.pem", "tls_key": "/no/such/key.pem"}, ValueError, r"tls_cert '/no/such"),

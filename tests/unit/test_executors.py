@@ -119,15 +119,18 @@ async def process_executor() -> AsyncIterator[ProcessExecutor]:
     await executor.close()
 
 
-@pytest.fixture(params=["process", "thread"])
+@pytest.fixture(params=["process", "thread", "dask"])
 async def executor(request: pytest.FixtureRequest) -> AsyncIterator[Executor]:
-    executor = create_executor(request.param, 2)
+    options: dict[str, Any] = {}
+    if request.param == "dask":  # a real cluster: a scheduler and two workers of the session
+        options["address"] = request.getfixturevalue("dask_cluster").address
+    executor = create_executor(request.param, 2, **options)
     await executor.start()
     yield executor
     await executor.close()
 
 
-# -- both executors ----------------------------------------------------------------------------------
+# -- every executor ----------------------------------------------------------------------------------
 
 
 async def test_python_artifact_returns_the_result(executor: Executor) -> None:
@@ -342,6 +345,22 @@ async def test_threads_capture_output_per_thread() -> None:
         assert {len(line) for line in one.text.splitlines()} == {4}
         assert {len(line) for line in two.text.splitlines()} == {7}
         assert one.instance_id != two.instance_id
+    finally:
+        await executor.close()
+
+
+async def test_overlapping_threads_leave_the_environment_as_it_was() -> None:
+    """The second job starts while the first runs and ends after it: the variable both set is gone at the
+    end, not put back to the first job's value by the second."""
+    name = "SPEAR_EXECUTOR_OVERLAP_VAR"
+    executor = ThreadExecutor(2)
+    await executor.start()
+    try:
+        first = asyncio.ensure_future(run(executor, job(python("sleep"), 0.3, job_environment={name: "a"})))
+        await eventually(lambda: os.environ.get(name) == "a")
+        second = await run(executor, job(python("sleep"), 0.6, job_environment={name: "b"}))
+        assert result((await first)[0]) == 0.3 and result(second[0]) == 0.6
+        assert name not in os.environ
     finally:
         await executor.close()
 

@@ -16,7 +16,7 @@ from spearlet.store import KvStore, StoreError, open_store
 from spearlet.store.memory import MemoryStore, prefix_upper_bound
 from spearlet.store.sqlite import SqliteStore
 
-BACKENDS = ["memory", "sqlite"]
+BACKENDS = ["memory", "sqlite", "postgres"]
 
 
 def _url(backend: str, tmp_path: Path) -> str:
@@ -25,7 +25,11 @@ def _url(backend: str, tmp_path: Path) -> str:
 
 @pytest.fixture(params=BACKENDS)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[KvStore]:
-    s = open_store(_url(request.param, tmp_path))
+    # postgres: a fresh database on the session's real server (tests/pg.py)
+    postgres = request.param == "postgres"
+    url = request.getfixturevalue("pg_url") if postgres else _url(request.param, tmp_path)
+    s = open_store(url)
+    await s.open()
     yield s
     await s.close()
 
@@ -292,7 +296,9 @@ async def test_closed_store_raises_store_error(store: KvStore) -> None:
 
 
 async def test_url_is_kept(store: KvStore, tmp_path: Path) -> None:
-    assert store.url in (_url("memory", tmp_path), _url("sqlite", tmp_path))
+    assert store.url in (_url("memory", tmp_path), _url("sqlite", tmp_path)) or store.url.startswith(
+        "postgresql://postgres@127.0.0.1:"
+    )
 
 
 # --- open_store -------------------------------------------------------------------------------------------
@@ -306,7 +312,7 @@ async def test_url_is_kept(store: KvStore, tmp_path: Path) -> None:
         "memory:",
         "memory://name",
         "://x",
-        "postgres://localhost/db",
+        "mysql://localhost/db",
         "redis://localhost:6379/0",
         "sqlite://",
         "sqlite:///",
@@ -321,6 +327,7 @@ def test_open_store_rejects_bad_urls(url: str) -> None:
     message = str(info.value)
     assert "memory://" in message
     assert "sqlite:///" in message
+    assert "postgresql://" in message
     assert "redis://" in message  # listed as planned
 
 
@@ -329,6 +336,9 @@ def test_open_store_picks_backend(tmp_path: Path) -> None:
     assert isinstance(open_store("MEMORY://"), MemoryStore)
     assert isinstance(open_store(f"sqlite:///{tmp_path}/x.db"), SqliteStore)
     assert isinstance(open_store("sqlite://:memory:"), SqliteStore)
+    postgres = pytest.importorskip("spearlet.store.postgres", reason="pip install 'spear-lab[postgres]'")
+    for url in ("postgresql://u@127.0.0.1:5432/db", "postgres://u@127.0.0.1:5432/db"):
+        assert isinstance(open_store(url), postgres.PostgresStore)  # it connects in open()
 
 
 # --- SQLite only ------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..store.records import StoredExecution
 from . import lifecycle as lc
@@ -48,6 +48,8 @@ class _Call:
     pipeline: Pipeline | None = None
     timer: asyncio.TimerHandle | None = None
     started: bool = False
+    #: When its worker started it (``time.perf_counter()``; 0: not yet).
+    started_at: float = 0.0
     timed_out: bool = False
 
     @property
@@ -187,6 +189,10 @@ class Batch:
         if not runnable:
             return
         jobs = [job_for_call(self._job, c.execution_id, c.args, c.kwargs) for c in runnable]
+        for index, call in enumerate(runnable):
+            assert call.live is not None
+            if call.live.record.attempt:  # ran before and lost its worker: this is the next attempt
+                jobs[index] = replace(jobs[index], attempt=call.live.record.attempt + 1)
         sinks: list[Sink] = [_CallSink(self, c) for c in runnable]
         began = time.perf_counter()
         pipeline = await self._start_pipeline(jobs, sinks)
@@ -205,7 +211,11 @@ class Batch:
                 retry.append(call)
         ran = len(runnable) - len(retry)
         if ran:
+            # From the first start, not the send: on a remote cluster the way there is no run time.
+            began = min((c.started_at for c in runnable if c.started_at), default=began)
             self._run_ms = (time.perf_counter() - began) * 1000 / ran
+        for call in runnable:
+            call.started_at = 0.0
         self._todo.extendleft(reversed(retry))
 
     async def _start_pipeline(self, jobs: list[Job], sinks: list[Sink]) -> Pipeline:
@@ -265,6 +275,7 @@ class Batch:
         live = call.live
         assert live is not None
         call.started = True
+        call.started_at = time.perf_counter()
         self._ledger.start(live, instance_id)
         if live.cancel_reason is not None and call.pipeline is not None:
             call.pipeline.stop()  # cancelled while it waited in its pipeline

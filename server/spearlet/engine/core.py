@@ -31,14 +31,19 @@ from ..config import Config
 from ..objects import ObjectRepository
 from ..stats import ExecutionFigures, StatsTracker
 from ..store import KvStore
+from ..store.notices import CANCEL, RESYNC, TASK, Notice
 from ..store.records import StoredArtifact, StoredExecution, StoredTask
+from ..store.shared import Orphan, SharedKvStore
 from . import by_reference
 from . import lifecycle as lc
 from .batch import Batch, OnResult
 from .executions import ExecutionStore
 from .executors import Artifact, Executor, Job, SubprocessRunner, create_executor
 from .executors.base import ARTIFACT_LOAD_FAILED, job_for_call
+from .figures import Figures, of_counts
+from .handover import StoredCall
 from .ids import id_floor, new_id
+from .leases import LeaseKeeper
 from .ledger import Ledger
 from .live import LiveExecution
 from .output import OutputHub
@@ -98,14 +103,20 @@ class Engine:
         self.objects = objects
         self.tasks = TaskRegistry(store)
         self.executions = ExecutionStore(store)
-        self.scheduler = Scheduler(config.max_concurrent, config.max_queued)
+        # Without max_concurrent (the dask executor's default) the slots are known once the executor starts.
+        self.scheduler = Scheduler(config.max_concurrent or 1, config.max_queued)
         self.output = OutputHub()
         self.ledger = Ledger(self.executions, StatsTracker(), config.log_limit_bytes, self.output)
         self.executor: Executor = create_executor(
-            config.executor, config.max_concurrent, log_limit_bytes=config.log_limit_bytes
+            config.executor,
+            config.max_concurrent or 0,
+            log_limit_bytes=config.log_limit_bytes,
+            **config.executor_options(),
         )
         self.subprocesses = SubprocessRunner()
         self.batches: set[Batch] = set()
+        #: On a shared store: this server's lease, and the reaper of dead servers' work.
+        self.leases: LeaseKeeper | None = None
         self.started_at = time.time()
         self._accepting = False
         #: Given to every job, under the names the SDK reads (``spear_sdk._nested``): how a function
@@ -115,9 +126,23 @@ class Engine:
     # -- life of the engine -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Mark work cut off by a previous process INTERRUPTED, rebuild the figures, warm the workers."""
-        await self.ledger.recover()
+        """Mark work cut off by a previous process INTERRUPTED, rebuild the figures, warm the workers.
+
+        On a shared store the unfinished executions of other servers are theirs: only those whose server
+        holds no live lease are ended (:mod:`.leases`), and the figures are read from the store."""
+        if isinstance(self.store, SharedKvStore):
+            self.store.notices.subscribe(self._on_notice)
+            ttl = self.config.lease_ttl_s
+            self.leases = LeaseKeeper(self.store, ttl_s=ttl, renew_s=ttl / 5, adopt=self._adopt)
+            await self.leases.start()
+        else:
+            await self.ledger.recover()
         await self.executor.start()
+        if self.config.max_concurrent is None:  # as many as the executor's cluster runs at once
+            cluster = self.executor.cluster()
+            slots = max(cluster.slots if cluster is not None else 0, 1)
+            self.config = self.config.replace(max_concurrent=slots)
+            self.scheduler.max_running = slots
         self.started_at = time.time()
         self._accepting = True
 
@@ -137,6 +162,8 @@ class Engine:
         for batch in list(self.batches):
             await batch.wait()
         await self.executions.flush()
+        if self.leases is not None:
+            await self.leases.close(release=True)
         await self.executor.close()
         await self.subprocesses.close()
 
@@ -166,14 +193,24 @@ class Engine:
         """Delete a task (cancelling its work when ``force``); return how many records were cleaned up."""
         task = await self.tasks.require(task_id)
         active = [live for live in self.live.values() if live.record.task_id == task_id]
-        if active and not force:
+        shared = self.store if isinstance(self.store, SharedKvStore) else None
+        elsewhere: list[str] = []  # on a shared store: running on other servers
+        if shared is not None:
+            elsewhere = [e for e in await shared.unfinished(task_id) if e not in self.live]
+        if (active or elsewhere) and not force:
+            count = len(active) + len(elsewhere)
             raise FailedPrecondition(
-                f"task {task.name!r} has {len(active)} pending or running executions; delete with force"
+                f"task {task.name!r} has {count} pending or running executions; delete with force"
             )
         for live in active:
             live.request_cancel("task deleted")
+        for execution_id in elsewhere:
+            assert shared is not None
+            await shared.send_notice(CANCEL, execution_id)
         for live in active:
             await self.ledger.settled(live)
+        for execution_id in elsewhere:  # (a dead owner's end comes when its lease expires)
+            await self.until_ended(execution_id)
         cleaned: list[StoredExecution] = []
         if cleanup:
             cleaned = await self.executions.delete_for_task(task_id)
@@ -211,6 +248,9 @@ class Engine:
             waited=inv.stream,  # its reader waits for the end (a SYNC caller says so in wait())
         )
         job = job_for_call(self._job(task, inv), execution_id, args, kwargs)
+        if inv.max_retries and not inv.stream and isinstance(self.store, SharedKvStore):
+            # Another server may have to run it again if this one dies (see .leases).
+            self.executions.save_call(execution_id, StoredCall(args, kwargs, inv.environment).encode())
         timeout_ms = inv.timeout_ms or self.config.default_timeout_ms
         live.task = asyncio.create_task(self._run(live, task, job, timeout_ms, inv.max_retries, held))
         return live
@@ -277,6 +317,7 @@ class Engine:
             fresh_instance=inv.force_new_instance,
             memory_limit_mb=memory_limit_mb(task.artifact),
             **by_reference.job_settings(self.config, self.objects),
+            timeout_ms=inv.timeout_ms or self.config.default_timeout_ms,
         )
 
     async def wait(self, live: LiveExecution) -> StoredExecution:
@@ -310,6 +351,8 @@ class Engine:
             record = await self.executions.get(execution_id)
             if record is None:
                 raise NotFound(f"execution {execution_id!r} not found")
+            if record.status in lc.ACTIVE and isinstance(self.store, SharedKvStore):
+                return await self._cancel_elsewhere(record, reason)
             return CancelResult(
                 False, record.status, f"execution already ended: {lc.status_name(record.status)}"
             )
@@ -357,7 +400,45 @@ class Engine:
 
     async def figures_since(self, since: float) -> ExecutionFigures:
         """The figures of the executions created since the Unix time ``since``."""
+        if isinstance(self.store, SharedKvStore):
+            await self.executions.flush()
+            return of_counts(await self.store.execution_counts(id_floor(since)), {}).figures
         return ExecutionFigures.of([r async for r in self.executions.iterate(start_after=id_floor(since))])
+
+    async def current_figures(self) -> Figures:
+        """All executions' figures: this server's own, or on a shared store every server's (from SQL)."""
+        store = self.store
+        if not isinstance(store, SharedKvStore):
+            running, pending, active = self.active_counts()
+            return Figures(self.stats.figures, running, pending, frozenset(active))
+        await self.executions.flush()  # our own states count once stored
+        counts = await store.execution_counts()
+        task_ids = sorted({row.task_id for row in counts})
+        return of_counts(counts, await store.newest_executions(task_ids))
+
+    async def until_ended(self, execution_id: str) -> StoredExecution:
+        """Wait for the execution to end, wherever it runs, and return its stored terminal record.
+
+        One of ours is awaited through the Ledger; another server's through the store's notices (a
+        terminal write's notice, or a resync after a reconnect, prompts a new read)."""
+        live = self.live.get(execution_id)
+        if live is not None:
+            return await self.wait(live)
+        store = self.store
+        if not isinstance(store, SharedKvStore):
+            record = await self.executions.get(execution_id)
+            if record is None:
+                raise NotFound(f"execution {execution_id!r} not found")
+            return record  # not live here, and nobody else runs it: it has ended
+        with store.notices.waiter(execution_id) as waiter:  # subscribe before reading: miss nothing
+            while True:
+                record = await self.executions.get(execution_id)
+                if record is None:
+                    raise NotFound(f"execution {execution_id!r} not found")
+                if record.status in lc.TERMINAL:
+                    return record
+                # A notice can be missed (a server that joined a moment ago): read again now and then.
+                await waiter.wait(timeout=_REREAD_S)
 
     async def tasks_page(self, prefix: str, start_after: str, count: int | None) -> list[StoredTask]:
         return await self.tasks.page(prefix, start_after, count)
@@ -395,6 +476,61 @@ class Engine:
         return running, len(self.live) - running, tasks
 
     # -- internals ------------------------------------------------------------------------------------
+
+    def _on_notice(self, notice: Notice) -> None:
+        """Another server changed a task (or notices were missed: drop our copy of it), or asks us to
+        cancel an execution of ours."""
+        if notice.kind == TASK:
+            self.tasks.forget(notice.key)
+        elif notice.kind == RESYNC:
+            self.tasks.forget()
+        elif notice.kind == CANCEL:
+            self.cancel_soon(notice.key, "cancelled through another server")
+
+    async def _adopt(self, orphan: Orphan, record: StoredExecution) -> bool:
+        """Run again here an execution a dead server left unfinished, if its retries allow and its call
+        was stored; whether it was taken care of (here, or by another server that claimed it first)."""
+        max_retries = int(record.metadata.get("max_retries", "0") or 0)
+        if not self._accepting or record.attempt > max_retries:
+            return False
+        stored = await self.executions.call(record.execution_id)
+        task = await self.tasks.get(record.task_id)
+        if stored is None or task is None:
+            return False
+        assert isinstance(self.store, SharedKvStore)
+        # The claim: rewriting the row makes this server its owner, unless someone got there first.
+        if not await self.store.put_if_version(orphan.key, orphan.value, orphan.version):
+            return True
+        call = StoredCall.decode(stored)
+        inv = Invocation(
+            function_name=record.function_name,
+            mode=record.mode,
+            environment=call.environment,
+            headers={
+                name.removeprefix("header."): value
+                for name, value in record.metadata.items()
+                if name.startswith("header.")
+            },
+        )
+        job = job_for_call(self._job(task, inv), record.execution_id, call.args, call.kwargs)
+        runner = self._runner_for(task.artifact.artifact_type)
+        live = self.ledger.adopt(record, stops_work=runner.stops_work)
+        if record.attempt:
+            live.log(f"[attempt {record.attempt} lost with its server; retrying on another]\n")
+        timeout_ms = int(record.metadata.get("timeout_ms", "0") or 0) or self.config.default_timeout_ms
+        live.task = asyncio.create_task(self._run(live, task, job, timeout_ms, max_retries))
+        log.warning("took over execution %s from a dead server", record.execution_id)
+        return True
+
+    async def _cancel_elsewhere(self, record: StoredExecution, reason: str) -> CancelResult:
+        """Cancel an execution another server runs: ask it by a notice, and wait for the end. Should that
+        server be dead, its lease expires and the end is INTERRUPTED."""
+        assert isinstance(self.store, SharedKvStore)
+        await self.store.send_notice(CANCEL, record.execution_id)
+        ended = await self.until_ended(record.execution_id)
+        if ended.status != lc.CANCELLED:
+            return CancelResult(False, ended.status, f"execution ended first: {lc.status_name(ended.status)}")
+        return CancelResult(True, ended.status, "cancelled by the server running it")
 
     async def _resolve_task(self, inv: Invocation) -> StoredTask:
         if inv.existing_task:
@@ -503,7 +639,9 @@ class Engine:
         ledger = self.ledger
         while True:
             ledger.start(live)
-            if live.record.attempt == 1 and task.artifact.artifact_type == "pickle":
+            if live.record.attempt > 1:
+                job = replace(job, attempt=live.record.attempt)
+            elif task.artifact.artifact_type == "pickle":
                 loaded = await self._load_pickle(task)
                 if isinstance(loaded, str):
                     ledger.end(live, lc.FAILED, ARTIFACT_LOAD_FAILED, loaded)
@@ -540,6 +678,9 @@ class Engine:
             return f"checksum mismatch for object {key!r}: expected {task.artifact.checksum}, got {digest}"
         return obj.value, digest
 
+
+#: How often a wait for another server's execution reads the store even without a notice.
+_REREAD_S = 1.0
 
 _PICKLE_REFUSED = (
     "pickled code and values are refused: this server is bound beyond loopback without a token "

@@ -18,6 +18,7 @@ from ..store.records import (
     task_execution_key,
     task_execution_prefix,
 )
+from .handover import call_key
 
 _SCAN_BATCH = 1000
 
@@ -62,6 +63,13 @@ class ExecutionStore:
         if logs:
             puts[log_key(record.execution_id)] = logs.encode()
         return self._writes.put(puts, urgent=urgent)
+
+    def save_call(self, execution_id: str, call: bytes) -> None:
+        """Queue what another server needs to run the call again (see :mod:`.handover`), lazily."""
+        self._writes.put({call_key(execution_id): call}, urgent=False)
+
+    async def call(self, execution_id: str) -> bytes | None:
+        return await self._store.get(call_key(execution_id))
 
     def hurry(self) -> None:
         """Write the queued records now rather than within ``group_commit.LAZY_S``."""
@@ -128,7 +136,8 @@ class ExecutionStore:
         records = [r for r in [await self.get(key[len(prefix) :]) for key, _ in index] if r is not None]
         deletes = [key for key, _ in index]
         for record in records:
-            deletes += [execution_key(record.execution_id), log_key(record.execution_id)]
+            execution_id = record.execution_id
+            deletes += [execution_key(execution_id), log_key(execution_id), call_key(execution_id)]
         await self._store.batch(deletes=deletes)
         return records
 

@@ -25,6 +25,7 @@ from . import lifecycle as lc
 from .completions import CompletionHub
 from .executions import ExecutionStore
 from .executors.base import COMPLETED, Outcome
+from .leases import interrupt
 from .live import LiveExecution
 from .output import OutputHub
 
@@ -61,6 +62,15 @@ class Ledger:
         live.waited = waited
         self.live[record.execution_id] = live
         live.created = live.stored = self.executions.create(record)
+        self.stats.created(record)
+        return live
+
+    def adopt(self, record: StoredExecution, *, stops_work: bool) -> LiveExecution:
+        """Take over a stored execution a dead server left unfinished (claimed in the store by this
+        server), to run it again from :meth:`start`."""
+        live = LiveExecution(record, stream=False, log_limit_bytes=self.log_limit_bytes)
+        live.stops_work = stops_work
+        self.live[record.execution_id] = live
         self.stats.created(record)
         return live
 
@@ -143,13 +153,8 @@ class Ledger:
         """At start: mark executions a previous process left unfinished INTERRUPTED; rebuild the figures."""
         records = [r async for r in self.executions.iterate()]
         interrupted = [r for r in records if r.status in lc.ACTIVE]
-        now = time.time()
         for record in interrupted:
-            record.status = lc.FAILED
-            record.error_code = lc.INTERRUPTED
-            record.error_message = "interrupted by a server restart"
-            record.completed_at = now
-            record.execution_time_ms = elapsed_ms(record.started_at, now)
+            interrupt(record, "interrupted by a server restart")
         if interrupted:
             await self.executions.save_many(interrupted)
             log.warning("marked %d executions left by a previous process INTERRUPTED", len(interrupted))

@@ -85,8 +85,9 @@ class Registration:
 
 
 class TaskRegistry:
-    """Tasks by id and name. This server is the store's only writer, so decoded tasks are kept in memory
-    (every invocation looks its task up); the objects handed out are shared and must not be mutated.
+    """Tasks by id and name. Decoded tasks are kept in memory (every invocation looks its task up); on a
+    shared store another server's change drops the copy (:meth:`forget`, on its notice). The objects
+    handed out are shared and must not be mutated.
     """
 
     def __init__(self, store: KvStore) -> None:
@@ -181,6 +182,13 @@ class TaskRegistry:
 
     async def all(self) -> list[StoredTask]:
         return await self.page("", "", None)
+
+    def forget(self, task_id: str | None = None) -> None:
+        """Drop the copy of ``task_id`` (``None``: of every task): another server changed it."""
+        if task_id is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(task_id, None)
 
     async def delete(self, task: StoredTask) -> None:
         await self._store.batch(deletes=[task_key(task.task_id), task_name_key(task.name)])

@@ -12,6 +12,7 @@ SUPPORTED_URLS = (
     "sqlite:///relative/path.db",
     "sqlite:////absolute/path.db",
     "sqlite://:memory:",
+    "postgresql://user@host:port/db",
 )
 
 
@@ -23,7 +24,8 @@ def _unsupported(url: str, why: str) -> ValueError:
 
 
 def check_url(url: str) -> tuple[str, str]:
-    """The backend (``memory`` or ``sqlite``) and its path for ``url``, without opening anything; raises
+    """The backend (``memory``, ``sqlite`` or ``postgresql``/``postgres``) and its path for ``url`` (none
+    but for SQLite), without opening anything; raises
     :class:`ValueError` for an unknown scheme or malformed URL."""
     if not isinstance(url, str):
         raise TypeError(f"store URL must be str, not {type(url).__name__}")
@@ -42,6 +44,8 @@ def check_url(url: str) -> tuple[str, str]:
             return scheme, path_from_url(url)
         except ValueError as e:
             raise ValueError(f"{e}; supported: {_SUPPORTED_TEXT}") from None
+    if scheme in ("postgresql", "postgres"):
+        return scheme, ""  # the URL itself is the connection string; the server checks it on open
     if scheme in ("redis", "rediss"):
         raise _unsupported(url, "the redis backend is not implemented yet")
     raise _unsupported(url, f"unknown scheme {scheme!r}")
@@ -57,6 +61,14 @@ def open_store(url: str) -> KvStore:
         from .memory import MemoryStore
 
         return MemoryStore(url)
+    if scheme in ("postgresql", "postgres"):
+        try:
+            from .postgres import PostgresStore
+        except ImportError as e:
+            raise StoreError(
+                f"store {url!r} needs psycopg 3 and psycopg-pool: pip install 'spear-lab[postgres]' ({e})"
+            ) from None
+        return PostgresStore(url)
     from .sqlite import SqliteStore
 
     return SqliteStore(path, url=url)

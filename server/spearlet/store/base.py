@@ -32,6 +32,12 @@ class KvStore(abc.ABC):
     #: The URL the store was opened with (shown in health details).
     url: str
 
+    #: Other processes write it too (``postgresql://``): see :class:`.shared.SharedKvStore`.
+    shared = False
+
+    async def open(self) -> None:  # noqa: B027 (optional: only a backend with a connection needs it)
+        """Connect (a backend that needs a connection does it here); called once, before any other call."""
+
     @abc.abstractmethod
     async def get(self, key: str) -> bytes | None:
         """The value of ``key``, or ``None`` when absent."""

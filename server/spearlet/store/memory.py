@@ -63,6 +63,22 @@ def prefix_upper_bound(prefix: str) -> str | None:
     return stripped[:-1] + chr(nxt)
 
 
+def scan_bounds(prefix: str, start_after: str, reverse: bool) -> tuple[str, str, str | None]:
+    """A scan's range on ``key`` as one lower bound (operator ``>=`` or ``>``, value) and one upper bound
+    (``key < upper``; ``None``: none), ``start_after`` folded in.
+
+    Folding matters to SQL backends: with two lower bounds a planner may seek on the weaker one and
+    filter the rest, making every page of a long listing cost O(n)."""
+    lower_op, lower = ">=", prefix
+    upper = prefix_upper_bound(prefix)
+    if start_after:
+        if not reverse and start_after >= prefix:
+            lower_op, lower = ">", start_after
+        elif reverse and (upper is None or start_after < upper):
+            upper = start_after
+    return lower_op, lower, upper
+
+
 def check_batch(
     puts: Mapping[str, bytes] | None, deletes: Iterable[str]
 ) -> tuple[list[tuple[str, bytes]], list[str]]:

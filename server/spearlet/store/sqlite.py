@@ -22,7 +22,7 @@ from typing import Any
 
 from .base import KvStore, StoreError
 from .file_lock import StoreLock
-from .memory import check_batch, check_bound, check_key, check_value, prefix_upper_bound
+from .memory import check_batch, check_bound, check_key, check_value, scan_bounds
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID"
 _GET = "SELECT value FROM kv WHERE key = ?"
@@ -191,18 +191,8 @@ class SqliteStore(KvStore):
     def _scan_query(
         self, prefix: str, start_after: str, limit: int | None, reverse: bool
     ) -> tuple[str, tuple[Any, ...]]:
-        """The SQL and parameters of a scan: one lower and at most one upper bound on ``key``.
-
-        Folding ``start_after`` into a single bound matters: with two lower bounds SQLite may seek on the
-        weaker one and filter the rest, making every page of a long listing cost O(n).
-        """
-        lower_op, lower = ">=", prefix
-        upper = prefix_upper_bound(prefix)
-        if start_after:
-            if not reverse and start_after >= prefix:
-                lower_op, lower = ">", start_after
-            elif reverse and (upper is None or start_after < upper):
-                upper = start_after
+        """The SQL and parameters of a scan: one lower and at most one upper bound on ``key``."""
+        lower_op, lower, upper = scan_bounds(prefix, start_after, reverse)
         where = f"key {lower_op} ?"
         params: tuple[Any, ...] = (lower,)
         if upper is not None:

@@ -472,7 +472,7 @@ class GetHealthResponse(_message.Message):
     def __init__(self, status: _Optional[str] = ..., message: _Optional[str] = ..., uptime_seconds: _Optional[int] = ..., details: _Optional[_Union[HealthDetails, _Mapping]] = ...) -> None: ...
 
 class HealthDetails(_message.Message):
-    __slots__ = ("active_tasks", "running_executions", "pending_executions", "total_memory_used", "total_executions", "system_info", "task_count", "object_count", "total_object_size")
+    __slots__ = ("active_tasks", "running_executions", "pending_executions", "total_memory_used", "total_executions", "system_info", "task_count", "object_count", "total_object_size", "cluster")
     class SystemInfoEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -489,6 +489,7 @@ class HealthDetails(_message.Message):
     TASK_COUNT_FIELD_NUMBER: _ClassVar[int]
     OBJECT_COUNT_FIELD_NUMBER: _ClassVar[int]
     TOTAL_OBJECT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
     active_tasks: int
     running_executions: int
     pending_executions: int
@@ -498,7 +499,28 @@ class HealthDetails(_message.Message):
     task_count: int
     object_count: int
     total_object_size: int
-    def __init__(self, active_tasks: _Optional[int] = ..., running_executions: _Optional[int] = ..., pending_executions: _Optional[int] = ..., total_memory_used: _Optional[int] = ..., total_executions: _Optional[int] = ..., system_info: _Optional[_Mapping[str, str]] = ..., task_count: _Optional[int] = ..., object_count: _Optional[int] = ..., total_object_size: _Optional[int] = ...) -> None: ...
+    cluster: ClusterDetails
+    def __init__(self, active_tasks: _Optional[int] = ..., running_executions: _Optional[int] = ..., pending_executions: _Optional[int] = ..., total_memory_used: _Optional[int] = ..., total_executions: _Optional[int] = ..., system_info: _Optional[_Mapping[str, str]] = ..., task_count: _Optional[int] = ..., object_count: _Optional[int] = ..., total_object_size: _Optional[int] = ..., cluster: _Optional[_Union[ClusterDetails, _Mapping]] = ...) -> None: ...
+
+class ClusterDetails(_message.Message):
+    __slots__ = ("address", "reachable", "workers", "threads", "slots", "memory_limit_bytes", "memory_used_bytes", "worker_names")
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    REACHABLE_FIELD_NUMBER: _ClassVar[int]
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
+    THREADS_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_LIMIT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    WORKER_NAMES_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    reachable: bool
+    workers: int
+    threads: int
+    slots: int
+    memory_limit_bytes: int
+    memory_used_bytes: int
+    worker_names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, address: _Optional[str] = ..., reachable: _Optional[bool] = ..., workers: _Optional[int] = ..., threads: _Optional[int] = ..., slots: _Optional[int] = ..., memory_limit_bytes: _Optional[int] = ..., memory_used_bytes: _Optional[int] = ..., worker_names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetStatsRequest(_message.Message):
     __slots__ = ("include_task_stats", "include_execution_stats", "time_range_hours", "time_range_seconds", "only_function_stats")
@@ -525,20 +547,22 @@ class GetStatsResponse(_message.Message):
     def __init__(self, service_stats: _Optional[_Union[ServiceStats, _Mapping]] = ..., task_stats: _Optional[_Union[TaskStats, _Mapping]] = ..., execution_stats: _Optional[_Union[ExecutionStats, _Mapping]] = ...) -> None: ...
 
 class ServiceStats(_message.Message):
-    __slots__ = ("uptime_seconds", "total_tasks", "total_executions", "total_memory_used", "cpu_usage_percent", "memory_usage_percent")
+    __slots__ = ("uptime_seconds", "total_tasks", "total_executions", "total_memory_used", "cpu_usage_percent", "memory_usage_percent", "cluster")
     UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_TASKS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_EXECUTIONS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_MEMORY_USED_FIELD_NUMBER: _ClassVar[int]
     CPU_USAGE_PERCENT_FIELD_NUMBER: _ClassVar[int]
     MEMORY_USAGE_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
     uptime_seconds: int
     total_tasks: int
     total_executions: int
     total_memory_used: int
     cpu_usage_percent: float
     memory_usage_percent: float
-    def __init__(self, uptime_seconds: _Optional[int] = ..., total_tasks: _Optional[int] = ..., total_executions: _Optional[int] = ..., total_memory_used: _Optional[int] = ..., cpu_usage_percent: _Optional[float] = ..., memory_usage_percent: _Optional[float] = ...) -> None: ...
+    cluster: ClusterDetails
+    def __init__(self, uptime_seconds: _Optional[int] = ..., total_tasks: _Optional[int] = ..., total_executions: _Optional[int] = ..., total_memory_used: _Optional[int] = ..., cpu_usage_percent: _Optional[float] = ..., memory_usage_percent: _Optional[float] = ..., cluster: _Optional[_Union[ClusterDetails, _Mapping]] = ...) -> None: ...
 
 class TaskStats(_message.Message):
     __slots__ = ("active_tasks", "idle_tasks", "tasks_by_type", "most_active_tasks")

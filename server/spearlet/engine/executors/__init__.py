@@ -1,7 +1,8 @@
 """What runs a function: the executor contract and its implementations.
 
 ``create_executor`` builds the executor the configuration names: ``process`` (a warm pool of spawned
-worker processes, the default) or ``thread`` (threads of the server). ``process`` artifacts always run
+worker processes, the default), ``thread`` (threads of the server) or ``dask`` (tasks on a Dask cluster,
+:mod:`.dask`). ``process`` artifacts always run
 through :class:`SubprocessRunner`, whatever the executor.
 
 The implementations are imported on first use, so that a worker process (which imports this package on
@@ -68,7 +69,8 @@ __all__ = [
 
 
 def create_executor(kind: str, size: int, **kw: Any) -> Executor:
-    """``kind`` is "process" or "thread"; ``size`` warm workers (threads); ``kw`` go to the constructor."""
+    """``kind`` is "process", "thread" or "dask"; ``size`` warm workers (threads; for dask, the workers of a
+    local cluster); ``kw`` go to the constructor."""
     if kind == "process":
         from spearlet.engine.executors.process_pool import ProcessExecutor
 
@@ -77,7 +79,15 @@ def create_executor(kind: str, size: int, **kw: Any) -> Executor:
         from spearlet.engine.executors.thread import ThreadExecutor
 
         return ThreadExecutor(size, **kw)
-    raise ValueError(f"unknown executor {kind!r} (expected 'process' or 'thread')")
+    if kind == "dask":
+        try:
+            from spearlet.engine.executors.dask.executor import DaskExecutor
+        except ImportError as exc:
+            raise ValueError(
+                f"the dask executor needs distributed ({exc}); install it with pip install 'spear-lab[dask]'"
+            ) from None
+        return DaskExecutor(size, **kw)
+    raise ValueError(f"unknown executor {kind!r} (expected 'process', 'thread' or 'dask')")
 
 
 def __getattr__(name: str) -> Any:

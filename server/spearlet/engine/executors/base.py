@@ -84,6 +84,12 @@ class Job:
     max_inline_bytes: int = 0
     #: Largest object (``--max-object-bytes``).
     max_object_bytes: int = 0
+    #: Which attempt of the execution this is (1: the first; more after a lost worker). An executor that
+    #: names its work after the execution (a Dask key) tells the attempts apart by it.
+    attempt: int = 1
+    #: The attempt's run-time limit in ms (0: none). The engine enforces it; an executor whose workers are
+    #: on other machines also enforces it there, so that it holds while the two cannot talk.
+    timeout_ms: int = 0
 
 
 def job_for_call(template: Job, execution_id: str, args: Sequence[bytes], kwargs: Mapping[str, bytes]) -> Job:
@@ -126,6 +132,24 @@ class Pipeline:
     stop: Callable[[], None]
 
 
+@dataclass(frozen=True)
+class ClusterFigures:
+    """What an executor that runs jobs on a cluster says of it (health and stats show it)."""
+
+    #: Where the cluster is reached (a scheduler's address).
+    address: str = ""
+    #: Whether it can be reached now; while it cannot, jobs fail at once.
+    reachable: bool = False
+    workers: int = 0
+    threads: int = 0
+    #: Jobs it runs at once.
+    slots: int = 0
+    memory_limit_bytes: int = 0
+    memory_used_bytes: int = 0
+    #: The workers' names, as ``Outcome.instance_id`` shows them.
+    worker_names: tuple[str, ...] = ()
+
+
 class Sink(Protocol):
     """Where an executor reports a running job's progress. Called on the event loop."""
 
@@ -151,7 +175,7 @@ class Executor(abc.ABC):
     An executor may also offer ``async start_pipeline(jobs, sinks) -> Pipeline`` to run a batch's jobs back
     to back on one worker; without it, the engine runs them one after another through :meth:`run`."""
 
-    #: "process" or "thread", shown in health details.
+    #: "process", "thread" or "dask", shown in health details.
     name: str
     #: Whether cancelling ``run`` really stops the work (a thread can only be abandoned).
     stops_work: bool
@@ -182,3 +206,9 @@ class Executor(abc.ABC):
     @abc.abstractmethod
     def healthy(self) -> bool:
         """False when workers cannot be started."""
+
+    def cluster(self) -> ClusterFigures | None:
+        """The cluster the jobs run on; None for an executor whose workers are this server's own
+        (``worker_pids`` then covers them). Known after :meth:`start`; its ``slots`` are what
+        ``max_concurrent`` defaults to."""
+        return None

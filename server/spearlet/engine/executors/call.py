@@ -6,13 +6,15 @@ calls the function, encodes the result (or each streamed chunk) and captures wha
 ``emit_chunk``.
 
 ``Job.environment`` is set in ``os.environ`` for the run and restored afterwards. ``os.environ`` belongs
-to the process, so with the thread host concurrent jobs see each other's variables.
+to the process, so with the thread host concurrent jobs see each other's variables; a variable gets its
+value from before the first of them back when the last of them ends (:class:`_Environment`).
 """
 
 from __future__ import annotations
 
 import inspect
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -55,7 +57,8 @@ def run_job(
     capture = OutputCapture(emit_log, job.log_limit_bytes)
     install_stream_proxies()
     attach(capture, process_wide=process_wide)
-    saved_env = _apply_environment(job.environment) if job.environment else None
+    if job.environment:
+        _ENVIRONMENT.apply(job.environment)
     started = clock()
     result: bytes | None = None
     code = message = ""
@@ -73,8 +76,8 @@ def run_job(
             remote = (type(failure.raised).__name__, str(failure.raised), details)
     finally:
         cpu_ms = (clock() - started) * 1000.0
-        if saved_env is not None:
-            _restore_environment(saved_env)
+        if job.environment:
+            _ENVIRONMENT.restore(job.environment)
         detach(process_wide=process_wide)
         capture.close()
     return Outcome(
@@ -212,18 +215,36 @@ def _out_of_memory(exc: MemoryError, limit_mb: int) -> Failure:
 # -- environment ---------------------------------------------------------------------------------------
 
 
-def _apply_environment(environment: Mapping[str, str]) -> dict[str, str | None]:
-    saved = {name: os.environ.get(name) for name in environment}
-    os.environ.update(environment)
-    return saved
+class _Environment:
+    """The variables jobs set, counted per name: each job sets its values, and a variable's value from
+    before the first job that set it comes back when the last of them ends. Saving and restoring per job
+    would not do with jobs on several threads: a job that starts while another runs would save the
+    other's value, and put it back after both ended."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._before: dict[str, tuple[str | None, int]] = {}  # name -> (value before any job, jobs)
+
+    def apply(self, environment: Mapping[str, str]) -> None:
+        with self._lock:
+            for name, value in environment.items():
+                before, users = self._before.get(name, (os.environ.get(name), 0))
+                self._before[name] = (before, users + 1)
+                os.environ[name] = value
+
+    def restore(self, environment: Mapping[str, str]) -> None:
+        with self._lock:
+            for name in environment:
+                before, users = self._before.pop(name)
+                if users > 1:
+                    self._before[name] = (before, users - 1)
+                elif before is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = before
 
 
-def _restore_environment(saved: Mapping[str, str | None]) -> None:
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
+_ENVIRONMENT = _Environment()
 
 
 __all__ = ["install_stream_proxies", "run_job"]

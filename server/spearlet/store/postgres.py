@@ -1,0 +1,492 @@
+"""The PostgreSQL store behind ``postgresql://user@host:port/db``: several spearlets on one database.
+
+One table holds every key, as its UTF-8 bytes (``key BYTEA``: byte order is code-point order, so the
+primary-key index orders keys as the interface wants and a prefix scan is an index range scan; unlike
+``TEXT``, ``BYTEA`` also holds a key with a NUL). An execution record also fills a few columns of its row
+(status, task, function, run time, owner) in the same statement, so that figures over every server's
+executions are one SQL aggregate and a dead server's unfinished work is one indexed query; ``version``
+counts the writes of a row, for compare-and-set. A terminal execution record, and any task change, sends a
+``NOTIFY`` in the transaction that writes it (:mod:`.notices`); one connection LISTENs and reconnects with
+backoff, then announces a resync. Leases (:mod:`..engine.leases`) live in a table of their own.
+
+COMMIT returns once the WAL is flushed (``synchronous_commit`` is the server's, on by default), so an
+acknowledged write survives a killed database. When the database is unreachable every call raises
+:class:`StoreError` (the RPCs answer UNAVAILABLE) and ``ping`` fails (health says ``unhealthy``); the pool
+replaces broken connections in the background.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from spear_sdk.wire import function_pb2
+
+from ..engine.lifecycle import ACTIVE, TERMINAL
+from ..stats import function_label
+from .base import StoreError
+from .memory import check_batch, check_bound, check_key, check_value, scan_bounds
+from .notices import ENDED, RESYNC, TASK, Notice, Notices
+from .records import EXECUTION, execution_info_bytes
+from .records import TASK as TASK_PREFIX
+from .shared import ExecutionCount, Orphan, SharedKvStore
+
+log = logging.getLogger(__name__)
+
+#: The schema this code reads and writes; a database at a newer version is refused.
+SCHEMA_VERSION = 1
+#: The NOTIFY channel every spearlet on the database listens to.
+CHANNEL = "spearlet"
+#: NOTIFY payloads must stay under 8,000 bytes; ids are packed into payloads up to this size.
+_PAYLOAD_LIMIT = 7000
+#: How long a call waits for a pooled connection before it fails (the database is down or saturated).
+CONNECT_TIMEOUT_S = 3.0
+_BACKOFF_FIRST_S, _BACKOFF_MAX_S = 0.05, 2.0
+
+_ACTIVE_SQL = "(" + ", ".join(str(s) for s in sorted(ACTIVE)) + ")"
+
+#: Each version's statements, applied in order under an advisory lock by whichever server starts first.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        """CREATE TABLE kv (
+            key BYTEA PRIMARY KEY,
+            value BYTEA NOT NULL,
+            version BIGINT NOT NULL DEFAULT 1,
+            status SMALLINT,
+            task_id TEXT COLLATE "C",
+            label TEXT COLLATE "C",
+            time_ms BIGINT,
+            owner TEXT
+        )""",
+        "CREATE INDEX kv_executions ON kv (task_id, label, status) INCLUDE (time_ms)"
+        " WHERE status IS NOT NULL",
+        f"CREATE INDEX kv_unfinished ON kv (owner) WHERE status IN {_ACTIVE_SQL}",
+        """CREATE TABLE spearlet_leases (
+            server_id TEXT PRIMARY KEY,
+            expires_at TIMESTAMPTZ NOT NULL
+        )""",
+    ),
+}
+_MIGRATION_LOCK = 0x5BEA_4CE7  # pg_advisory_xact_lock key: one server migrates at a time
+
+_GET = "SELECT value FROM kv WHERE key = %s"
+_UPDATE_IF_VERSION = """UPDATE kv SET value = %s, version = version + 1, status = %s, task_id = %s,
+    label = %s, time_ms = %s, owner = %s WHERE key = %s AND version = %s"""
+_DELETE = "DELETE FROM kv WHERE key = %s"
+_NOTIFY = "SELECT pg_notify(%s, %s)"
+_NOTIFY_MANY = "SELECT count(pg_notify(%s, p)) FROM unnest(%s::text[]) AS p"
+# A whole batch is one statement, so one round trip and its own transaction: the upserts (the rows as
+# arrays, one per column, sent in binary: text arrays would be escaped value by value), and the notices,
+# which NOTIFY sends only once it commits.
+_UPSERTED = """written AS (
+        INSERT INTO kv (key, value, status, task_id, label, time_ms, owner)
+        SELECT * FROM unnest(%b::bytea[], %b::bytea[], %b::int2[], %b::text[], %b::text[], %b::int8[],
+                             %b::text[])
+        ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = kv.version + 1,
+            status = excluded.status, task_id = excluded.task_id, label = excluded.label,
+            time_ms = excluded.time_ms, owner = excluded.owner
+        RETURNING 1)"""
+_NOTIFIED = "notified AS (SELECT pg_notify(%s, p) FROM unnest(%b::text[]) AS p)"
+_COUNTED = "SELECT (SELECT count(*) FROM written), (SELECT count(*) FROM notified)"
+#: Puts only (group commit's batches). Prepared: planning it would cost more than running it.
+_WRITE = f"WITH {_UPSERTED},\n{_NOTIFIED}\n{_COUNTED}"
+#: With deletes first. Never prepared: a generic plan of ``key = ANY($1)`` may scan the whole table,
+#: where a custom one probes the index.
+_WRITE_AND_DELETE = (
+    "WITH deleted AS (DELETE FROM kv WHERE key = ANY(%b::bytea[]) RETURNING 1),\n"
+    f"{_UPSERTED},\n{_NOTIFIED}\n{_COUNTED}, (SELECT count(*) FROM deleted)"
+)
+#: The notice a server sends when it joins (not relayed to subscribers).
+_HELLO = "hello"
+
+Row = tuple[bytes, bytes, int | None, str | None, str | None, int | None, str | None]
+
+
+class PostgresStore(SharedKvStore):
+    """A :class:`KvStore` on a PostgreSQL database shared with other spearlets; :meth:`open` before use."""
+
+    synchronous_batch = False
+    shared = True
+
+    def __init__(self, url: str, *, pool_size: int = 8) -> None:
+        #: Shown in health details, so without the password (which stays in the connection string).
+        self.url = _without_password(url)
+        self.server_id = uuid.uuid4().hex
+        self.notices = Notices()
+        self._conninfo = url
+        self._pool = AsyncConnectionPool(
+            url,
+            min_size=2,
+            max_size=pool_size,
+            open=False,
+            kwargs={"autocommit": True},
+            reconnect_timeout=24 * 3600,  # keep trying while the database is away; calls fail meanwhile
+        )
+        self._closed = False
+        #: No other server holds a live lease: nobody listens, so no notice is sent (see renew_lease).
+        self._alone = False
+        self._greeted = False
+        self._listener: asyncio.Task[None] | None = None
+        self._checking: asyncio.Task[None] | None = None
+        self._listening = asyncio.Event()
+
+    # -- life ------------------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect, create or migrate the schema, and start listening for notices."""
+        try:
+            await self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_S * 3)
+        except PoolTimeout as e:
+            await self._pool.close()
+            raise StoreError(f"postgres store {self.url}: cannot connect: {e}") from e
+        try:
+            async with self._pool.connection(timeout=CONNECT_TIMEOUT_S) as conn:
+                await _migrate(conn)
+        except psycopg.Error as e:
+            await self._pool.close()
+            raise StoreError(f"postgres store {self.url}: cannot set up the schema: {e}") from e
+        except StoreError:
+            await self._pool.close()
+            raise
+        self._listener = asyncio.get_running_loop().create_task(self._listen())
+        try:
+            await asyncio.wait_for(self._listening.wait(), CONNECT_TIMEOUT_S * 3)
+        except asyncio.TimeoutError:
+            await self.close()
+            raise StoreError(f"postgres store {self.url}: cannot LISTEN for notices") from None
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for task in (self._listener, self._checking):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        await self._pool.close()
+
+    @contextlib.asynccontextmanager
+    async def _connection(self, op: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled connection; any failure to reach the database becomes a :class:`StoreError`."""
+        if self._closed:
+            raise StoreError(f"store {self.url} is closed")
+        try:
+            async with self._pool.connection(timeout=CONNECT_TIMEOUT_S) as conn:
+                yield conn
+        except PoolTimeout as e:
+            raise StoreError(f"postgres store {self.url}: {op}: the database does not answer") from e
+        except psycopg.OperationalError as e:
+            # A broken connection (the pool drops it): have the pool check the idle ones too, rather than
+            # hand them out to fail one call each.
+            if self._checking is None or self._checking.done():
+                self._checking = asyncio.get_running_loop().create_task(self._pool.check())
+            raise StoreError(f"postgres store {self.url}: {op} failed: {e}") from e
+        except psycopg.Error as e:
+            raise StoreError(f"postgres store {self.url}: {op} failed: {type(e).__name__}: {e}") from e
+
+    # -- the KvStore interface ---------------------------------------------------------------------------
+
+    async def get(self, key: str) -> bytes | None:
+        check_key(key)
+        async with self._connection(f"get {key!r}") as conn:
+            cur = await conn.execute(_GET, (key.encode(),))
+            row = await cur.fetchone()
+        return None if row is None else bytes(row[0])
+
+    async def put(self, key: str, value: bytes) -> None:
+        check_key(key)
+        await self.batch({key: check_value(key, value)})
+
+    async def delete(self, key: str) -> bool:
+        check_key(key)
+        async with self._connection(f"delete {key!r}") as conn, conn.transaction():
+            cur = await conn.execute(_DELETE, (key.encode(),))
+            deleted = cur.rowcount > 0
+            notices = _notices_for_deletes([key])
+            await self._notify(conn, notices)
+        return deleted
+
+    async def scan(
+        self,
+        prefix: str,
+        *,
+        start_after: str = "",
+        limit: int | None = None,
+        reverse: bool = False,
+    ) -> list[tuple[str, bytes]]:
+        check_bound(prefix, "prefix")
+        check_bound(start_after, "start_after")
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must be >= 0 or None, not {limit}")
+        if limit == 0:
+            return []
+        lower_op, lower, upper = scan_bounds(prefix, start_after, reverse)
+        where = f"key {lower_op} %s"
+        params: list[Any] = [lower.encode()]
+        if upper is not None:
+            where += " AND key < %s"
+            params.append(upper.encode())
+        sql = f"SELECT key, value FROM kv WHERE {where} ORDER BY key {'DESC' if reverse else 'ASC'}"
+        if limit is not None:
+            sql += " LIMIT %s"
+            params.append(limit)
+        async with self._connection(f"scan {prefix!r}") as conn:
+            cur = await conn.execute(sql, params)
+            rows = await cur.fetchall()
+        return [(bytes(key).decode(), bytes(value)) for key, value in rows]
+
+    async def batch(self, puts: Mapping[str, bytes] | None = None, deletes: Iterable[str] = ()) -> None:
+        put_items, delete_keys = check_batch(puts, deletes)
+        if not put_items and not delete_keys:
+            return
+        rows = [_row(key, value, self.server_id) for key, value in put_items]
+        notices = _notices_for_puts(rows) + _notices_for_deletes(delete_keys)
+        what = f"batch of {len(put_items)} puts and {len(delete_keys)} deletes"
+        columns = [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * 7
+        params: list[Any] = [*columns, CHANNEL, self._payloads(notices)]
+        async with self._connection(what) as conn:
+            if delete_keys:
+                deleting = [[k.encode() for k in delete_keys], *params]
+                await conn.execute(_WRITE_AND_DELETE, deleting, prepare=False)
+            else:
+                await conn.execute(_WRITE, params)
+
+    async def ping(self) -> None:
+        if not self._listening.is_set() and not self._closed:
+            raise StoreError(f"postgres store {self.url}: reconnecting to the database")
+        async with self._connection("ping") as conn:
+            await conn.execute("SELECT 1")
+
+    # -- the SharedKvStore interface ------------------------------------------------------------------
+
+    async def renew_lease(self, ttl_s: float) -> None:
+        """Renew, and count the other servers alive: alone, a server sends no notices (nobody would hear
+        them, and a NOTIFY costs every commit a wake-up of each listener). The first renewal announces
+        this server, so that the others start sending at once rather than at their next renewal; a waiter
+        also reads again now and then (``Engine.until_ended``), for a notice missed in between."""
+        async with self._connection("renew the lease") as conn:
+            await conn.execute(
+                """INSERT INTO spearlet_leases (server_id, expires_at)
+                VALUES (%s, now() + make_interval(secs => %s))
+                ON CONFLICT (server_id) DO UPDATE SET expires_at = excluded.expires_at""",
+                (self.server_id, ttl_s),
+            )
+            cur = await conn.execute(
+                "SELECT count(*) FROM spearlet_leases WHERE server_id <> %s AND expires_at > now()",
+                (self.server_id,),
+            )
+            row = await cur.fetchone()
+            self._alone = row is not None and row[0] == 0
+            if not self._greeted:
+                await conn.execute(_NOTIFY, (CHANNEL, f"{self.server_id} {_HELLO} "))
+                self._greeted = True
+
+    async def release_lease(self) -> None:
+        async with self._connection("release the lease") as conn:
+            await conn.execute("DELETE FROM spearlet_leases WHERE server_id = %s", (self.server_id,))
+
+    async def orphans(self, limit: int) -> list[Orphan]:
+        async with self._connection("find unfinished executions of dead servers") as conn:
+            cur = await conn.execute(
+                f"""SELECT key, value, version FROM kv k WHERE k.status IN {_ACTIVE_SQL}
+                AND NOT EXISTS (SELECT 1 FROM spearlet_leases l
+                                WHERE l.server_id = k.owner AND l.expires_at > now())
+                ORDER BY key LIMIT %s""",
+                (limit,),
+            )
+            rows = await cur.fetchall()
+            # Leases long expired have no executions left to find (they were just read): drop them.
+            await conn.execute("DELETE FROM spearlet_leases WHERE expires_at < now() - interval '1 hour'")
+        return [Orphan(bytes(key).decode(), bytes(value), version) for key, value, version in rows]
+
+    async def unfinished(self, task_id: str) -> list[str]:
+        async with self._connection(f"find the unfinished executions of task {task_id!r}") as conn:
+            cur = await conn.execute(
+                f"SELECT key FROM kv WHERE task_id = %s AND status IN {_ACTIVE_SQL} ORDER BY key", (task_id,)
+            )
+            rows = await cur.fetchall()
+        return [bytes(key).decode()[len(EXECUTION) :] for (key,) in rows]
+
+    async def put_if_version(self, key: str, value: bytes, version: int) -> bool:
+        check_key(key)
+        row = _row(key, check_value(key, value), self.server_id)
+        async with self._connection(f"compare-and-set {key!r}") as conn, conn.transaction():
+            cur = await conn.execute(_UPDATE_IF_VERSION, (*row[1:], row[0], version))
+            if cur.rowcount != 1:
+                return False
+            await self._notify(conn, _notices_for_puts([row]))
+        return True
+
+    async def send_notice(self, kind: str, key: str) -> None:
+        async with self._connection(f"send a {kind} notice") as conn:
+            await conn.execute(_NOTIFY_MANY, (CHANNEL, _payloads(self.server_id, [(kind, key)])))
+
+    async def execution_counts(self, since_id: str = "") -> list[ExecutionCount]:
+        after = EXECUTION + since_id if since_id else EXECUTION
+        async with self._connection("count executions") as conn:
+            cur = await conn.execute(
+                """SELECT task_id, label, status, count(*), coalesce(sum(time_ms), 0)::bigint FROM kv
+                WHERE status IS NOT NULL AND key > %s GROUP BY task_id, label, status""",
+                (after.encode(),),
+            )
+            rows = await cur.fetchall()
+        return [ExecutionCount(*row) for row in rows]
+
+    async def newest_executions(self, task_ids: list[str]) -> dict[str, tuple[str, int]]:
+        if not task_ids:
+            return {}
+        async with self._connection("find each task's newest execution") as conn:
+            # One index probe per task: the task-exec index keys are in creation order.
+            cur = await conn.execute(
+                """SELECT t.id, n.id, k.status FROM unnest(%s::text[]) AS t(id)
+                CROSS JOIN LATERAL (
+                    SELECT convert_from(
+                        substr(key, octet_length(convert_to(t.id, 'UTF8')) + 12), 'UTF8') AS id
+                    FROM kv WHERE key > convert_to('task-exec:' || t.id || ':', 'UTF8')
+                    AND key < convert_to('task-exec:' || t.id || ';', 'UTF8') ORDER BY key DESC LIMIT 1) n
+                JOIN kv k ON k.key = convert_to('execution:' || n.id, 'UTF8')""",
+                (task_ids,),
+            )
+            rows = await cur.fetchall()
+        return {task_id: (execution_id, status) for task_id, execution_id, status in rows}
+
+    # -- notices ----------------------------------------------------------------------------------------
+
+    def _payloads(self, notices: list[tuple[str, str]]) -> list[str]:
+        return _payloads(self.server_id, notices) if notices and not self._alone else []
+
+    async def _notify(self, conn: psycopg.AsyncConnection[Any], notices: list[tuple[str, str]]) -> None:
+        """Send ``notices`` in the caller's transaction: delivered after its COMMIT, never on rollback."""
+        payloads = self._payloads(notices)
+        if payloads:
+            await conn.execute(_NOTIFY_MANY, (CHANNEL, payloads))
+
+    async def _listen(self) -> None:
+        """LISTEN on a connection of its own, for as long as the store is open; reconnect with backoff."""
+        delay = _BACKOFF_FIRST_S
+        connected_before = False
+        while not self._closed:
+            try:
+                conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+            except psycopg.Error as e:
+                log.warning("postgres store %s: listener cannot connect (%s); retrying", self.url, e)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _BACKOFF_MAX_S)
+                continue
+            try:
+                async with conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    delay = _BACKOFF_FIRST_S
+                    self._listening.set()
+                    if connected_before:  # notices sent while away are lost: everyone reads again
+                        log.warning("postgres store %s: reconnected", self.url)
+                        self.notices.publish(Notice(RESYNC))
+                    connected_before = True
+                    async for notify in conn.notifies():
+                        self._deliver(notify.payload)
+            except psycopg.Error as e:
+                log.warning("postgres store %s: lost the database (%s); reconnecting", self.url, e)
+            finally:
+                self._listening.clear()
+            if not self._closed:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _BACKOFF_MAX_S)
+
+    def _deliver(self, payload: str) -> None:
+        origin, _, rest = payload.partition(" ")
+        if origin == self.server_id:  # our own: the Ledger reported it already
+            return
+        self._alone = False  # someone else writes: tell them about ours
+        kind, _, keys = rest.partition(" ")
+        if kind == _HELLO:
+            return
+        try:
+            ids = json.loads(keys)
+        except ValueError:
+            log.warning("postgres store %s: ignored a malformed notice %r", self.url, payload[:200])
+            return
+        for key in ids:
+            self.notices.publish(Notice(kind, str(key)))
+
+
+def _without_password(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    auth, at, host = rest.rpartition("@")
+    return f"{scheme}://{auth.split(':')[0]}@{host}" if at else url
+
+
+def _row(key: str, value: bytes, owner: str) -> Row:
+    """The row of ``key``: an execution record also fills its status, task, function and run time."""
+    if not key.startswith(EXECUTION):
+        return (key.encode(), value, None, None, None, None, None)
+    info = function_pb2.ExecutionInfo.FromString(execution_info_bytes(value))
+    label = function_label(info.task_name, info.function_name)
+    return (key.encode(), value, info.status, info.task_id, label, info.execution_time_ms, owner)
+
+
+def _notices_for_puts(rows: Iterable[Row]) -> list[tuple[str, str]]:
+    notices = []
+    for raw_key, _, status, *_ in rows:
+        key = raw_key.decode()
+        if status is not None and status in TERMINAL:
+            notices.append((ENDED, key[len(EXECUTION) :]))
+        elif key.startswith(TASK_PREFIX):
+            notices.append((TASK, key[len(TASK_PREFIX) :]))
+    return notices
+
+
+def _notices_for_deletes(keys: Iterable[str]) -> list[tuple[str, str]]:
+    return [(TASK, key[len(TASK_PREFIX) :]) for key in keys if key.startswith(TASK_PREFIX)]
+
+
+def _payloads(origin: str, notices: list[tuple[str, str]]) -> list[str]:
+    """NOTIFY payloads for ``notices``: ids of one kind share one (``origin kind ["id", ...]``, JSON since
+    an execution id may hold any character) up to the size NOTIFY allows."""
+    by_kind: dict[str, list[str]] = {}
+    for kind, key in notices:
+        by_kind.setdefault(kind, []).append(key)
+    payloads = []
+    for kind, keys in by_kind.items():
+        head = f"{origin} {kind} "
+        part: list[str] = []
+        size = len(head) + 2
+        for key in keys:
+            encoded = len(json.dumps(key)) + 1
+            if part and size + encoded > _PAYLOAD_LIMIT:
+                payloads.append(head + json.dumps(part))
+                part, size = [], len(head) + 2
+            part.append(key)
+            size += encoded
+        if part:
+            payloads.append(head + json.dumps(part))
+    return payloads
+
+
+async def _migrate(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Bring the schema to :data:`SCHEMA_VERSION`; one server at a time (an advisory lock)."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        await conn.execute("CREATE TABLE IF NOT EXISTS spearlet_schema (version INTEGER NOT NULL)")
+        cur = await conn.execute("SELECT version FROM spearlet_schema")
+        row = await cur.fetchone()
+        current = row[0] if row is not None else 0
+        if current > SCHEMA_VERSION:
+            raise StoreError(
+                f"the database's spearlet schema is version {current}, newer than this spearlet's "
+                f"{SCHEMA_VERSION}: upgrade spear-lab on this machine"
+            )
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            for statement in _MIGRATIONS[version]:
+                await conn.execute(statement)
+        if row is None:
+            await conn.execute("INSERT INTO spearlet_schema (version) VALUES (%s)", (SCHEMA_VERSION,))
+        elif current != SCHEMA_VERSION:
+            await conn.execute("UPDATE spearlet_schema SET version = %s", (SCHEMA_VERSION,))

@@ -1,0 +1,140 @@
+"""The Dask executor on a real cluster: what only it does (the contract tests run on it too, in
+test_executors.py). The session's cluster is ``dask scheduler`` and two ``dask worker`` processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from dask_cluster import DaskCluster, require_distributed
+from processes import pid_dead, pid_gone
+from spearlet.engine.executors import COMPLETED, FAILED, OUT_OF_MEMORY, WORKER_CRASHED, create_executor
+from spearlet.engine.executors.base import NOT_STARTED, STOPPED, Executor
+from test_executors import DEADLINE_S, Recorder, eventually, job, python, result, run
+
+
+@pytest.fixture
+async def dask(dask_cluster: DaskCluster) -> AsyncIterator[Executor]:
+    executor = create_executor("dask", 0, address=dask_cluster.address)
+    await executor.start()
+    yield executor
+    await executor.close()
+
+
+async def _pid_of_running_call(sink: Recorder) -> int:
+    await eventually(lambda: sink.text.strip().isdigit())
+    return int(sink.text.strip())
+
+
+async def test_the_cluster_is_described(dask: Executor) -> None:
+    cluster = dask.cluster()
+    assert cluster is not None and cluster.reachable and dask.healthy
+    assert (cluster.workers, cluster.threads, cluster.slots) == (2, 2, 2)
+    assert cluster.worker_names == ("dask-w1", "dask-w2")
+    assert cluster.memory_limit_bytes > 0 and cluster.memory_used_bytes > 0
+
+
+async def test_cancel_kills_the_call_within_a_second(dask: Executor) -> None:
+    sink = Recorder()
+    task = asyncio.ensure_future(dask.run(job(python("print_pid_then_sleep"), 30), sink))
+    pid = await _pid_of_running_call(sink)
+    cancelled_at = time.monotonic()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert time.monotonic() - cancelled_at < 1.0
+    assert pid_gone(pid)  # the worker killed and reaped it before the cancellation came through
+    assert result((await run(dask, job(python("add"), 2, 2, job_execution_id="after")))[0]) == 4
+
+
+async def test_the_worker_enforces_the_deadline_by_itself(dask: Executor) -> None:
+    # Nobody cancels this run: the worker stops it a moment past its limit.
+    sink = Recorder()
+    started = time.monotonic()
+    outcome = await dask.run(job(python("print_pid_then_sleep"), 30, job_timeout_ms=200), sink)
+    assert time.monotonic() - started < 5
+    assert (outcome.status, outcome.error_code) == (FAILED, WORKER_CRASHED)
+    assert "past its 200 ms limit" in outcome.error_message
+    assert pid_gone(int(sink.text.strip()))
+
+
+async def test_memory_limit_and_peak_memory(dask: Executor) -> None:
+    small, _ = await run(dask, job(python("add"), 1, 2))
+    big, _ = await run(dask, job(python("allocate"), 50, job_execution_id="big"))
+    assert result(big) == 50 << 20
+    assert big.memory_used_bytes > small.memory_used_bytes + (40 << 20)
+    limited, _ = await run(dask, job(python("allocate"), 200, job_memory_limit_mb=50))
+    assert limited.error_code == OUT_OF_MEMORY and "50 MiB" in limited.error_message
+
+
+async def test_a_pipeline_runs_on_the_cluster_and_stops_at_the_running_call(dask: Executor) -> None:
+    jobs = [job(python("add"), n, 1, job_execution_id=f"p{n}", job_announce_start=True) for n in range(5)]
+    sinks = [Recorder() for _ in jobs]
+    pipeline = await dask.start_pipeline(jobs, sinks)  # type: ignore[attr-defined]
+    outcomes = [await fut for fut in pipeline.outcomes]
+    assert [result(o) for o in outcomes] == [1, 2, 3, 4, 5]
+    assert all(s.instance_id in ("dask-w1", "dask-w2") for s in sinks)
+
+    slow = [job(python("sleep"), 30 if n == 1 else 0, job_execution_id=f"s{n}") for n in range(3)]
+    sinks = [Recorder() for _ in slow]
+    pipeline = await dask.start_pipeline(slow, sinks)  # type: ignore[attr-defined]
+    first = await pipeline.outcomes[0]
+    assert first.status == COMPLETED
+    await asyncio.wait_for(sinks[1].began.wait(), DEADLINE_S)
+    pipeline.stop()
+    codes = [(await fut).error_code for fut in pipeline.outcomes[1:]]
+    assert codes == [STOPPED, NOT_STARTED]
+
+
+async def test_a_killed_worker_loses_the_call_and_the_cluster_heals(
+    dask: Executor, dask_cluster: DaskCluster, tmp_path: Path
+) -> None:
+    marker = tmp_path / "killed"
+    outcome, _ = await run(dask, job(python("kill_host_once"), str(marker)))
+    assert (outcome.status, outcome.error_code) == (FAILED, WORKER_CRASHED) and outcome.worker_lost
+    assert "died" in outcome.error_message
+    await eventually(lambda: pid_dead(int(marker.read_text())))
+    await asyncio.to_thread(dask_cluster.wait_workers, 2)  # the nanny starts the worker again
+    again, _ = await run(dask, job(python("kill_host_once"), str(marker), job_attempt=2))
+    assert result(again) == "recovered"
+
+
+async def test_sigkill_of_a_worker_mid_call(dask: Executor, dask_cluster: DaskCluster) -> None:
+    sink = Recorder()
+    task = asyncio.ensure_future(dask.run(job(python("print_pid_then_sleep"), 30), sink))
+    child = await _pid_of_running_call(sink)
+    pids = await asyncio.to_thread(dask_cluster.worker_pids)
+    os.kill(pids[sink.instance_id.removeprefix("dask-")], signal.SIGKILL)
+    outcome = await asyncio.wait_for(task, DEADLINE_S)
+    assert (outcome.status, outcome.error_code) == (FAILED, WORKER_CRASHED)
+    await eventually(lambda: pid_gone(child))  # it dies with its worker
+    await asyncio.to_thread(dask_cluster.wait_workers, 2)
+
+
+async def test_scheduler_lost_then_back(tmp_path: Path) -> None:
+    require_distributed()
+    cluster = DaskCluster(tmp_path, workers=1)
+    await asyncio.to_thread(cluster.start)
+    executor = create_executor("dask", 0, address=cluster.address)
+    try:
+        await executor.start()
+        assert result((await run(executor, job(python("add"), 1, 1)))[0]) == 2
+        cluster.kill_scheduler()
+        await eventually(lambda: not executor.healthy)
+        started = time.monotonic()
+        outcome, _ = await run(executor, job(python("add"), 1, 2, job_execution_id="down"))
+        assert time.monotonic() - started < 1.0  # fails fast, and says why
+        assert outcome.error_code == WORKER_CRASHED and "cannot be reached" in outcome.error_message
+        await asyncio.to_thread(cluster.start_scheduler)
+        await asyncio.to_thread(cluster.start_workers)  # Dask workers shut down with their scheduler
+        await eventually(lambda: executor.healthy, timeout=30)
+        back, _ = await run(executor, job(python("add"), 2, 2, job_execution_id="back"))
+        assert result(back) == 4
+    finally:
+        await executor.close()
+        cluster.close()
