@@ -160,13 +160,57 @@ class Spear:
         await self._channel.close(None)
 
 
-class Sdk:
+class SdkCalls:
+    """What a notebook user's calls cost through the SDK's public surface, on one client (a lab's, or
+    ``connect()``'s to a served spearlet): the S rows."""
+
+    def __init__(self, client: spear_sdk.Client) -> None:
+        self.client = client
+        self.negate = self.client.function(operator.neg, name="bench-sdk-neg")
+        self.negate(1)
+
+    def call_samples(self, count: int) -> list[float]:
+        """S1: milliseconds of each of ``count`` sequential ``f(x)``."""
+        samples = []
+        negate = self.negate
+        for x in range(count):
+            start = time.perf_counter()
+            negate(x)
+            samples.append((time.perf_counter() - start) * 1000)
+        return samples
+
+    def submit_result_rate(self, count: int) -> float:
+        """S2: ``count`` ``f.submit(x)``, then every ``.result()``: calls per second."""
+        start = time.perf_counter()
+        executions = [self.negate.submit(x) for x in range(count)]
+        results = [e.result() for e in executions]
+        elapsed = time.perf_counter() - start
+        assert results == [-x for x in range(count)]
+        return count / elapsed
+
+    def as_completed_rate(self, count: int) -> float:
+        """S3: ``count`` submits, then ``as_completed`` over them: executions per second."""
+        start = time.perf_counter()
+        executions = [self.negate.submit(x) for x in range(count)]
+        finished = sum(1 for _ in spear_sdk.as_completed(executions))
+        elapsed = time.perf_counter() - start
+        assert finished == count
+        return count / elapsed
+
+    def submit_us(self, count: int) -> float:
+        """S4: microseconds per ``f.submit(x)`` alone (the results are awaited after the clock stops)."""
+        start = time.perf_counter()
+        executions = [self.negate.submit(x) for x in range(count)]
+        elapsed = time.perf_counter() - start
+        spear_sdk.wait(executions)
+        return elapsed / count * 1e6
+
+
+class Sdk(SdkCalls):
     """The notebook SDK connected to the same server: what a data scientist's calls cost."""
 
     def __init__(self, address: str) -> None:
-        self.client = spear_sdk.connect(address)
-        self.negate = self.client.function(operator.neg, name="bench-sdk-neg")
-        self.negate(1)
+        super().__init__(spear_sdk.connect(address))
 
     def map_rate(self, count: int) -> float:
         """P4: ``f.map(range(count))`` calls per second, results checked."""

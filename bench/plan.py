@@ -5,10 +5,27 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-#: Metric groups ``--only`` selects from: P1-P9 and R5 of docs/performance.md (R5: how soon a time limit or
-#: a cancel stops the work), server memory, the lab's idle footprint, the Dask reference figures, large
-#: values (BIG), and the PostgreSQL store against SQLite (PG).
-GROUPS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "R5", "MEM", "IDLE", "DASK", "BIG", "PG")
+#: Metric groups ``--only`` selects from: P1-P9, R5 and S1-S4 (the SDK) of docs/performance.md (R5: how
+#: soon a time limit or a cancel stops the work), server memory, the lab's idle footprint, the Dask
+#: reference figures, large values (BIG), and the PostgreSQL store against SQLite (PG).
+GROUPS = (
+    "P1",
+    "P2",
+    "P3",
+    "P4",
+    "P5",
+    "P6",
+    "P7",
+    "P8",
+    "P9",
+    "R5",
+    "SDK",
+    "MEM",
+    "IDLE",
+    "DASK",
+    "BIG",
+    "PG",
+)
 
 
 @dataclass(frozen=True)
@@ -34,6 +51,7 @@ class Sizes:
     cold_rounds: int = 3
     idle_s: float = 10.0
     panel_s: float = 8.0  # seconds of load while the panel is watched (P9)
+    sdk_calls: int = 5000  # submits per round (S2, S3, S4)
     big_rounds: int = 5  # 200 MB arguments and 100 MB results per side and pass (BIG)
     big_passes: int = 2  # each side's child runs this many times, the sides in turn
 
@@ -70,5 +88,6 @@ QUICK = Sizes(
     cold_rounds=1,
     idle_s=3.0,
     panel_s=3.0,
+    sdk_calls=1000,
     big_rounds=3,
 )

@@ -36,7 +36,7 @@ from . import panel, startup
 from .baselines import Echo, frame_floor
 from .measure import Loop, Samples, alternate, median, quantile
 from .memory import tree_rss
-from .ours import Sdk, Spear
+from .ours import Sdk, SdkCalls, Spear
 from .plan import Sizes
 from .servers import DaskCluster, Peer, Server, echo_server, run_script, spearlet_server
 from .stops import stop_latencies
@@ -67,6 +67,8 @@ class Suite:
         self.extra: dict[str, Any] = {}
         self.failed: list[str] = []
         self.loop = Loop()
+        #: The S rows' clients: an in-process lab's, and connect()'s to the spearlet child.
+        self.sdks: dict[str, SdkCalls] = {}
 
     def wants(self, *groups: str) -> bool:
         return bool(self.groups.intersection(groups))
@@ -88,14 +90,18 @@ class Suite:
         echo: Server | None = None
         spear: Spear | None = None
         try:
-            if self.wants("P1", "P2", "P3", "P4", "P5", "P6", "R5", "MEM", "DASK"):
+            if self.wants("P1", "P2", "P3", "P4", "P5", "P6", "R5", "MEM", "DASK", "SDK"):
                 spearlet = spearlet_server(self.workdir, f"sqlite:///{self.workdir / 'spearlet.db'}")
                 spear = Spear(spearlet.address)
                 self.loop.run(spear.setup())
-            if spear is not None and self.wants("P1", "P3", "P5"):
+            if spearlet is not None and self.wants("SDK"):
+                self._phase("sdk", lambda: self._sdk_clients(spearlet))
+            if spear is not None and self.wants("P1", "P3", "P5", "SDK"):
                 echo = echo_server(self.workdir)
                 self._phase("rpc", lambda: self._rpc(spear, echo))
-            if spear is not None and self.wants("P2", "P3", "P4") and self.has("ray"):
+            if spear is not None and self.wants("SDK") and self.sdks:
+                self._phase("sdk-rates", self._sdk_rates)
+            if spear is not None and self.wants("P2", "P3", "P4", "SDK") and self.has("ray"):
                 self._phase("ray", lambda: self._peer("ray", spear))
             if spear is not None and self.wants("DASK") and self.has("dask"):
                 self._phase("dask", lambda: self._peer("dask", spear))
@@ -116,6 +122,8 @@ class Suite:
             if self.wants("PG"):
                 self._phase("postgres", self._postgres)
         finally:
+            for sdk in self.sdks.values():
+                sdk.client.close()
             if spear is not None:
                 self.loop.run(spear.close())
             for server in (echo, spearlet):
@@ -143,16 +151,16 @@ class Suite:
         chunk = loop.run(spear.sample_chunk())
         echo = Echo(server.address, spear.invoke_request.SerializeToString(), chunk)
         try:
-            if self.wants("P1"):
-                alternate(
-                    s.latency_rounds,
-                    [
-                        ("echo.latency_ms", loop.step(lambda: echo.p50_samples(s.latency_calls))),
+            if self.wants("P1", "SDK"):
+                steps = [("echo.latency_ms", loop.step(lambda: echo.p50_samples(s.latency_calls)))]
+                if self.wants("P1"):
+                    steps += [
                         ("relay.latency_ms", loop.step(lambda: echo.relay_samples(s.latency_calls))),
                         ("ours.invoke_latency_ms", loop.step(lambda: spear.invoke_samples(s.latency_calls))),
-                    ],
-                    self.samples,
-                )
+                    ]
+                for where, sdk in self.sdks.items():  # S1
+                    steps.append((f"sdk.{where}.call_latency_ms", _calls(sdk, s.latency_calls)))
+                alternate(s.latency_rounds, steps, self.samples)
             if self.wants("P3"):
                 alternate(
                     s.rate_rounds,
@@ -207,8 +215,14 @@ class Suite:
                         loop.step(lambda: spear.invoke_samples(s.latency_calls)),
                     ),
                 ]
-            if kind == "dask" or self.wants("P3", "P4"):
+            if kind == "dask" or self.wants("P3", "P4", "SDK"):
                 steps.append((f"{kind}.rate_per_s", lambda: peer.ask("rate", n=rate_calls)["per_s"]))
+            if kind == "ray":
+                for where, sdk in self.sdks.items():  # S2, S3: beside Ray's rate, in the same rounds
+                    steps += [
+                        (f"sdk.{where}.submit_result_per_s", _submit_results(sdk, s.sdk_calls)),
+                        (f"sdk.{where}.as_completed_per_s", _as_completed(sdk, s.sdk_calls)),
+                    ]
             if kind == "dask" or self.wants("P3"):
                 steps.append(
                     (
@@ -219,6 +233,27 @@ class Suite:
             alternate(s.rate_rounds, steps, self.samples)
         finally:
             peer.stop()
+
+    def _sdk_clients(self, spearlet: Server) -> None:
+        """The S rows' two clients: an in-process lab (its server on the SDK's loop, in this process),
+        and ``connect()`` to the spearlet child the P rows measure."""
+        import spear_sdk
+
+        self.sdks["lab"] = SdkCalls(spear_sdk.start_lab().client)
+        self.sdks["served"] = Sdk(spearlet.address)
+
+    def _sdk_rates(self) -> None:
+        """S4 (submit alone), and S2/S3 when Ray is not there to stand beside them."""
+        s = self.sizes
+        steps: list[tuple[str, Any]] = []
+        for where, sdk in self.sdks.items():
+            steps.append((f"sdk.{where}.submit_us", _submits(sdk, s.sdk_calls)))
+            if "ray" in self.without or not self.has("ray"):
+                steps += [
+                    (f"sdk.{where}.submit_result_per_s", _submit_results(sdk, s.sdk_calls)),
+                    (f"sdk.{where}.as_completed_per_s", _as_completed(sdk, s.sdk_calls)),
+                ]
+        alternate(s.rate_rounds, steps, self.samples)
 
     def _dask_cluster(self) -> None:
         """One two-worker Dask cluster, used in turn by ``spearlet serve --executor dask`` and by Dask's own
@@ -484,6 +519,22 @@ class Suite:
         for old, new in renames.items():
             if old in self.figures:
                 self.figures[new] = self.figures.pop(old)
+
+
+def _calls(sdk: SdkCalls, count: int) -> Callable[[], list[float]]:
+    return lambda: sdk.call_samples(count)
+
+
+def _submit_results(sdk: SdkCalls, count: int) -> Callable[[], float]:
+    return lambda: sdk.submit_result_rate(count)
+
+
+def _as_completed(sdk: SdkCalls, count: int) -> Callable[[], float]:
+    return lambda: sdk.as_completed_rate(count)
+
+
+def _submits(sdk: SdkCalls, count: int) -> Callable[[], float]:
+    return lambda: sdk.submit_us(count)
 
 
 def machine() -> dict[str, Any]:

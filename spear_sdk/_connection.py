@@ -6,7 +6,7 @@ first call.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,7 @@ class Connection:
         self._channel: grpc.aio.Channel | None = None
         self._functions: function_pb2_grpc.FunctionServiceStub | None = None
         self._objects: object_pb2_grpc.ObjectServiceStub | None = None
+        self._before_close: list[Callable[[], Awaitable[None]]] = []
 
     def retire(self, why: str) -> None:
         """From now on every call fails at once with ``Unavailable(why)``."""
@@ -75,6 +76,15 @@ class Connection:
             self._channel = grpc.aio.insecure_channel(self.address, options=options)
         self._functions = function_pb2_grpc.FunctionServiceStub(self._channel)
         self._objects = object_pb2_grpc.ObjectServiceStub(self._channel)
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        """What every call sends (the bearer token, when there is one)."""
+        return self._metadata
+
+    def before_close(self, closer: Callable[[], Awaitable[None]]) -> None:
+        """Have :meth:`close` await ``closer`` first (a stream that must not outlive the channel)."""
+        self._before_close.append(closer)
 
     @property
     def functions(self) -> function_pb2_grpc.FunctionServiceStub:
@@ -125,6 +135,8 @@ class Connection:
         return error
 
     async def close(self) -> None:
+        for closer in self._before_close:
+            await closer()
         if self._channel is not None:
             channel, self._channel = self._channel, None
             self._functions = self._objects = None

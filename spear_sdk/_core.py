@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import _listing, _output, _provenance
+from ._completions import Completions, Watched
 from ._connection import Connection
 from ._listing import PAGE_LIMIT
 from ._output import OutputFollower
 from ._status import TERMINAL, status_code, status_name
+from ._submits import Submission, Submitter
 from ._transfer import Arguments, ObjectTransfer
 from .models import CallOptions, ExecutionState, Health, Stats, TaskRef
 from .wire import function_pb2, object_pb2
@@ -48,6 +50,8 @@ BATCH_CONCURRENCY = 2
 _POLL_FIRST_S, _POLL_MAX_S = 0.002, 0.1
 _COMPLETED = function_pb2.EXECUTION_STATUS_COMPLETED
 _CANCEL_TIMEOUT_S = 5.0
+#: ``Core._request``'s cell when the call is being made now (cell numbers are positive).
+_CELL_NOW = -1
 
 
 @dataclass(frozen=True)
@@ -90,7 +94,9 @@ class Core:
     loop (``Runtime.run`` / ``Runtime.hop`` put it there), never on a caller's loop.
     """
 
-    def __init__(self, connection: Connection, inline_limit: int | None = None) -> None:
+    def __init__(
+        self, connection: Connection, loop: asyncio.AbstractEventLoop, inline_limit: int | None = None
+    ) -> None:
         self.connection = connection
         #: Large values: objects, arguments by reference, results read back (``_transfer``).
         self.transfer = ObjectTransfer(connection, inline_limit)
@@ -99,6 +105,11 @@ class Core:
         self.output = OutputFollower(connection)
         #: Forward what functions print to this process (a call's ``forward_output`` overrides it).
         self.forward_output = True
+        #: The ends this client awaits, pushed by the server.
+        self.completions = Completions(connection)
+        self._submitter = Submitter(
+            loop, lambda: self.connection.functions, connection.call, self.transfer.release
+        )
 
     @property
     def _functions(self) -> Any:
@@ -213,17 +224,22 @@ class Core:
             await self.output.settle(response.execution_id, response.result.metrics)
         return await self._outcome(response.execution_id, response.result, target)
 
-    async def submit(
+    def submit(
         self, target: Target, args: Sequence[object], kwargs: Mapping[str, object], options: CallOptions
-    ) -> tuple[str, TaskRef]:
-        request, implicit = await self._request(
-            target, args, kwargs, options, function_pb2.EXECUTION_MODE_ASYNC
-        )
-        try:
-            response = await self.connection.call(self._functions.InvokeFunction, request)
-        finally:  # once accepted, the execution holds its own references
-            await self.transfer.release(implicit)
-        return response.execution_id, await self.resolve(target)
+    ) -> Submission:
+        """Queue an ASYNC invocation from any thread, without waiting for the server (see ``_submits``):
+        the request is built (the arguments encoded, large ones stored as objects) and sent on the loop."""
+        cell = _provenance.current_cell()
+
+        async def build() -> tuple[function_pb2.InvokeFunctionRequest, list[str]]:
+            try:
+                mode = function_pb2.EXECUTION_MODE_ASYNC
+                return await self._request(target, args, kwargs, options, mode, cell)
+            except NotFound:
+                self._forget(target)
+                raise
+
+        return self._submitter.submit(build)
 
     async def stream(
         self, target: Target, args: Sequence[object], kwargs: Mapping[str, object], options: CallOptions
@@ -364,8 +380,12 @@ class Core:
         kwargs: Mapping[str, object],
         options: CallOptions,
         mode: int,
+        cell: int | None = _CELL_NOW,
     ) -> tuple[function_pb2.InvokeFunctionRequest, list[str]]:
-        """The request, and the keys of the objects made for its arguments (this client's to release)."""
+        """The request, and the keys of the objects made for its arguments (this client's to release).
+        ``cell``: the notebook cell that made the call, when it was made earlier (a queued submit)."""
+        if cell == _CELL_NOW:
+            cell = _provenance.current_cell()
         ref = await self.resolve(target)
         arguments: Arguments = await self.transfer.arguments(args, kwargs)
         context = function_pb2.ExecutionContext(
@@ -375,7 +395,6 @@ class Core:
             max_retries=options.retries or 0,
         )
         metadata = dict(options.metadata)
-        cell = _provenance.current_cell()
         if cell is not None:
             metadata.setdefault(_provenance.CELL_KEY, str(cell))
         forward = self.forward_output if options.forward_output is None else options.forward_output
@@ -431,8 +450,43 @@ class Core:
         state.task_name = response.task_name
         return state
 
-    async def wait(self, execution_id: str, timeout: float | None = None) -> ExecutionState:
-        """Poll until the execution is terminal; ``TimeoutError`` after ``timeout`` seconds."""
+    async def wait(
+        self, execution_id: str, timeout: float | None = None, watched: Watched | None = None
+    ) -> ExecutionState:
+        """The terminal state, as the server pushes it; ``TimeoutError`` after ``timeout`` seconds.
+        ``watched``: the execution's watch, when its handle holds one already."""
+        watched = watched or self.completions.watch(execution_id)
+        if watched is not None:
+            try:
+                result = await asyncio.wait_for(asyncio.shield(watched.ended), timeout)
+            except TimeoutError:
+                raise TimeoutError(f"execution {execution_id} is still running after {timeout} s") from None
+            except Unimplemented:  # the server cannot push: poll
+                return await self._poll(execution_id, timeout)
+            state = ExecutionState.from_result(result)
+            state.raw_result = result
+            return state
+        return await self._poll(execution_id, timeout)
+
+    async def ended(self, execution_id: str, watched: Watched | None = None) -> bool:
+        """Whether the execution has ended, as far as the server has said (one round trip the first time
+        an id is asked about, none after)."""
+        watched = watched or self.completions.watch(execution_id)
+        if watched is None:
+            return (await self.state(execution_id)).status in TERMINAL
+        await asyncio.shield(watched.answered)
+        if watched.ended.done() and isinstance(watched.ended.exception(), Unimplemented):
+            return (await self.state(execution_id)).status in TERMINAL
+        if watched.ended.done() and watched.ended.exception() is not None:
+            raise watched.ended.exception()  # type: ignore[misc]
+        return watched.ended.done()
+
+    def watch_many(self, execution_ids: Iterable[str]) -> list[Watched] | None:
+        """Await these executions' ends through the pushed stream; None when the server cannot push."""
+        return self.completions.watch_many(execution_ids)
+
+    async def _poll(self, execution_id: str, timeout: float | None) -> ExecutionState:
+        """Ask until the execution is terminal (a server without WatchExecutions)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = _POLL_FIRST_S
         while True:
@@ -450,9 +504,13 @@ class Core:
             delay = min(delay * 2, _POLL_MAX_S)
 
     async def result(
-        self, execution_id: str, timeout: float | None = None, target: Target | None = None
+        self,
+        execution_id: str,
+        timeout: float | None = None,
+        target: Target | None = None,
+        watched: Watched | None = None,
     ) -> object:
-        state = await self.wait(execution_id, timeout)
+        state = await self.wait(execution_id, timeout, watched)
         assert state.raw_result is not None
         return await self._outcome(execution_id, state.raw_result, target)
 

@@ -16,14 +16,15 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _nested, _repr, _shipping
+from ._completions import Watched
 from ._connection import Connection, TlsOption
 from ._core import Core, PickledFunction, Target
 from ._progress import NoView, ProgressModel, ProgressView
 from ._runtime import Runtime, get_runtime
-from ._status import TERMINAL
+from ._submits import Submission
 from .models import CallOptions, ExecutionState, TaskRef
 from .wire import function_pb2
-from .wire.errors import InvalidArgument
+from .wire.errors import InvalidArgument, Unavailable
 from .wire.names import task_name_too_long
 
 if TYPE_CHECKING:
@@ -263,21 +264,58 @@ def _rebuild_function(cls: type[H], target: Target, options: CallOptions, addres
 
 
 class ExecutionBase:
-    """One submitted execution, named by ``execution_id``."""
+    """One submitted execution, named by ``execution_id`` (which waits for the server's answer to a
+    submit still on its way)."""
 
     def __init__(
-        self, core: Core, runtime: Runtime, execution_id: str, name: str, target: Target | None = None
+        self,
+        core: Core,
+        runtime: Runtime,
+        execution: str | Submission,
+        name: str,
+        target: Target | None = None,
     ) -> None:
         self._core = core
         self._target = target
         self._runtime = runtime
-        self.execution_id = execution_id
+        self._submission = execution if isinstance(execution, Submission) else None
+        self._execution_id = execution if isinstance(execution, str) else None
         self.name = name
         self._last_status = "pending"
+        #: The pushed end this handle awaits (kept, so that a result once pushed is not asked for again).
+        self._watched: Watched | None = None
+
+    def _watch(self, execution_id: str) -> Watched | None:
+        """The execution's watch on its client's stream (None: the server cannot push)."""
+        watched = self._watched
+        if watched is None or _broke(watched):
+            watched = self._watched = self._core.completions.watch(execution_id)
+        return watched
+
+    @property
+    def execution_id(self) -> str:
+        """The server's id for it; waits for the server's answer to a submit still on its way, and raises
+        the error that refused it."""
+        if self._execution_id is None:
+            assert self._submission is not None
+            self._execution_id = self._submission.id_blocking(self._runtime.check_blocking_allowed)
+        return self._execution_id
+
+    async def _id(self) -> str:
+        """:attr:`execution_id`, awaited on the runtime loop."""
+        if self._execution_id is None:
+            assert self._submission is not None
+            try:
+                self._execution_id = await self._submission.id()
+            except Exception:
+                self._last_status = "failed"
+                raise
+        return self._execution_id
 
     async def _result(self, timeout: float | None) -> Any:
         try:
-            value = await self._core.result(self.execution_id, timeout, self._target)
+            execution_id = await self._id()
+            value = await self._core.result(execution_id, timeout, self._target, self._watch(execution_id))
         except TimeoutError:
             raise
         except Exception as exc:
@@ -296,21 +334,33 @@ class ExecutionBase:
         return None
 
     async def _info(self) -> ExecutionState:
-        state = await self._core.state(self.execution_id)
+        state = await self._core.state(await self._id())
         self._last_status = state.status
         return state
 
     async def _done(self) -> bool:
-        return (await self._info()).status in TERMINAL
+        try:
+            execution_id = await self._id()
+        except Exception:  # refused when submitted: done, with its error
+            return True
+        return await self._core.ended(execution_id, self._watch(execution_id))
 
     async def _cancel(self) -> bool:
-        cancelled = await self._core.cancel(self.execution_id)
+        cancelled = await self._core.cancel(await self._id())
         if cancelled:
             self._last_status = "cancelled"
         return cancelled
 
     def _cancel_on_interrupt(self) -> Any:
-        return self._core.cancel_quietly(self.execution_id, "interrupted while waiting for the result")
+        return self._cancel_quietly("interrupted while waiting for the result")
+
+    async def _cancel_quietly(self, reason: str) -> None:
+        """Cancel on the way out of an interrupted wait, where a failure has nobody to tell."""
+        try:
+            execution_id = await self._id()
+        except Exception:  # refused: there is nothing to cancel
+            return
+        await self._core.cancel_quietly(execution_id, reason)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}: {self._last_status}>"
@@ -320,10 +370,16 @@ class ExecutionBase:
             self,
             "execution.html",
             name=self.name,
-            execution_id=self.execution_id,
+            execution_id=self._execution_id or "(on its way)",
             status=self._last_status,
             error=error,
         )
+
+
+def _broke(watched: Watched) -> bool:
+    """The watch ended without the execution's end (its stream's server went away): watch again."""
+    ended = watched.ended
+    return ended.done() and isinstance(ended.exception(), Unavailable)
 
 
 TaskLike = str | FunctionBase | TaskRef
@@ -343,10 +399,10 @@ class ClientBase:
         message_limit: int | None = None,
     ) -> None:
         self._connection = Connection(address, token=token, tls=tls, message_limit=message_limit)
-        self._core = Core(self._connection, inline_limit_bytes)
+        self._runtime: Runtime = get_runtime()
+        self._core = Core(self._connection, self._runtime.loop, inline_limit_bytes)
         self.forward_output = forward_output
         _nested.remember(self._core)
-        self._runtime: Runtime = get_runtime()
         self._has_token = bool(token)
         self._runtime.on_shutdown(self._connection.close)
         #: What stops this client's live views when it closes.

@@ -42,6 +42,7 @@ def remember(core: Core) -> None:
 def core_for(address: str) -> Core:
     """The core a handle pickled for ``address`` uses here."""
     from ._core import Core
+    from ._runtime import get_runtime
 
     served = os.environ.get(ADDRESS_VAR)
     if served:
@@ -57,5 +58,5 @@ def core_for(address: str) -> Core:
         if core is None:
             served_address, token, tls = key
             connection = Connection(served_address, token=token or None, tls=tls or None)
-            core = _made[key] = Core(connection)
+            core = _made[key] = Core(connection, get_runtime().loop)
         return core

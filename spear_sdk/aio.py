@@ -49,9 +49,8 @@ class AsyncFunction(FunctionBase):
     async def submit(self, *args: Any, **kwargs: Any) -> AsyncExecution:
         """Start an execution and return at once; ``await execution`` waits for it."""
         self._bound(args, kwargs)
-        coro = self._core.submit(self._target, args, kwargs, self.call_options)
-        execution_id, _ = await self._runtime.hop(coro)
-        return AsyncExecution(self._core, self._runtime, execution_id, self.name, self._target)
+        submission = self._core.submit(self._target, args, kwargs, self.call_options)
+        return AsyncExecution(self._core, self._runtime, submission, self.name, self._target)
 
     async def stream(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
         """The values the function yields, as they arrive; leaving the loop early cancels the execution."""

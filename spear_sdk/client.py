@@ -57,8 +57,8 @@ class Function(FunctionBase):
     def submit(self, *args: Any, **kwargs: Any) -> Execution:
         """Start an execution and return at once; ``.result()`` waits for it."""
         self._bound(args, kwargs)
-        execution_id, _ = self._runtime.run(self._core.submit(self._target, args, kwargs, self.call_options))
-        return Execution(self._core, self._runtime, execution_id, self.name, self._target)
+        submission = self._core.submit(self._target, args, kwargs, self.call_options)
+        return Execution(self._core, self._runtime, submission, self.name, self._target)
 
     def stream(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
         """The values the function yields, as they arrive; leaving the loop early cancels the execution."""

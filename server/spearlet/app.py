@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2
@@ -35,8 +37,12 @@ REFLECTION_SERVICE = reflection_pb2.DESCRIPTOR.services_by_name["ServerReflectio
 class SpearletServer:
     """One running spearlet: ``await start()``, read ``address``, ``await stop()`` to shut down gracefully."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(
+        self, config: Config, interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = ()
+    ) -> None:
+        """``interceptors`` run after the token check, on every call (tests count calls with one)."""
         self.config = config
+        self._interceptors = list(interceptors)
         self.address = ""
         self.port = 0
         self._server: grpc.aio.Server | None = None
@@ -68,7 +74,7 @@ class SpearletServer:
         limit = config.message_limit
         server = grpc.aio.server(
             options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
-            interceptors=[TokenInterceptor(config.token)] if config.token else None,
+            interceptors=([TokenInterceptor(config.token)] if config.token else []) + self._interceptors,
         )
         # The standard services too go through service_handler, which answers undecodable requests
         # with INVALID_ARGUMENT where their own registration would answer UNKNOWN.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator
@@ -25,9 +26,20 @@ from .function_stats import active_counts, add_function_stats, window_seconds
 from .health import HealthMonitor, ResourceMeter
 from .importable import check_module
 from .pages import chunk_message, execution_page
-from .rpc import Encoded, check_enum, fitting, page_size, paginate, require, server_stream, unary
+from .rpc import (
+    Encoded,
+    check_enum,
+    fitting,
+    page_size,
+    paginate,
+    refusal,
+    require,
+    server_stream,
+    unary,
+)
 from .stats import ExecutionFigures
 from .store.records import StoredExecution, StoredTask
+from .watching import WatchStream
 
 Context = grpc.aio.ServicerContext[Any, Any]
 MOST_ACTIVE = 5
@@ -70,9 +82,7 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
             message = "completed" if success else f"{lc.status_name(record.status)}: {record.error_message}"
             estimate = 0
         else:
-            record = await self.engine.accepted(live)
-            success, message = True, "accepted"
-            estimate = self.engine.stats.estimate_ms(record.task_name, record.function_name)
+            return self._accepted(await self.engine.accepted(live))
         response = fpb.InvokeFunctionResponse(
             success=success,
             message=message,
@@ -100,6 +110,63 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
 
         async for message in self.engine.output.follow(request.session, opened):
             yield message
+
+    def _accepted(self, record: StoredExecution) -> fpb.InvokeFunctionResponse:
+        """The answer to an ASYNC invocation: the new record, as admitted."""
+        return fpb.InvokeFunctionResponse(
+            success=True,
+            message="accepted",
+            execution_id=record.execution_id,
+            task_id=record.task_id,
+            instance_id=record.instance_id,
+            result=convert.execution_result(record),
+            status_endpoint=convert.STATUS_ENDPOINT.format(record.execution_id),
+            estimated_completion_ms=self.engine.stats.estimate_ms(record.task_name, record.function_name),
+        )
+
+    @unary
+    async def InvokeMany(self, request: fpb.InvokeManyRequest, context: Context) -> fpb.InvokeManyResponse:
+        outcomes: list[fpb.InvokeOutcome] = []
+        admitted: list[tuple[fpb.InvokeOutcome, StoredExecution, asyncio.Future[None]]] = []
+        for invocation in request.invocations:  # admitted in order, each accepted or refused alone
+            outcome = fpb.InvokeOutcome()
+            outcomes.append(outcome)
+            try:
+                _check_invocation_enums(invocation)
+                if invocation.execution_mode != fpb.EXECUTION_MODE_ASYNC or invocation.wait:
+                    raise InvalidArgument(
+                        "InvokeMany takes ASYNC invocations (execution_mode ASYNC, no wait)"
+                    )
+                live = await self.engine.submit(convert.invocation(invocation, stream=False))
+            except Exception as exc:
+                refused = refusal(exc)
+                if refused is None:
+                    raise
+                code, message, retry_after_ms = refused
+                outcome.error_status = code.value[0]
+                outcome.error_message = message
+                outcome.retry_after_ms = retry_after_ms
+                continue
+            admitted.append((outcome, copy.copy(live.record), live.created))
+        if admitted:
+            self.engine.executions.hurry()
+        for outcome, record, created in admitted:
+            await asyncio.shield(created)  # shared with the store's writer: a dropped call must not cancel it
+            outcome.response.CopyFrom(self._accepted(record))
+        return fpb.InvokeManyResponse(outcomes=outcomes)
+
+    @server_stream
+    async def WatchExecutions(
+        self, requests: AsyncIterator[fpb.WatchExecutionsRequest], context: Context
+    ) -> AsyncIterator[fpb.WatchExecutionsResponse]:
+        stream = WatchStream(self.engine)
+        reader = asyncio.ensure_future(stream.read(requests))
+        try:
+            async for message in stream.messages():
+                yield message
+        finally:
+            reader.cancel()
+            stream.close()
 
     @server_stream
     async def StreamFunction(

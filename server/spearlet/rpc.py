@@ -155,6 +155,17 @@ _CHECKED: dict[tuple[bool, bool], Callable[[Any], Callable[..., Any]]] = {
 }
 
 
+def refusal(exc: BaseException) -> tuple[grpc.StatusCode, str, int] | None:
+    """The status, message and retry hint (ms, 0: none) an error is answered with, as :func:`unary`
+    would abort with it; None for an error that is a bug (those abort the whole call as INTERNAL)."""
+    if isinstance(exc, SpearError):
+        return exc.code, exc.message, exc.retry_after_ms if isinstance(exc, Overloaded) else 0
+    if isinstance(exc, StoreError):
+        log.error("store failure: %s", exc)
+        return grpc.StatusCode.UNAVAILABLE, f"the store did not answer: {exc}", 0
+    return None
+
+
 async def _abort(context: Context, exc: BaseException, method: str) -> None:
     if isinstance(exc, Overloaded):
         # The hint travels as trailing metadata, where a client's retry logic can read it.
@@ -256,6 +267,7 @@ __all__ = [
     "fitting",
     "page_size",
     "paginate",
+    "refusal",
     "require",
     "server_stream",
     "unary",

@@ -38,7 +38,8 @@ class WatchState:
 
 
 class Watcher:
-    """The watch's data side, used only on the runtime loop: asks about the unfinished executions only."""
+    """The watch's data side, used only on the runtime loop: awaits the executions' pushed ends, and asks
+    about the unfinished ones only."""
 
     def __init__(self, core: Core, executions: Sequence[tuple[str, str]]) -> None:
         self._core = core
@@ -55,8 +56,13 @@ class Watcher:
         return WatchState(tuple(r for r, _ in rows), tuple(o for _, o in rows))
 
     async def _look(self, execution_id: str) -> tuple[Row, str]:
-        response = await self._core.status(execution_id, result=True)
-        result = response.result
+        """An end the server pushed (no request); else where the execution stands now (pending or
+        running: only ends are pushed)."""
+        watched = self._core.completions.watch(execution_id)
+        if watched is not None and watched.ended.done() and watched.ended.exception() is None:
+            result = watched.ended.result()
+        else:
+            result = (await self._core.status(execution_id, result=True)).result
         state = _status_row(execution_id, self._names[execution_id], result)
         if state.status == "completed":
             try:

@@ -121,8 +121,10 @@ def test_overload_is_resource_exhausted() -> None:
         running = hold.submit()
         wait_until(lambda: running.status == "running", what="the first call to run")
         queued = hold.submit()
+        refused = hold.submit()  # returns at once: the refusal surfaces from the execution
         with pytest.raises(errors.ResourceExhausted) as caught:
-            hold.submit()
+            refused.result()
+        assert isinstance(refused.exception(), errors.ResourceExhausted)
         assert "queue" in str(caught.value)
         assert caught.value.retry_after is None or caught.value.retry_after > 0
         assert queued.cancel() and running.cancel()

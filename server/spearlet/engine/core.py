@@ -332,7 +332,9 @@ class Engine:
         right after :meth:`submit`; by the time it returns the run may have moved on."""
         admitted = copy.copy(live.record)
         self.executions.hurry()
-        await live.created
+        await asyncio.shield(
+            live.created
+        )  # the store's writer resolves it: a dropped call must not cancel it
         return admitted
 
     def cancel_soon(self, execution_id: str, reason: str) -> None:
@@ -619,9 +621,11 @@ class Engine:
                 return
             try:
                 await self._attempts(live, task, job, timeout_ms, max_retries)
-                await self.ledger.settle(live)
             finally:
+                # The attempt is over and its worker free: the next execution may start while this
+                # one's end is being stored (the end is queued first, so no listing sees both running).
                 self.scheduler.release()
+            await self.ledger.settle(live)
         except Exception as exc:  # a bug or a store fault: never leave a waiter hanging
             log.exception("execution %s failed inside the engine", live.execution_id)
             self.ledger.abandon(live, exc)

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from ..stats import StatsTracker
 from ..store.records import StoredExecution
 from . import lifecycle as lc
+from .completions import CompletionHub
 from .executions import ExecutionStore
 from .executors.base import COMPLETED, Outcome
 from .leases import interrupt
@@ -46,6 +47,8 @@ class Ledger:
         self.output = output if output is not None else OutputHub()
         #: Executions admitted whose terminal record is not stored yet, by id.
         self.live: dict[str, LiveExecution] = {}
+        #: Told of every execution that settles (WatchExecutions streams subscribe there).
+        self.completions = CompletionHub()
 
     # -- the four steps ---------------------------------------------------------------------------------
 
@@ -137,6 +140,13 @@ class Ledger:
             self.executions.hurry()
         await live.done.wait()
 
+    def watched(self, live: LiveExecution) -> None:
+        """A client awaits this execution's end through a watch: store its end at once, like a SYNC
+        caller's, so that the notice goes out as soon as it ends."""
+        live.waited = True
+        if live.record.status in lc.TERMINAL:
+            self.executions.hurry()
+
     # -- before and after ------------------------------------------------------------------------------
 
     async def recover(self) -> None:
@@ -173,6 +183,7 @@ class Ledger:
         live.record.error_message = f"{type(exc).__name__}: {exc}"
         self.live.pop(live.execution_id, None)
         live.finish()
+        self.completions.publish(live.record, exc)
 
     # -- internals --------------------------------------------------------------------------------------
 
@@ -194,6 +205,7 @@ class Ledger:
         live.store_error = error
         self.live.pop(live.execution_id, None)
         live.finish()
+        self.completions.publish(live.record, error)
 
 
 def elapsed_ms(started: float | None, ended: float) -> int:

@@ -715,6 +715,54 @@ class InvokeBatchResponse(_message.Message):
     results: _containers.RepeatedCompositeFieldContainer[BatchCallResult]
     def __init__(self, results: _Optional[_Iterable[_Union[BatchCallResult, _Mapping]]] = ...) -> None: ...
 
+class InvokeManyRequest(_message.Message):
+    __slots__ = ("invocations",)
+    INVOCATIONS_FIELD_NUMBER: _ClassVar[int]
+    invocations: _containers.RepeatedCompositeFieldContainer[InvokeFunctionRequest]
+    def __init__(self, invocations: _Optional[_Iterable[_Union[InvokeFunctionRequest, _Mapping]]] = ...) -> None: ...
+
+class InvokeOutcome(_message.Message):
+    __slots__ = ("response", "error_status", "error_message", "retry_after_ms")
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_STATUS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
+    response: InvokeFunctionResponse
+    error_status: int
+    error_message: str
+    retry_after_ms: int
+    def __init__(self, response: _Optional[_Union[InvokeFunctionResponse, _Mapping]] = ..., error_status: _Optional[int] = ..., error_message: _Optional[str] = ..., retry_after_ms: _Optional[int] = ...) -> None: ...
+
+class InvokeManyResponse(_message.Message):
+    __slots__ = ("outcomes",)
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    outcomes: _containers.RepeatedCompositeFieldContainer[InvokeOutcome]
+    def __init__(self, outcomes: _Optional[_Iterable[_Union[InvokeOutcome, _Mapping]]] = ...) -> None: ...
+
+class WatchExecutionsRequest(_message.Message):
+    __slots__ = ("execution_ids",)
+    EXECUTION_IDS_FIELD_NUMBER: _ClassVar[int]
+    execution_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, execution_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class WatchedExecution(_message.Message):
+    __slots__ = ("execution_id", "result")
+    EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    execution_id: str
+    result: ExecutionResult
+    def __init__(self, execution_id: _Optional[str] = ..., result: _Optional[_Union[ExecutionResult, _Mapping]] = ...) -> None: ...
+
+class WatchExecutionsResponse(_message.Message):
+    __slots__ = ("ended", "watching", "unknown_ids")
+    ENDED_FIELD_NUMBER: _ClassVar[int]
+    WATCHING_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_IDS_FIELD_NUMBER: _ClassVar[int]
+    ended: _containers.RepeatedCompositeFieldContainer[WatchedExecution]
+    watching: _containers.RepeatedScalarFieldContainer[str]
+    unknown_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ended: _Optional[_Iterable[_Union[WatchedExecution, _Mapping]]] = ..., watching: _Optional[_Iterable[str]] = ..., unknown_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class FollowOutputRequest(_message.Message):
     __slots__ = ("session",)
     SESSION_FIELD_NUMBER: _ClassVar[int]

@@ -100,6 +100,16 @@ class FunctionServiceStub:
                 request_serializer=spearlet_dot_function__pb2.FollowOutputRequest.SerializeToString,
                 response_deserializer=spearlet_dot_function__pb2.FollowOutputResponse.FromString,
                 _registered_method=True)
+        self.InvokeMany = channel.unary_unary(
+                '/spearlet.FunctionService/InvokeMany',
+                request_serializer=spearlet_dot_function__pb2.InvokeManyRequest.SerializeToString,
+                response_deserializer=spearlet_dot_function__pb2.InvokeManyResponse.FromString,
+                _registered_method=True)
+        self.WatchExecutions = channel.stream_stream(
+                '/spearlet.FunctionService/WatchExecutions',
+                request_serializer=spearlet_dot_function__pb2.WatchExecutionsRequest.SerializeToString,
+                response_deserializer=spearlet_dot_function__pb2.WatchExecutionsResponse.FromString,
+                _registered_method=True)
 
 
 class FunctionServiceServicer:
@@ -186,6 +196,20 @@ class FunctionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def InvokeMany(self, request, context):
+        """extension
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchExecutions(self, request_iterator, context):
+        """extension
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FunctionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -253,6 +277,16 @@ def add_FunctionServiceServicer_to_server(servicer, server):
                     servicer.FollowOutput,
                     request_deserializer=spearlet_dot_function__pb2.FollowOutputRequest.FromString,
                     response_serializer=spearlet_dot_function__pb2.FollowOutputResponse.SerializeToString,
+            ),
+            'InvokeMany': grpc.unary_unary_rpc_method_handler(
+                    servicer.InvokeMany,
+                    request_deserializer=spearlet_dot_function__pb2.InvokeManyRequest.FromString,
+                    response_serializer=spearlet_dot_function__pb2.InvokeManyResponse.SerializeToString,
+            ),
+            'WatchExecutions': grpc.stream_stream_rpc_method_handler(
+                    servicer.WatchExecutions,
+                    request_deserializer=spearlet_dot_function__pb2.WatchExecutionsRequest.FromString,
+                    response_serializer=spearlet_dot_function__pb2.WatchExecutionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -606,6 +640,60 @@ class FunctionService:
             '/spearlet.FunctionService/FollowOutput',
             spearlet_dot_function__pb2.FollowOutputRequest.SerializeToString,
             spearlet_dot_function__pb2.FollowOutputResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InvokeMany(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/spearlet.FunctionService/InvokeMany',
+            spearlet_dot_function__pb2.InvokeManyRequest.SerializeToString,
+            spearlet_dot_function__pb2.InvokeManyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchExecutions(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/spearlet.FunctionService/WatchExecutions',
+            spearlet_dot_function__pb2.WatchExecutionsRequest.SerializeToString,
+            spearlet_dot_function__pb2.WatchExecutionsResponse.FromString,
             options,
             channel_credentials,
             insecure,
