@@ -131,7 +131,7 @@ class ObjectTransfer:
         if local is not None:
             name = uuid.uuid4().hex
             try:
-                await asyncio.to_thread(_write_file, local.incoming / name, laid_out)
+                await asyncio.to_thread(laid_out.write_new_file, local.incoming / name)
             except OSError:
                 pass  # the directory is not ours to write after all: send the bytes instead
             else:
@@ -243,17 +243,6 @@ def _lay_out(value: object) -> blob.Blob:
         return blob.dumps(value)
     except Exception as exc:  # pickling raises many types for what it cannot serialize
         raise InvalidArgument(f"a value of type {_type_name(value)} cannot be stored: {exc}") from None
-
-
-def _write_file(path: Path, laid_out: blob.Blob) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        laid_out.write_to(fd)
-    except BaseException:
-        os.close(fd)
-        path.unlink(missing_ok=True)
-        raise
-    os.close(fd)
 
 
 def _map_file(path: str) -> object:

@@ -16,6 +16,7 @@ machine rebuilds the value from one buffer of the object's size.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import pickle
@@ -85,6 +86,19 @@ class Blob:
             while view:
                 written = os.write(fd, view)
                 view = view[written:]
+
+    def write_new_file(self, path: str | os.PathLike[str]) -> None:
+        """Write the object to a new file at ``path`` (which must not exist); nothing is left there if
+        writing fails."""
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            self.write_to(fd)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            raise
+        os.close(fd)
 
 
 def dumps(value: object) -> Blob:

@@ -72,13 +72,5 @@ def resolving(directory: str) -> Iterator[None]:
 def write_result(directory: str, execution_id: str, laid_out: blob.Blob) -> bytes:
     """Write a large value into the incoming folder; the serialized reference to report for it."""
     key = f"spear/results/{execution_id}/{secrets.token_hex(8)}"
-    path = Path(directory) / INCOMING / file_name(key)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        laid_out.write_to(fd)
-    except BaseException:
-        os.close(fd)
-        path.unlink(missing_ok=True)
-        raise
-    os.close(fd)
+    laid_out.write_new_file(Path(directory) / INCOMING / file_name(key))
     return refs.ref_any(key).SerializeToString()
