@@ -40,7 +40,7 @@ from spearlet.engine.executors import (
     SubprocessRunner,
     ThreadExecutor,
     create_executor,
-    process_pool,
+    worker_process,
 )
 
 from spear_sdk.wire import codec
@@ -318,7 +318,7 @@ async def test_close_leaves_no_process_behind() -> None:
 
 
 async def test_pool_that_cannot_start_reports_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(process_pool, "WORKER_MODULE", "spearlet.no_such_worker_module")
+    monkeypatch.setattr(worker_process, "WORKER_MODULE", "spearlet.no_such_worker_module")
     executor = ProcessExecutor(1)
     with pytest.raises(RuntimeError, match="no worker process could be started"):
         await executor.start()

@@ -25,7 +25,6 @@ import pickle
 import signal
 import socket
 import subprocess
-import sys
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import replace
@@ -45,22 +44,20 @@ from spearlet.engine.executors.base import (
 )
 from spearlet.engine.executors.messages import (
     CHUNK,
-    INIT,
     LOG,
     READY,
     RESULT,
     STARTED,
     ChunkMessage,
-    InitMessage,
     LogMessage,
     ResultMessage,
     WorkerMessage,
     outcome_of,
 )
+from spearlet.engine.executors.worker_process import init_message, start_worker
 
 log = logging.getLogger(__name__)
 
-WORKER_MODULE = "spearlet.engine.executors.worker"
 #: Spawn failures in a row after which the pool reports itself unhealthy.
 UNHEALTHY_AFTER = 3
 _BACKOFF_MAX_S = 2.0
@@ -427,23 +424,9 @@ class ProcessExecutor(Executor):
     def _spawn(self, fresh: bool) -> _Worker:
         loop = self._loop
         assert loop is not None
-        ours, theirs = socket.socketpair()
-        try:
-            fd = theirs.fileno()
-            proc = subprocess.Popen(
-                [sys.executable, "-m", WORKER_MODULE, str(fd)],
-                pass_fds=(fd,),
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        except BaseException:
-            ours.close()
-            raise
-        finally:
-            theirs.close()
+        proc, ours = start_worker()
         # Small, and the socket buffer is empty: this does not wait for the worker.
-        init: InitMessage = (INIT, list(sys.path), os.getpid())
-        ours.sendall(_frame(pickle.dumps(init, _PICKLE)))
+        ours.sendall(_frame(pickle.dumps(init_message(), _PICKLE)))
         ours.setblocking(False)
         worker = _Worker(proc, ours, fresh, loop)
         self._workers.add(worker)

@@ -26,9 +26,7 @@ import os
 import pickle
 import select
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -37,9 +35,9 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from spearlet.engine.executors.base import Job
-from spearlet.engine.executors.messages import CHUNK, INIT, LOG, READY, RESULT, STARTED, ResultMessage
+from spearlet.engine.executors.messages import CHUNK, LOG, READY, RESULT, STARTED, ResultMessage
+from spearlet.engine.executors.worker_process import init_message, start_worker
 
-WORKER_MODULE = "spearlet.engine.executors.worker"
 #: Every task the executor submits has a key with this prefix: ``spear-{execution id}-a{attempt}-...``.
 KEY_PREFIX = "spear-"
 #: Event kinds: a job started, printed, yielded a value, or ended (a pipeline's job); the task was stopped
@@ -110,24 +108,11 @@ _running: dict[str, _Child] = {}
 
 
 def _spawn() -> _Child:
-    ours, theirs = socket.socketpair()
-    try:
-        fd = theirs.fileno()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", WORKER_MODULE, str(fd)],
-            pass_fds=(fd,),
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    except BaseException:
-        ours.close()
-        raise
-    finally:
-        theirs.close()
+    proc, ours = start_worker()
     conn: Connection[bytes, bytes] = Connection(ours.detach())
     child = _Child(proc, conn)
     try:
-        conn.send_bytes(pickle.dumps((INIT, list(sys.path), os.getpid()), pickle.HIGHEST_PROTOCOL))
+        conn.send_bytes(pickle.dumps(init_message(), pickle.HIGHEST_PROTOCOL))
         if not conn.poll(_READY_TIMEOUT_S):
             raise RuntimeError(f"the worker process did not start within {_READY_TIMEOUT_S:g} s")
         message = pickle.loads(conn.recv_bytes())
