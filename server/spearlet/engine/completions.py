@@ -45,3 +45,10 @@ class CompletionHub:
 
     def __len__(self) -> int:
         return len(self._subscribers)
+
+    def __contains__(self, execution_id: object) -> bool:
+        return execution_id in self._subscribers
+
+    def watched(self) -> list[str]:
+        """The ids someone waits for."""
+        return list(self._subscribers)

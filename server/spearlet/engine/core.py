@@ -12,8 +12,9 @@ import copy
 import hashlib
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from google.protobuf import any_pb2
 
@@ -31,7 +32,7 @@ from ..config import Config
 from ..objects import ObjectRepository
 from ..stats import ExecutionFigures, StatsTracker
 from ..store import KvStore
-from ..store.notices import CANCEL, RESYNC, TASK, Notice
+from ..store.notices import CANCEL, ENDED, RESYNC, TASK, Notice
 from ..store.records import StoredArtifact, StoredExecution, StoredTask
 from ..store.shared import Orphan, SharedKvStore
 from . import by_reference
@@ -115,6 +116,8 @@ class Engine:
         )
         self.subprocesses = SubprocessRunner()
         self.batches: set[Batch] = set()
+        #: Work started from callbacks that cannot wait (store notices), kept until done.
+        self._background: set[asyncio.Task[None]] = set()
         #: On a shared store: this server's lease, and the reaper of dead servers' work.
         self.leases: LeaseKeeper | None = None
         self.started_at = time.time()
@@ -478,14 +481,32 @@ class Engine:
     # -- internals ------------------------------------------------------------------------------------
 
     def _on_notice(self, notice: Notice) -> None:
-        """Another server changed a task (or notices were missed: drop our copy of it), or asks us to
-        cancel an execution of ours."""
+        """Another server changed a task (or notices were missed: drop our copy of it), ended an execution
+        someone here watches, or asks us to cancel an execution of ours."""
         if notice.kind == TASK:
             self.tasks.forget(notice.key)
+        elif notice.kind == ENDED and notice.key in self.ledger.completions:
+            self._in_background(self._publish_remote_ends([notice.key]))
         elif notice.kind == RESYNC:
             self.tasks.forget()
+            self._in_background(self._publish_remote_ends(self.ledger.completions.watched()))
         elif notice.kind == CANCEL:
             self.cancel_soon(notice.key, "cancelled through another server")
+
+    async def _publish_remote_ends(self, execution_ids: list[str]) -> None:
+        """Tell the watchers here of executions another server ended: a notice names the id only, so the
+        terminal record is read from the store (after a resync, any watched one that ended meanwhile)."""
+        for execution_id in execution_ids:
+            if execution_id in self.live:
+                continue  # ours: the Ledger publishes its end
+            record = await self.executions.get(execution_id)
+            if record is not None and record.status in lc.TERMINAL:
+                self.ledger.completions.publish(record, None)
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _adopt(self, orphan: Orphan, record: StoredExecution) -> bool:
         """Run again here an execution a dead server left unfinished, if its retries allow and its call
