@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import threading
-import time
 from collections.abc import Callable
 
 import pytest
-from conftest import LAB_OPTIONS, wait_until
+from conftest import LAB_OPTIONS, ctrl_c_once, wait_until
 
 import spear_sdk
 from spear_sdk import errors
@@ -60,23 +56,18 @@ def test_ctrl_c_in_wait_and_as_completed_cancels_the_executions(client: spear_sd
 
         time.sleep(60)
 
-    def interrupt_when_running(task: spear_sdk.Function) -> None:
-        deadline = time.monotonic() + 30
-        while "running" not in set(client.executions(task=task)["status"]) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C (or Jupyter's interrupt) sends
-
     waits: list[Callable[[list[spear_sdk.Execution]], object]] = [
         lambda es: spear_sdk.wait(es),
         lambda es: list(spear_sdk.as_completed(es)),
     ]
     for waiting in waits:
         executions = [nap_long.submit("a"), nap_long.submit("b")]
-        interrupter = threading.Thread(target=interrupt_when_running, args=(nap_long,))
-        interrupter.start()
-        with pytest.raises(KeyboardInterrupt):
+
+        def running(es: list[spear_sdk.Execution] = executions) -> bool:
+            return any(e.status == "running" for e in es)
+
+        with pytest.raises(KeyboardInterrupt), ctrl_c_once(running):
             waiting(executions)
-        interrupter.join()
         for execution in executions:
             wait_until(lambda e=execution: e.status == "cancelled", what="the waited execution cancelled")
 

@@ -114,7 +114,7 @@ def test_cancel_stops_a_running_execution(client: spear_sdk.Client) -> None:
     assert execution.status == "cancelled" and execution.cancel() is False
 
 
-def test_wait_and_as_completed(client: spear_sdk.Client) -> None:
+def test_wait_and_as_completed(client: spear_sdk.Client, tmp_path: Path) -> None:
     @client.function
     def nap(seconds: float) -> float:
         import time
@@ -122,14 +122,26 @@ def test_wait_and_as_completed(client: spear_sdk.Client) -> None:
         time.sleep(seconds)
         return seconds
 
-    slow, fast = nap.submit(1.0), nap.submit(0.01)
+    @client.function
+    def until_exists(path: str) -> str:
+        import os
+        import time
+
+        while not os.path.exists(path):
+            time.sleep(0.01)
+        return path
+
+    # The slow call ends only when the test says so: which one ends first does not depend on the load.
+    go = tmp_path / "go"
+    slow, fast = until_exists.submit(str(go)), nap.submit(0.01)
     first = next(spear_sdk.as_completed([slow, fast], timeout=30))
     assert first is fast
     done, pending = spear_sdk.wait([slow, fast], return_when=spear_sdk.FIRST_COMPLETED)
-    assert fast in done
+    assert done == {fast} and pending == {slow}
+    go.touch()
     done, pending = spear_sdk.wait([slow, fast], timeout=30)
     assert done == {slow, fast} and not pending
-    assert sorted(e.result() for e in done) == [0.01, 1.0]
+    assert {e.result() for e in done} == {0.01, str(go)}
     lingering = nap.submit(5)
     with pytest.raises(TimeoutError):
         list(spear_sdk.as_completed([lingering], timeout=0.05))

@@ -4,17 +4,13 @@ cell), and the blocking API refuses clearly where it would deadlock."""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import subprocess
 import sys
 import textwrap
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import wait_until
+from conftest import ctrl_c_once, wait_until
 
 import spear_sdk
 from spear_sdk._runtime import get_runtime
@@ -74,21 +70,13 @@ def test_keyboard_interrupt_cancels_the_remote_execution(client: spear_sdk.Clien
 
         time.sleep(60)
 
-    def interrupt_when_running() -> None:
-        # Other tests' work may hold the lab's slots for a while: wait generously, then interrupt anyway.
-        deadline = time.monotonic() + 30
-        while "running" not in set(client.executions(task=long_sleep)["status"]):
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.01)
-        os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C (or Jupyter's interrupt) sends
+    def running() -> bool:
+        return "running" in set(client.executions(task=long_sleep)["status"])
 
     for call in (long_sleep, lambda: long_sleep.submit().result()):
-        interrupter = threading.Thread(target=interrupt_when_running)
-        interrupter.start()
-        with pytest.raises(KeyboardInterrupt):
+        # Other tests' work may hold the lab's slots for a while: the interrupt waits for the call to run.
+        with pytest.raises(KeyboardInterrupt), ctrl_c_once(running):
             call()
-        interrupter.join()
         wait_until(
             lambda: set(client.executions(task=long_sleep)["status"]) == {"cancelled"},
             what="the interrupted execution to be cancelled",
