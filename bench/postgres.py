@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,7 +40,8 @@ def _free_port() -> int:
 
 
 class PostgresServer:
-    """One cluster: ``start``, ``stop``, ``restart``, ``kill`` (a SIGKILL of the postmaster), databases."""
+    """One cluster: ``start``, ``stop``, ``restart``, ``kill`` (a SIGKILL of the postmaster), databases.
+    Should this process die without ``destroy``, a guard process (``bench/pg_guard.py``) does it."""
 
     def __init__(self, bin_dir: Path, *, fsync: bool) -> None:
         self.bin = bin_dir
@@ -52,6 +54,11 @@ class PostgresServer:
         self.port = _free_port()
         self.fsync = fsync
         self._databases = itertools.count(1)
+        self._guard = subprocess.Popen(
+            [sys.executable, "-m", "bench.pg_guard", str(os.getpid()), str(self.bin), str(self.root)],
+            cwd=Path(__file__).resolve().parent.parent,
+            start_new_session=True,
+        )
         self._as_postgres(
             str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync"
         )
@@ -113,6 +120,8 @@ class PostgresServer:
         return self.url(name)
 
     def destroy(self) -> None:
+        self._guard.terminate()
+        self._guard.wait()
         with contextlib.suppress(subprocess.CalledProcessError):  # not running
             self.stop("immediate")
         shutil.rmtree(self.root, ignore_errors=True)

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from bench.postgres import HOW, PostgresServer, bin_dir, unavailable
 
-__all__ = ["PostgresServer", "make_postgres", "pg_url", "postgres_server"]
+__all__ = ["PostgresServer", "make_postgres", "need_postgres", "pg_url", "postgres_server"]
 
 
 def _unavailable(why: str) -> None:
@@ -25,8 +26,8 @@ def _unavailable(why: str) -> None:
     pytest.skip(message)
 
 
-def make_postgres(*, fsync: bool = False) -> PostgresServer:
-    """A started cluster (its caller destroys it), or skip/fail when PostgreSQL cannot run here."""
+def need_postgres() -> Path:
+    """The directory of the PostgreSQL binaries; skip (or fail, under CI) when a cluster cannot run here."""
     try:
         import psycopg  # noqa: F401
     except ImportError:
@@ -36,7 +37,12 @@ def make_postgres(*, fsync: bool = False) -> PostgresServer:
         _unavailable(why)
     found = bin_dir()
     assert found is not None
-    server = PostgresServer(found, fsync=fsync)
+    return found
+
+
+def make_postgres(*, fsync: bool = False) -> PostgresServer:
+    """A started cluster (its caller destroys it), or skip/fail when PostgreSQL cannot run here."""
+    server = PostgresServer(need_postgres(), fsync=fsync)
     try:
         server.start()
     except BaseException:
