@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import uuid
@@ -83,16 +84,18 @@ _UPDATE_IF_VERSION = """UPDATE kv SET value = %s, version = version + 1, status 
 _DELETE = "DELETE FROM kv WHERE key = %s"
 _NOTIFY = "SELECT pg_notify(%s, %s)"
 _NOTIFY_MANY = "SELECT count(pg_notify(%s, p)) FROM unnest(%s::text[]) AS p"
-# A whole batch is one statement, so one round trip and its own transaction: the upserts (the rows as
-# arrays, one per column, sent in binary: text arrays would be escaped value by value), and the notices,
-# which NOTIFY sends only once it commits.
-_UPSERTED = """written AS (
-        INSERT INTO kv (key, value, status, task_id, label, time_ms, owner)
+_ON_CONFLICT = """ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = kv.version + 1,
+            status = excluded.status, task_id = excluded.task_id, label = excluded.label,
+            time_ms = excluded.time_ms, owner = excluded.owner"""
+_INSERT = "INSERT INTO kv (key, value, status, task_id, label, time_ms, owner)"
+# A whole batch is one statement, so one round trip and its own transaction: the upserts and the
+# notices, which NOTIFY sends only once it commits. A large batch sends its rows as arrays, one per
+# column, in binary (text arrays would be escaped value by value).
+_UPSERTED = f"""written AS (
+        {_INSERT}
         SELECT * FROM unnest(%b::bytea[], %b::bytea[], %b::int2[], %b::text[], %b::text[], %b::int8[],
                              %b::text[])
-        ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = kv.version + 1,
-            status = excluded.status, task_id = excluded.task_id, label = excluded.label,
-            time_ms = excluded.time_ms, owner = excluded.owner
+        {_ON_CONFLICT}
         RETURNING 1)"""
 _NOTIFIED = "notified AS (SELECT pg_notify(%s, p) FROM unnest(%b::text[]) AS p)"
 _COUNTED = "SELECT (SELECT count(*) FROM written), (SELECT count(*) FROM notified)"
@@ -104,6 +107,20 @@ _WRITE_AND_DELETE = (
     "WITH deleted AS (DELETE FROM kv WHERE key = ANY(%b::bytea[]) RETURNING 1),\n"
     f"{_UPSERTED},\n{_NOTIFIED}\n{_COUNTED}, (SELECT count(*) FROM deleted)"
 )
+#: Batches of up to this many puts (a call's record, its task index entry, its output) send their rows
+#: as the parameters of a multi-row VALUES instead, prepared once per row count: for a few rows,
+#: building and unnesting seven arrays costs more than the rows themselves.
+_FEW_ROWS = 8
+
+
+@functools.cache
+def _write_few(rows: int, notify: bool) -> str:
+    """The statement that writes ``rows`` puts (and sends the notices, when ``notify``)."""
+    values = ", ".join(["(%b, %b, %b::int2, %b, %b, %b::int8, %b)"] * rows)
+    insert = f"{_INSERT} VALUES {values}\n{_ON_CONFLICT}"
+    return f"WITH written AS ({insert} RETURNING 1),\n{_NOTIFIED}\n{_COUNTED}" if notify else insert
+
+
 #: The notice a server sends when it joins (not relayed to subscribers).
 _HELLO = "hello"
 
@@ -248,11 +265,17 @@ class PostgresStore(SharedKvStore):
         if not put_items and not delete_keys:
             return
         rows = [_row(key, value, self.server_id) for key, value in put_items]
-        notices = _notices_for_puts(rows) + _notices_for_deletes(delete_keys)
+        payloads = self._payloads(_notices_for_puts(rows) + _notices_for_deletes(delete_keys))
         what = f"batch of {len(put_items)} puts and {len(delete_keys)} deletes"
-        columns = [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * 7
-        params: list[Any] = [*columns, CHANNEL, self._payloads(notices)]
         async with self._connection(what) as conn:
+            if not delete_keys and len(rows) <= _FEW_ROWS:
+                params: list[Any] = [field for row in rows for field in row]
+                if payloads:
+                    params += [CHANNEL, payloads]
+                await conn.execute(_write_few(len(rows), bool(payloads)), params)
+                return
+            columns = [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * 7
+            params = [*columns, CHANNEL, payloads]
             if delete_keys:
                 deleting = [[k.encode() for k in delete_keys], *params]
                 await conn.execute(_WRITE_AND_DELETE, deleting, prepare=False)
