@@ -34,14 +34,14 @@ from ..stats import ExecutionFigures, StatsTracker
 from ..store import KvStore
 from ..store.notices import CANCEL, ENDED, RESYNC, TASK, Notice
 from ..store.records import StoredArtifact, StoredExecution, StoredTask
-from ..store.shared import Orphan, SharedKvStore
+from ..store.shared import FunctionRuns, Orphan, SharedKvStore
 from . import by_reference
 from . import lifecycle as lc
 from .batch import Batch, OnResult
 from .executions import ExecutionStore
 from .executors import Artifact, Executor, Job, SubprocessRunner, create_executor
 from .executors.base import ARTIFACT_LOAD_FAILED, job_for_call
-from .figures import Figures, of_counts
+from .figures import Figures, SharedEstimates, of_counts
 from .handover import StoredCall
 from .ids import id_floor, new_id
 from .leases import LeaseKeeper
@@ -120,6 +120,8 @@ class Engine:
         self._background: set[asyncio.Task[None]] = set()
         #: On a shared store: this server's lease, and the reaper of dead servers' work.
         self.leases: LeaseKeeper | None = None
+        #: On a shared store: the functions' run-time estimates, read from every server's runs.
+        self.estimates: SharedEstimates | None = None
         self.started_at = time.time()
         self._accepting = False
         #: Given to every job, under the names the SDK reads (``spear_sdk._nested``): how a function
@@ -138,6 +140,8 @@ class Engine:
             ttl = self.config.lease_ttl_s
             self.leases = LeaseKeeper(self.store, ttl_s=ttl, renew_s=ttl / 5, adopt=self._adopt)
             await self.leases.start()
+            self.estimates = SharedEstimates(self.store, self.stats, period_s=ttl / 5)
+            await self.estimates.start()
         else:
             await self.ledger.recover()
         await self.executor.start()
@@ -165,6 +169,8 @@ class Engine:
         for batch in list(self.batches):
             await batch.wait()
         await self.executions.flush()
+        if self.estimates is not None:
+            await self.estimates.close()
         if self.leases is not None:
             await self.leases.close(release=True)
         await self.executor.close()
@@ -407,6 +413,20 @@ class Engine:
             await self.executions.flush()
             return of_counts(await self.store.execution_counts(id_floor(since)), {}).figures
         return ExecutionFigures.of([r async for r in self.executions.iterate(start_after=id_floor(since))])
+
+    @property
+    def shared(self) -> bool:
+        """Whether the store is shared with other servers (whose executions count in every figure)."""
+        return isinstance(self.store, SharedKvStore)
+
+    async def function_figures(self, since: float) -> FunctionRuns:
+        """Each function's figures over the executions created since the Unix time ``since`` (0: all):
+        this server's, from memory, or on a shared store every server's, computed by the store."""
+        if isinstance(self.store, SharedKvStore):
+            await self.executions.flush()  # our own ends count once stored
+            return await self.store.function_figures(id_floor(since) if since else "")
+        latencies = self.stats.latencies
+        return FunctionRuns(latencies.figures(since), latencies.overall(since))
 
     async def current_figures(self) -> Figures:
         """All executions' figures: this server's own, or on a shared store every server's (from SQL)."""
