@@ -5,6 +5,7 @@ load without losing anything acknowledged. Against a real PostgreSQL server (tes
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from pathlib import Path
 
@@ -253,6 +254,48 @@ async def test_a_dead_servers_call_is_retried_on_a_survivor_where_max_retries_al
     assert any("lost with its server; retrying" in line for line in response.logs), response.logs
     ended = await asyncio.wait_for(b.server.engine.until_ended(not_retried), 30)
     assert ended.status == FAILED and ended.error_code == "INTERRUPTED"
+
+
+async def test_a_server_whose_lease_lapsed_cannot_overwrite_the_survivors_decision(
+    make_harness: HarnessFactory, launcher: Launcher, pg_url: str
+) -> None:
+    """A stalls (SIGSTOP) past its lease while running a call; B ends that call INTERRUPTED. When A goes
+    on, its function's late end is refused (and logged): the record keeps B's decision, and A's own
+    caller is answered with it."""
+    env = {"SPEARLET_LEASE_TTL_S": "1.5"}
+    a = await launcher.start("--store", pg_url, env=env)
+    b = await make_harness(store=pg_url, lease_ttl_s=1.5)
+    slow = (await a.fn.RegisterTask(_register("stalled", "workloads:sleep"))).task.task_id
+    request = fpb.InvokeFunctionRequest(task_id=slow, parameters=params(0.5))
+
+    async def call() -> fpb.InvokeFunctionResponse:
+        return await a.fn.InvokeFunction(request, timeout=60)
+
+    caller = asyncio.create_task(call())  # SYNC, on A
+
+    async def running_on_a() -> bool:
+        listed = await _listed(b, slow)
+        return len(listed) == 1 and listed[0].status == RUNNING
+
+    await poll(running_on_a, timeout=20, what="the call to run on A")
+    (running,) = await _listed(b, slow)
+    a.proc.send_signal(signal.SIGSTOP)
+    try:
+        decided = await asyncio.wait_for(b.server.engine.until_ended(running.execution_id), 30)
+    finally:
+        a.proc.send_signal(signal.SIGCONT)
+    assert decided.status == FAILED and decided.error_code == "INTERRUPTED", decided
+
+    answer = await asyncio.wait_for(caller, 30)  # A's worker finished; A tried to store its end
+    assert answer.result.status == FAILED and answer.result.error_code == "INTERRUPTED", answer
+    stored = await b.status(running.execution_id, include_result=True)
+    assert stored.result.status == FAILED and stored.result.error_code == "INTERRUPTED", stored
+    assert stored.result.error_message == decided.error_message
+    assert "was not stored" in a.stderr.read_text()
+
+    # A is alive again: its next calls run and are stored as usual.
+    again = await a.fn.InvokeFunction(fpb.InvokeFunctionRequest(task_id=slow, parameters=params(0.01)))
+    assert again.result.status == COMPLETED, again
 
 
 def _register(name: str, location: str) -> fpb.RegisterTaskRequest:

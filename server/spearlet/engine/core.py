@@ -32,7 +32,7 @@ from ..config import Config
 from ..objects import ObjectRepository
 from ..stats import ExecutionFigures, StatsTracker
 from ..store import KvStore
-from ..store.notices import CANCEL, ENDED, RESYNC, TASK, Notice
+from ..store.notices import CANCEL, ENDED, RESYNC, TAKEN_OVER, TASK, Notice
 from ..store.records import StoredArtifact, StoredExecution, StoredTask
 from ..store.shared import FunctionRuns, Orphan, SharedKvStore
 from . import by_reference
@@ -330,10 +330,13 @@ class Engine:
         )
 
     async def wait(self, live: LiveExecution) -> StoredExecution:
-        """The terminal record, once stored (a failed store write raises its :class:`StoreError`)."""
+        """The terminal record, once stored (a failed store write raises its :class:`StoreError`); for
+        one another server took over, the record it stored (see :mod:`.leases`)."""
         await self.ledger.settled(live)
         if live.store_error is not None:
             raise live.store_error
+        if live.taken_over:
+            return await self.until_ended(live.execution_id)
         return live.record
 
     async def accepted(self, live: LiveExecution) -> StoredExecution:
@@ -502,7 +505,8 @@ class Engine:
 
     def _on_notice(self, notice: Notice) -> None:
         """Another server changed a task (or notices were missed: drop our copy of it), ended an execution
-        someone here watches, or asks us to cancel an execution of ours."""
+        someone here watches, or asks us to cancel an execution of ours; or our store refused a write of
+        an execution of ours that another server took over."""
         if notice.kind == TASK:
             self.tasks.forget(notice.key)
         elif notice.kind == ENDED and notice.key in self.ledger.completions:
@@ -512,12 +516,17 @@ class Engine:
             self._in_background(self._publish_remote_ends(self.ledger.completions.watched()))
         elif notice.kind == CANCEL:
             self.cancel_soon(notice.key, "cancelled through another server")
+        elif notice.kind == TAKEN_OVER and (live := self.live.get(notice.key)) is not None:
+            live.taken_over = True
+            if notice.key in self.ledger.completions:
+                self._in_background(self._publish_remote_ends([notice.key]))
 
     async def _publish_remote_ends(self, execution_ids: list[str]) -> None:
         """Tell the watchers here of executions another server ended: a notice names the id only, so the
         terminal record is read from the store (after a resync, any watched one that ended meanwhile)."""
         for execution_id in execution_ids:
-            if execution_id in self.live:
+            live = self.live.get(execution_id)
+            if live is not None and not live.taken_over:
                 continue  # ours: the Ledger publishes its end
             record = await self.executions.get(execution_id)
             if record is not None and record.status in lc.TERMINAL:

@@ -3,11 +3,13 @@
 One table holds every key, as its UTF-8 bytes (``key BYTEA``: byte order is code-point order, so the
 primary-key index orders keys as the interface wants and a prefix scan is an index range scan; unlike
 ``TEXT``, ``BYTEA`` also holds a key with a NUL). An execution record also fills a few columns of its row
-(status, task, function, run time, owner) in the same statement, so that figures over every server's
-executions are one SQL aggregate and a dead server's unfinished work is one indexed query; ``version``
-counts the writes of a row, for compare-and-set. A terminal execution record, and any task change, sends a
-``NOTIFY`` in the transaction that writes it (:mod:`.notices`); one connection LISTENs and reconnects with
-backoff, then announces a resync. Leases (:mod:`..engine.leases`) live in a table of their own.
+(status, task, function, run time, memory, owner) in the same statement, so that figures over every
+server's executions (counts, each function's percentiles and recent runs) are SQL aggregates and a dead
+server's unfinished work is one indexed query. ``version`` counts the writes of a row, for
+compare-and-set; an upsert of an execution record applies only while the row still names this server as
+its owner (see :mod:`.shared`). A terminal execution record, and any task change, sends a ``NOTIFY`` in
+the transaction that writes it (:mod:`.notices`); one connection LISTENs and reconnects with backoff,
+then announces a resync. Leases (:mod:`..engine.leases`) live in a table of their own.
 
 COMMIT returns once the WAL is flushed (``synchronous_commit`` is the server's, on by default), so an
 acknowledged write survives a killed database. When the database is unreachable every call raises
@@ -37,7 +39,7 @@ from ..latency import QUANTILES, FunctionFigures
 from ..stats import function_label
 from .base import StoreError
 from .memory import check_batch, check_bound, check_key, check_value, scan_bounds
-from .notices import ENDED, RESYNC, TASK, Notice, Notices
+from .notices import ENDED, RESYNC, TAKEN_OVER, TASK, Notice, Notices
 from .records import EXECUTION, execution_info_bytes
 from .records import TASK as TASK_PREFIX
 from .shared import ExecutionCount, FunctionRuns, Orphan, SharedKvStore
@@ -94,7 +96,8 @@ _NOTIFY_MANY = "SELECT count(pg_notify(%s, p)) FROM unnest(%s::text[]) AS p"
 _ON_CONFLICT = """ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = kv.version + 1,
             status = excluded.status, task_id = excluded.task_id, label = excluded.label,
             time_ms = excluded.time_ms, run_ms = excluded.run_ms, memory_bytes = excluded.memory_bytes,
-            owner = excluded.owner"""
+            owner = excluded.owner
+        WHERE kv.owner IS NOT DISTINCT FROM excluded.owner"""
 _INSERT = "INSERT INTO kv (key, value, status, task_id, label, time_ms, run_ms, memory_bytes, owner)"
 # A whole batch is one statement, so one round trip and its own transaction: the upserts and the
 # notices, which NOTIFY sends only once it commits. A large batch sends its rows as arrays, one per
@@ -342,15 +345,37 @@ class PostgresStore(SharedKvStore):
                 params: list[Any] = [field for row in rows for field in row]
                 if payloads:
                     params += [CHANNEL, payloads]
-                await conn.execute(_write_few(len(rows), bool(payloads)), params)
-                return
-            columns = [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * _COLUMNS
-            params = [*columns, CHANNEL, payloads]
-            if delete_keys:
-                deleting = [[k.encode() for k in delete_keys], *params]
-                await conn.execute(_WRITE_AND_DELETE, deleting, prepare=False)
+                cur = await conn.execute(_write_few(len(rows), bool(payloads)), params)
+                written = cur.rowcount if not payloads else await _first(cur)
             else:
-                await conn.execute(_WRITE, params)
+                columns = [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * _COLUMNS
+                params = [*columns, CHANNEL, payloads]
+                if delete_keys:
+                    deleting = [[k.encode() for k in delete_keys], *params]
+                    cur = await conn.execute(_WRITE_AND_DELETE, deleting, prepare=False)
+                else:
+                    cur = await conn.execute(_WRITE, params)
+                written = await _first(cur)
+            if written < len(rows):
+                await self._taken_over(conn, rows)
+
+    async def _taken_over(self, conn: psycopg.AsyncConnection[Any], rows: list[Row]) -> None:
+        """Some execution records of a batch were not written: another server owns their rows now (it
+        ended or retried them after this server's lease lapsed). Its decision stands; say which here."""
+        keys = [row[0] for row in rows if row[2] is not None]
+        cur = await conn.execute(
+            "SELECT key, owner FROM kv WHERE key = ANY(%s) AND owner IS DISTINCT FROM %s",
+            (keys, self.server_id),
+        )
+        for key, owner in await cur.fetchall():
+            execution_id = bytes(key).decode()[len(EXECUTION) :]
+            log.warning(
+                "execution %s: its end here was not stored: server %s took it over when this server's "
+                "lease lapsed, and its record stands",
+                execution_id,
+                owner,
+            )
+            self.notices.publish(Notice(TAKEN_OVER, execution_id))
 
     async def ping(self) -> None:
         if not self._listening.is_set() and not self._closed:
@@ -543,6 +568,13 @@ class PostgresStore(SharedKvStore):
             return
         for key in ids:
             self.notices.publish(Notice(kind, str(key)))
+
+
+async def _first(cur: psycopg.AsyncCursor[Any]) -> int:
+    """The first column of the one row a write statement answers with (how many rows it wrote)."""
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 def _without_password(url: str) -> str:

@@ -3,6 +3,11 @@
 Beyond :class:`KvStore` such a store answers what no single process can know alone: which servers are
 alive (leases), which executions a dead one left unfinished, and the figures over every server's
 executions; and it relays :mod:`.notices` between the servers. See docs/design.md, "PostgreSQL".
+
+An execution's row names its owner, the server that wrote it last. A server writes the row only while it
+is still the owner: once another server has taken the execution over (by :meth:`put_if_version`, after
+the first one's lease lapsed) the first one's later writes of it are left out of its batches (the rest
+of a batch is written) and reported to it as a :data:`.notices.TAKEN_OVER` notice.
 """
 
 from __future__ import annotations
