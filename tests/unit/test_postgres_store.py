@@ -16,7 +16,12 @@ psycopg = pytest.importorskip("psycopg")
 
 from spearlet.store import StoreError, open_store  # noqa: E402
 from spearlet.store.notices import ENDED, RESYNC, TASK, Notice  # noqa: E402
-from spearlet.store.records import StoredExecution, execution_key, task_execution_key  # noqa: E402
+from spearlet.store.records import (  # noqa: E402
+    StoredExecution,
+    execution_key,
+    log_key,
+    task_execution_key,
+)
 
 Opener = Callable[[], "asyncio.Future[postgres.PostgresStore]"]
 
@@ -93,8 +98,12 @@ async def test_a_late_write_of_an_execution_taken_over_is_refused(stores: Callab
     assert await b.put_if_version(key, interrupted, orphan.version)
     heard: list[Notice] = []
     a.notices.subscribe(heard.append)
+    await b.put(log_key("late"), b"the retry's output\n")
     for rows in (2, postgres._FEW_ROWS + 1):  # the few-rows statement, and the one of arrays
-        late = {key: _record("late", fpb.EXECUTION_STATUS_COMPLETED).encode()}
+        late = {
+            key: _record("late", fpb.EXECUTION_STATUS_COMPLETED).encode(),
+            log_key("late"): b"the late run's output\n",
+        }
         late.update(
             {
                 f"{other}-{rows}-{n}": _record("kept", fpb.EXECUTION_STATUS_COMPLETED).encode()
@@ -103,8 +112,10 @@ async def test_a_late_write_of_an_execution_taken_over_is_refused(stores: Callab
         )
         await a.batch(late)
         assert await a.get(key) == interrupted
-        assert [k for k, v in late.items() if k != key and await a.get(k) != v] == []
-    assert heard == [Notice(postgres.TAKEN_OVER, "late")] * 2
+        assert await a.get(log_key("late")) == b"the retry's output\n"
+        assert [k for k, v in late.items() if "late" not in k and await a.get(k) != v] == []
+    taken = [notice for notice in heard if notice.kind == postgres.TAKEN_OVER]  # (B's ENDED may come too)
+    assert taken == [Notice(postgres.TAKEN_OVER, "late")] * 2
     assert await b.put_if_version(key, interrupted, orphan.version + 1)  # still B's, at B's version
 
 

@@ -40,7 +40,7 @@ from ..stats import function_label
 from .base import StoreError
 from .memory import check_batch, check_bound, check_key, check_value, scan_bounds
 from .notices import ENDED, RESYNC, TAKEN_OVER, TASK, Notice, Notices
-from .records import EXECUTION, execution_info_bytes
+from .records import EXECUTION, LOG, execution_info_bytes
 from .records import TASK as TASK_PREFIX
 from .shared import ExecutionCount, FunctionRuns, Orphan, SharedKvStore
 
@@ -585,7 +585,10 @@ def _without_password(url: str) -> str:
 
 def _row(key: str, value: bytes, owner: str) -> Row:
     """The row of ``key``: an execution record also fills its status, task, function and run time (once
-    ended: to the clock's resolution, and its memory)."""
+    ended: to the clock's resolution, and its memory). An execution's record and its output name their
+    owner: a server whose execution another took over writes neither again."""
+    if key.startswith(LOG):
+        return (key.encode(), value, None, None, None, None, None, None, owner)
     if not key.startswith(EXECUTION):
         return (key.encode(), value, None, None, None, None, None, None, None)
     info = function_pb2.ExecutionInfo.FromString(execution_info_bytes(value))
