@@ -426,8 +426,13 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
         # A window longer than the clock's history means all of it (and keeps id_floor finite).
         since_time = max(0.0, time.time() - window_s) if window_s else 0.0
         if request.only_function_stats:
-            active = active_counts((live.record for live in engine.live.values()), since_time)
-            add_function_stats(response.execution_stats, None, engine.stats.latencies, since_time, active)
+            runs = await engine.function_figures(since_time)
+            if engine.shared:  # every server's executions, counted in the store
+                figures = await engine.figures_since(since_time) if since_time else current.figures
+                add_function_stats(response.execution_stats, figures.by_function, runs)
+            else:
+                active = active_counts((live.record for live in engine.live.values()), since_time)
+                add_function_stats(response.execution_stats, None, runs, active)
             return response
         figures = current.figures
         if since_time:
@@ -436,9 +441,8 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
             response.task_stats.CopyFrom(_task_stats(tasks, figures, current.active_tasks))
         if request.include_execution_stats:
             response.execution_stats.CopyFrom(_execution_stats(figures))
-            add_function_stats(
-                response.execution_stats, figures.by_function, engine.stats.latencies, since_time
-            )
+            runs = await engine.function_figures(since_time)
+            add_function_stats(response.execution_stats, figures.by_function, runs)
         return response
 
 

@@ -10,8 +10,9 @@ from collections.abc import Iterable
 from spear_sdk.wire import function_pb2 as fpb
 from spear_sdk.wire.errors import InvalidArgument
 
-from .latency import FunctionFigures, FunctionLatencies, function_label
+from .latency import FunctionFigures, function_label
 from .store.records import StoredExecution
+from .store.shared import FunctionRuns
 
 
 def window_seconds(request: fpb.GetStatsRequest) -> float:
@@ -50,16 +51,16 @@ def active_counts(records: Iterable[StoredExecution], since: float) -> Counter[s
 def add_function_stats(
     stats: fpb.ExecutionStats,
     executions: Counter[str] | None,
-    latencies: FunctionLatencies,
-    since: float,
+    runs: FunctionRuns,
     active: Counter[str] | None = None,
 ) -> None:
-    """Fill in each function's figures over the executions created at ``since`` or later (0: all).
+    """Fill in each function's figures over the executions of a window: ``runs``, the figures of the
+    finished ones by function and the run-time percentiles of every completed one.
 
     ``executions`` counts every execution of the window by function (running and pending included); when
-    None, they are counted from memory: the finished ones, plus ``active``. A function with none finished
-    has a row of counts only."""
-    finished = {f.function: f for f in latencies.figures(since)}
+    None, they are counted from ``runs``: the finished ones, plus ``active``. A function with none
+    finished has a row of counts only."""
+    finished = {f.function: f for f in runs.functions}
     if executions is None:
         executions = Counter({name: f.finished for name, f in finished.items()})
         executions.update(active or Counter())
@@ -68,6 +69,4 @@ def add_function_stats(
         function_stats(finished.get(name) or FunctionFigures(name), max(executions[name], 0))
         for name in names
     )
-    stats.p50_execution_time_ms, stats.p95_execution_time_ms, stats.p99_execution_time_ms = latencies.overall(
-        since
-    )
+    stats.p50_execution_time_ms, stats.p95_execution_time_ms, stats.p99_execution_time_ms = runs.overall

@@ -12,7 +12,8 @@ from .store.records import StoredExecution
 
 __all__ = ["ExecutionFigures", "StatsTracker", "TaskFigures", "function_label"]
 
-_RECENT_RUNS = 20
+#: How many of a function's newest completed runs its estimate averages.
+RECENT_RUNS = 20
 
 
 @dataclass
@@ -94,6 +95,13 @@ class StatsTracker:
         self.figures = ExecutionFigures()
         self.latencies = FunctionLatencies()
         self._recent: dict[str, deque[int]] = {}
+        #: On a shared store: each function's mean recent run time over every server's runs, as last
+        #: read from the store (see :meth:`use_estimates`); None: this process's own runs decide.
+        self._shared_estimates: dict[str, float] | None = None
+
+    def use_estimates(self, mean_run_ms: dict[str, float]) -> None:
+        """Estimate from these means (each function's, over its newest runs on every server) from now on."""
+        self._shared_estimates = mean_run_ms
 
     def rebuild(self, records: Iterable[StoredExecution]) -> None:
         records = list(records)
@@ -109,14 +117,17 @@ class StatsTracker:
             self.latencies.finished(record)
         if record.status == COMPLETED:
             label = function_label(record.task_name, record.function_name)
-            self._recent.setdefault(label, deque(maxlen=_RECENT_RUNS)).append(record.execution_time_ms)
+            self._recent.setdefault(label, deque(maxlen=RECENT_RUNS)).append(record.execution_time_ms)
 
     def deleted(self, record: StoredExecution) -> None:
         self.figures.remove(record)
         self.latencies.deleted(record)
 
     def estimate_ms(self, task_name: str, function_name: str) -> int:
-        runs = self._recent.get(function_label(task_name, function_name))
+        label = function_label(task_name, function_name)
+        if self._shared_estimates is not None:
+            return round(self._shared_estimates.get(label, 0.0))
+        runs = self._recent.get(label)
         return round(sum(runs) / len(runs)) if runs else 0
 
     def task(self, task_id: str) -> TaskFigures:

@@ -5,10 +5,12 @@ load without losing anything acknowledged. Against a real PostgreSQL server (tes
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 from harness import TERMINAL, Harness, HarnessFactory, expect_code, params, poll, value
 from pg import PostgresServer, make_postgres
@@ -87,6 +89,55 @@ async def test_two_servers_share_tasks_records_figures_and_waits(
     cancelled = await b.fn.CancelExecution(fpb.CancelExecutionRequest(execution_id=long_run))
     assert cancelled.success and cancelled.final_status == fpb.EXECUTION_STATUS_CANCELLED, cancelled
     assert (await a.status(long_run)).result.status == fpb.EXECUTION_STATUS_CANCELLED
+
+
+async def test_function_percentiles_and_estimates_are_every_servers(
+    make_harness: HarnessFactory, pg_url: str
+) -> None:
+    """Each function's run-time percentiles and its run-time estimate are the same on both servers: those
+    of every run, wherever it ran (not either server's own runs)."""
+    a = await make_harness(store=pg_url)
+    b = await make_harness(store=pg_url)
+    sleeper = await a.register("workloads:sleep", name="shared-sleep")
+    for h, seconds in ((a, 0.01), (a, 0.03), (b, 0.12), (b, 0.2), (b, 0.06)):
+        await h.invoke(sleeper, seconds)
+    failing = await b.register("workloads:fail", name="shared-fail")
+    await b.invoke(failing, "no")
+    runs = await _listed(a, sleeper)
+    run_ms = [(r.completed_at.ToNanoseconds() - r.started_at.ToNanoseconds()) / 1e6 for r in runs]
+    p50, p95, p99 = np.quantile(run_ms, [0.5, 0.95, 0.99])
+
+    requests = {
+        "all time": fpb.GetStatsRequest(include_execution_stats=True),
+        "last hour": fpb.GetStatsRequest(include_execution_stats=True, time_range_seconds=3600),
+        "functions only": fpb.GetStatsRequest(include_execution_stats=True, only_function_stats=True),
+    }
+    for what, request in requests.items():
+        on_a, on_b = [(await h.fn.GetStats(request)).execution_stats for h in (a, b)]
+        assert list(on_a.function_stats) == list(on_b.function_stats), what
+        fail, sleep = sorted(on_a.function_stats, key=lambda f: f.function)
+        assert (fail.function, fail.executions, fail.failed, fail.completed) == ("shared-fail", 1, 1, 0)
+        assert (sleep.function, sleep.executions, sleep.completed) == ("shared-sleep", 5, 5), what
+        assert sleep.p50_execution_time_ms == pytest.approx(p50, abs=0.01), what
+        assert sleep.p95_execution_time_ms == pytest.approx(p95, abs=0.01), what
+        assert sleep.p99_execution_time_ms == pytest.approx(p99, abs=0.01), what
+        assert sleep.max_execution_time_ms == pytest.approx(max(run_ms), abs=0.01), what
+        assert sleep.average_execution_time_ms == pytest.approx(np.mean(run_ms), abs=0.01), what
+        for stats in (on_a, on_b):  # every completed run is the sleeper's
+            overall = (stats.p50_execution_time_ms, stats.p95_execution_time_ms, stats.p99_execution_time_ms)
+            assert overall == pytest.approx((p50, p95, p99), abs=0.01), what
+
+    # Estimates: the mean of the function's newest runs on both servers, read from the store now and then.
+    expected = round(np.mean([r.execution_time_ms for r in runs]))
+    engines = (a.server.engine, b.server.engine)
+
+    async def both_estimate_every_run() -> bool:
+        return all(e.stats.estimate_ms("shared-sleep", "") == expected for e in engines)
+
+    await poll(both_estimate_every_run, what=f"both servers to estimate {expected} ms")
+    for h in (a, b):
+        accepted = await h.invoke(sleeper, 0.5, mode=ASYNC)
+        assert accepted.estimated_completion_ms == expected
 
 
 async def test_a_task_changed_on_one_server_is_the_new_one_on_the_other(
@@ -203,6 +254,48 @@ async def test_a_dead_servers_call_is_retried_on_a_survivor_where_max_retries_al
     assert any("lost with its server; retrying" in line for line in response.logs), response.logs
     ended = await asyncio.wait_for(b.server.engine.until_ended(not_retried), 30)
     assert ended.status == FAILED and ended.error_code == "INTERRUPTED"
+
+
+async def test_a_server_whose_lease_lapsed_cannot_overwrite_the_survivors_decision(
+    make_harness: HarnessFactory, launcher: Launcher, pg_url: str
+) -> None:
+    """A stalls (SIGSTOP) past its lease while running a call; B ends that call INTERRUPTED. When A goes
+    on, its function's late end is refused (and logged): the record keeps B's decision, and A's own
+    caller is answered with it."""
+    env = {"SPEARLET_LEASE_TTL_S": "1.5"}
+    a = await launcher.start("--store", pg_url, env=env)
+    b = await make_harness(store=pg_url, lease_ttl_s=1.5)
+    slow = (await a.fn.RegisterTask(_register("stalled", "workloads:sleep"))).task.task_id
+    request = fpb.InvokeFunctionRequest(task_id=slow, parameters=params(0.5))
+
+    async def call() -> fpb.InvokeFunctionResponse:
+        return await a.fn.InvokeFunction(request, timeout=60)
+
+    caller = asyncio.create_task(call())  # SYNC, on A
+
+    async def running_on_a() -> bool:
+        listed = await _listed(b, slow)
+        return len(listed) == 1 and listed[0].status == RUNNING
+
+    await poll(running_on_a, timeout=20, what="the call to run on A")
+    (running,) = await _listed(b, slow)
+    a.proc.send_signal(signal.SIGSTOP)
+    try:
+        decided = await asyncio.wait_for(b.server.engine.until_ended(running.execution_id), 30)
+    finally:
+        a.proc.send_signal(signal.SIGCONT)
+    assert decided.status == FAILED and decided.error_code == "INTERRUPTED", decided
+
+    answer = await asyncio.wait_for(caller, 30)  # A's worker finished; A tried to store its end
+    assert answer.result.status == FAILED and answer.result.error_code == "INTERRUPTED", answer
+    stored = await b.status(running.execution_id, include_result=True)
+    assert stored.result.status == FAILED and stored.result.error_code == "INTERRUPTED", stored
+    assert stored.result.error_message == decided.error_message
+    assert "was not stored" in a.stderr.read_text()
+
+    # A is alive again: its next calls run and are stored as usual.
+    again = await a.fn.InvokeFunction(fpb.InvokeFunctionRequest(task_id=slow, parameters=params(0.01)))
+    assert again.result.status == COMPLETED, again
 
 
 def _register(name: str, location: str) -> fpb.RegisterTaskRequest:

@@ -16,7 +16,12 @@ psycopg = pytest.importorskip("psycopg")
 
 from spearlet.store import StoreError, open_store  # noqa: E402
 from spearlet.store.notices import ENDED, RESYNC, TASK, Notice  # noqa: E402
-from spearlet.store.records import StoredExecution, execution_key, task_execution_key  # noqa: E402
+from spearlet.store.records import (  # noqa: E402
+    StoredExecution,
+    execution_key,
+    log_key,
+    task_execution_key,
+)
 
 Opener = Callable[[], "asyncio.Future[postgres.PostgresStore]"]
 
@@ -80,6 +85,38 @@ async def test_compare_and_set_lets_one_writer_win(stores: Callable[[], object])
     assert sorted(results) == [False, True]
     assert await a.get(key) == ended
     assert not await a.put_if_version(key, ended, orphan.version)  # the version moved on
+
+
+async def test_a_late_write_of_an_execution_taken_over_is_refused(stores: Callable[[], object]) -> None:
+    """Once another store's compare-and-set has made a row its own, the first owner's writes of it are
+    refused, in a batch whose other rows are written; the first owner hears which ones."""
+    a, b = await stores(), await stores()
+    key, other = execution_key("late"), execution_key("kept")
+    await a.batch({key: _record("late", fpb.EXECUTION_STATUS_RUNNING).encode()})
+    (orphan,) = [o for o in await b.orphans(10) if o.key == key]
+    interrupted = _record("late", fpb.EXECUTION_STATUS_FAILED).encode()
+    assert await b.put_if_version(key, interrupted, orphan.version)
+    heard: list[Notice] = []
+    a.notices.subscribe(heard.append)
+    await b.put(log_key("late"), b"the retry's output\n")
+    for rows in (2, postgres._FEW_ROWS + 1):  # the few-rows statement, and the one of arrays
+        late = {
+            key: _record("late", fpb.EXECUTION_STATUS_COMPLETED).encode(),
+            log_key("late"): b"the late run's output\n",
+        }
+        late.update(
+            {
+                f"{other}-{rows}-{n}": _record("kept", fpb.EXECUTION_STATUS_COMPLETED).encode()
+                for n in range(rows - 1)
+            }
+        )
+        await a.batch(late)
+        assert await a.get(key) == interrupted
+        assert await a.get(log_key("late")) == b"the retry's output\n"
+        assert [k for k, v in late.items() if "late" not in k and await a.get(k) != v] == []
+    taken = [notice for notice in heard if notice.kind == postgres.TAKEN_OVER]  # (B's ENDED may come too)
+    assert taken == [Notice(postgres.TAKEN_OVER, "late")] * 2
+    assert await b.put_if_version(key, interrupted, orphan.version + 1)  # still B's, at B's version
 
 
 async def test_orphans_are_the_unfinished_executions_without_a_live_lease(

@@ -32,16 +32,16 @@ from ..config import Config
 from ..objects import ObjectRepository
 from ..stats import ExecutionFigures, StatsTracker
 from ..store import KvStore
-from ..store.notices import CANCEL, ENDED, RESYNC, TASK, Notice
+from ..store.notices import CANCEL, ENDED, RESYNC, TAKEN_OVER, TASK, Notice
 from ..store.records import StoredArtifact, StoredExecution, StoredTask
-from ..store.shared import Orphan, SharedKvStore
+from ..store.shared import FunctionRuns, Orphan, SharedKvStore
 from . import by_reference
 from . import lifecycle as lc
 from .batch import Batch, OnResult
 from .executions import ExecutionStore
 from .executors import Artifact, Executor, Job, SubprocessRunner, create_executor
 from .executors.base import ARTIFACT_LOAD_FAILED, job_for_call
-from .figures import Figures, of_counts
+from .figures import Figures, SharedEstimates, of_counts
 from .handover import StoredCall
 from .ids import id_floor, new_id
 from .leases import LeaseKeeper
@@ -120,6 +120,8 @@ class Engine:
         self._background: set[asyncio.Task[None]] = set()
         #: On a shared store: this server's lease, and the reaper of dead servers' work.
         self.leases: LeaseKeeper | None = None
+        #: On a shared store: the functions' run-time estimates, read from every server's runs.
+        self.estimates: SharedEstimates | None = None
         self.started_at = time.time()
         self._accepting = False
         #: Given to every job, under the names the SDK reads (``spear_sdk._nested``): how a function
@@ -138,6 +140,8 @@ class Engine:
             ttl = self.config.lease_ttl_s
             self.leases = LeaseKeeper(self.store, ttl_s=ttl, renew_s=ttl / 5, adopt=self._adopt)
             await self.leases.start()
+            self.estimates = SharedEstimates(self.store, self.stats, period_s=ttl / 5)
+            await self.estimates.start()
         else:
             await self.ledger.recover()
         await self.executor.start()
@@ -165,6 +169,8 @@ class Engine:
         for batch in list(self.batches):
             await batch.wait()
         await self.executions.flush()
+        if self.estimates is not None:
+            await self.estimates.close()
         if self.leases is not None:
             await self.leases.close(release=True)
         await self.executor.close()
@@ -324,10 +330,13 @@ class Engine:
         )
 
     async def wait(self, live: LiveExecution) -> StoredExecution:
-        """The terminal record, once stored (a failed store write raises its :class:`StoreError`)."""
+        """The terminal record, once stored (a failed store write raises its :class:`StoreError`); for
+        one another server took over, the record it stored (see :mod:`.leases`)."""
         await self.ledger.settled(live)
         if live.store_error is not None:
             raise live.store_error
+        if live.taken_over:
+            return await self.until_ended(live.execution_id)
         return live.record
 
     async def accepted(self, live: LiveExecution) -> StoredExecution:
@@ -408,6 +417,20 @@ class Engine:
             return of_counts(await self.store.execution_counts(id_floor(since)), {}).figures
         return ExecutionFigures.of([r async for r in self.executions.iterate(start_after=id_floor(since))])
 
+    @property
+    def shared(self) -> bool:
+        """Whether the store is shared with other servers (whose executions count in every figure)."""
+        return isinstance(self.store, SharedKvStore)
+
+    async def function_figures(self, since: float) -> FunctionRuns:
+        """Each function's figures over the executions created since the Unix time ``since`` (0: all):
+        this server's, from memory, or on a shared store every server's, computed by the store."""
+        if isinstance(self.store, SharedKvStore):
+            await self.executions.flush()  # our own ends count once stored
+            return await self.store.function_figures(id_floor(since) if since else "")
+        latencies = self.stats.latencies
+        return FunctionRuns(latencies.figures(since), latencies.overall(since))
+
     async def current_figures(self) -> Figures:
         """All executions' figures: this server's own, or on a shared store every server's (from SQL)."""
         store = self.store
@@ -482,7 +505,8 @@ class Engine:
 
     def _on_notice(self, notice: Notice) -> None:
         """Another server changed a task (or notices were missed: drop our copy of it), ended an execution
-        someone here watches, or asks us to cancel an execution of ours."""
+        someone here watches, or asks us to cancel an execution of ours; or our store refused a write of
+        an execution of ours that another server took over."""
         if notice.kind == TASK:
             self.tasks.forget(notice.key)
         elif notice.kind == ENDED and notice.key in self.ledger.completions:
@@ -492,12 +516,17 @@ class Engine:
             self._in_background(self._publish_remote_ends(self.ledger.completions.watched()))
         elif notice.kind == CANCEL:
             self.cancel_soon(notice.key, "cancelled through another server")
+        elif notice.kind == TAKEN_OVER and (live := self.live.get(notice.key)) is not None:
+            live.taken_over = True
+            if notice.key in self.ledger.completions:
+                self._in_background(self._publish_remote_ends([notice.key]))
 
     async def _publish_remote_ends(self, execution_ids: list[str]) -> None:
         """Tell the watchers here of executions another server ended: a notice names the id only, so the
         terminal record is read from the store (after a resync, any watched one that ended meanwhile)."""
         for execution_id in execution_ids:
-            if execution_id in self.live:
+            live = self.live.get(execution_id)
+            if live is not None and not live.taken_over:
                 continue  # ours: the Ledger publishes its end
             record = await self.executions.get(execution_id)
             if record is not None and record.status in lc.TERMINAL:

@@ -9,11 +9,16 @@ contend (and deadlock) on.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass
 
-from ..stats import ExecutionFigures, TaskFigures
-from ..store.shared import ExecutionCount
+from ..stats import RECENT_RUNS, ExecutionFigures, StatsTracker, TaskFigures
+from ..store import StoreError
+from ..store.shared import ExecutionCount, SharedKvStore
 from . import lifecycle as lc
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -44,3 +49,35 @@ def of_counts(counts: list[ExecutionCount], newest: dict[str, tuple[str, int]]) 
         task = figures.tasks.setdefault(task_id, TaskFigures())
         task.newest_id, task.newest_status = execution_id, status
     return Figures(figures, figures.by_status[lc.RUNNING], figures.by_status[lc.PENDING], frozenset(active))
+
+
+class SharedEstimates:
+    """On a shared store, each function's run-time estimate (``estimated_completion_ms``, and the order
+    the scheduler admits calls in) is its mean over its newest runs on every server, read from the store
+    now and every ``period_s``, so that every server estimates alike."""
+
+    def __init__(self, store: SharedKvStore, stats: StatsTracker, period_s: float) -> None:
+        self._store = store
+        self._stats = stats
+        self._period_s = period_s
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.refresh()
+        self._task = asyncio.get_running_loop().create_task(self._keep())
+
+    async def refresh(self) -> None:
+        try:
+            self._stats.use_estimates(await self._store.recent_run_ms(RECENT_RUNS))
+        except StoreError as exc:  # the database is away: keep the last estimates until it is back
+            log.warning("could not read the functions' recent run times: %s", exc)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _keep(self) -> None:
+        while True:
+            await asyncio.sleep(self._period_s)
+            await self.refresh()

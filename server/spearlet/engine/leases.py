@@ -8,9 +8,12 @@ any survivor that finds it runs it again where its retries allow (its arguments 
 version, so two survivors, or a survivor and a late write, never both win. Its waiters on every server
 are woken by the terminal write's notice.
 
-A server that could not renew in time (the database was away longer than the TTL) may find its running
-work already ended by another; the store's record is the truth and the late end is written over it (the
-function did finish), which is why the TTL is generous compared with the renewal period.
+A server that could not renew in time (the database was away, or the process stalled, longer than the
+TTL) may find its running work already ended or retried by another. That decision stands: a server writes
+an execution's row only while the row still names it as the owner (the survivor's compare-and-set made
+the survivor the owner), so the late end is refused and logged, and the waiters on the late server are
+answered from the stored record. The TTL is generous compared with the renewal period so that this stays
+rare.
 """
 
 from __future__ import annotations

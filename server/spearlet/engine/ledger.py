@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 
 from ..stats import StatsTracker
+from ..store import StoreError
 from ..store.records import StoredExecution
 from . import lifecycle as lc
 from .completions import CompletionHub
@@ -128,6 +129,11 @@ class Ledger:
 
         def stored(future: asyncio.Future[None]) -> None:
             error = _error(live.created) or _error(future)  # (the first write holds the task index entry)
+            if error is None and live.taken_over:
+                error = StoreError(
+                    f"execution {live.execution_id}: its end was not stored, as another server took it "
+                    "over when this server's lease lapsed"
+                )
             self._release(live, error)
             then(error)
 
@@ -201,11 +207,15 @@ class Ledger:
             self.stats.transitioned(old, record)
 
     def _release(self, live: LiveExecution, error: BaseException | None) -> None:
-        """The terminal record is stored (or could not be): the execution leaves; its waiters wake."""
+        """The terminal record is stored (or could not be): the execution leaves; its waiters wake.
+
+        One another server took over was not stored from here: its watchers are told of the stored
+        record by the engine (``Engine.wait`` reads it too)."""
         live.store_error = error
         self.live.pop(live.execution_id, None)
         live.finish()
-        self.completions.publish(live.record, error)
+        if not live.taken_over:
+            self.completions.publish(live.record, error)
 
 
 def elapsed_ms(started: float | None, ended: float) -> int:

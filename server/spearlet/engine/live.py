@@ -34,6 +34,9 @@ class LiveExecution:
         self.created = self.stored
         #: Why the record could not be stored, if it could not.
         self.store_error: BaseException | None = None
+        #: On a shared store: another server took it over (this server's lease lapsed) and its record
+        #: stands; writes from here were refused, and waiters here read the stored record instead.
+        self.taken_over = False
         #: Where printed text goes as it is printed, besides the logs (see ``engine.output``).
         self.output: Callable[[str], None] | None = None
         #: Pieces of text handed to ``output``.

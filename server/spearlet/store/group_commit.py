@@ -76,24 +76,41 @@ class GroupCommit:
             return
         if due is not None:
             due.cancel()
+            self._due = None
         loop = asyncio.get_running_loop()
-        # call_soon runs after the callbacks already due this turn, so that their writes join the batch.
-        self._due = loop.call_soon(self._write) if urgent else loop.call_later(LAZY_S, self._write)
+        if not urgent:
+            self._due = loop.call_later(LAZY_S, self._write)
+        elif self._store.synchronous_batch:
+            # call_soon runs after the callbacks already due this turn, so that their writes join the batch.
+            self._due = loop.call_soon(self._write)
+        else:
+            # A task's first step is scheduled the same way, so the batch it takes then is the same;
+            # starting it here saves the turn a callback that started it would cost.
+            self._writing = loop.create_task(self._write_async())
 
-    def _write(self) -> None:
-        self._due = None
+    def _take(self) -> tuple[dict[str, bytes], asyncio.Future[None]] | None:
+        """The queued writes, encoded, and their future; None when there are none (or they failed to
+        encode: the future has the error)."""
         pending, stored = self._puts, self._stored
         self._puts, self._stored = {}, None
         if stored is None:
-            return
+            return None
         try:
             puts = {key: v if isinstance(v, bytes) else v.encode() for key, v in pending.items()}
         except Exception as exc:
             _fail(stored, pending, exc)
-            return
+            return None
+        return puts, stored
+
+    def _write(self) -> None:
+        self._due = None
         if not self._store.synchronous_batch:
-            self._writing = asyncio.get_running_loop().create_task(self._write_async(puts, stored))
+            self._writing = asyncio.get_running_loop().create_task(self._write_async())
             return
+        taken = self._take()
+        if taken is None:
+            return
+        puts, stored = taken
         try:
             self._store.batch_now(puts)
         except Exception as exc:
@@ -101,13 +118,18 @@ class GroupCommit:
         else:
             stored.set_result(None)
 
-    async def _write_async(self, puts: dict[str, bytes], stored: asyncio.Future[None]) -> None:
+    async def _write_async(self) -> None:
+        taken = self._take()
         try:
-            await self._store.batch(puts)
-        except Exception as exc:
-            _fail(stored, puts, exc)
-        else:
-            stored.set_result(None)
+            if taken is None:
+                return
+            puts, stored = taken
+            try:
+                await self._store.batch(puts)
+            except Exception as exc:
+                _fail(stored, puts, exc)
+            else:
+                stored.set_result(None)
         finally:
             self._writing = None
             if self._stored is not None:  # written meanwhile

@@ -29,6 +29,10 @@ TASK = "task"
 RESYNC = "resync"
 #: ``Notice.kind``: a client asked another server to cancel the execution ``key``, which runs here.
 CANCEL = "cancel"
+#: ``Notice.kind`` (from this server's own store, never sent between servers): a write of the execution
+#: ``key`` was refused, as another server took it over (ended or retried it) when this server's lease
+#: lapsed; the stored record is that server's.
+TAKEN_OVER = "taken-over"
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,13 @@
 One table holds every key, as its UTF-8 bytes (``key BYTEA``: byte order is code-point order, so the
 primary-key index orders keys as the interface wants and a prefix scan is an index range scan; unlike
 ``TEXT``, ``BYTEA`` also holds a key with a NUL). An execution record also fills a few columns of its row
-(status, task, function, run time, owner) in the same statement, so that figures over every server's
-executions are one SQL aggregate and a dead server's unfinished work is one indexed query; ``version``
-counts the writes of a row, for compare-and-set. A terminal execution record, and any task change, sends a
-``NOTIFY`` in the transaction that writes it (:mod:`.notices`); one connection LISTENs and reconnects with
-backoff, then announces a resync. Leases (:mod:`..engine.leases`) live in a table of their own.
+(status, task, function, run time, memory, owner) in the same statement, so that figures over every
+server's executions (counts, each function's percentiles and recent runs) are SQL aggregates and a dead
+server's unfinished work is one indexed query. ``version`` counts the writes of a row, for
+compare-and-set; an upsert of an execution record applies only while the row still names this server as
+its owner (see :mod:`.shared`). A terminal execution record, and any task change, sends a ``NOTIFY`` in
+the transaction that writes it (:mod:`.notices`); one connection LISTENs and reconnects with backoff,
+then announces a resync. Leases (:mod:`..engine.leases`) live in a table of their own.
 
 COMMIT returns once the WAL is flushed (``synchronous_commit`` is the server's, on by default), so an
 acknowledged write survives a killed database. When the database is unreachable every call raises
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import uuid
@@ -26,23 +29,25 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 import psycopg
+from google.protobuf import timestamp_pb2
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from spear_sdk.wire import function_pb2
 
-from ..engine.lifecycle import ACTIVE, TERMINAL
+from ..engine.lifecycle import ACTIVE, CANCELLED, COMPLETED, FAILED, TERMINAL, TIMEOUT
+from ..latency import QUANTILES, FunctionFigures
 from ..stats import function_label
 from .base import StoreError
 from .memory import check_batch, check_bound, check_key, check_value, scan_bounds
-from .notices import ENDED, RESYNC, TASK, Notice, Notices
-from .records import EXECUTION, execution_info_bytes
+from .notices import ENDED, RESYNC, TAKEN_OVER, TASK, Notice, Notices
+from .records import EXECUTION, LOG, execution_info_bytes
 from .records import TASK as TASK_PREFIX
-from .shared import ExecutionCount, Orphan, SharedKvStore
+from .shared import ExecutionCount, FunctionRuns, Orphan, SharedKvStore
 
 log = logging.getLogger(__name__)
 
 #: The schema this code reads and writes; a database at a newer version is refused.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: The NOTIFY channel every spearlet on the database listens to.
 CHANNEL = "spearlet"
 #: NOTIFY payloads must stay under 8,000 bytes; ids are packed into payloads up to this size.
@@ -74,25 +79,34 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             expires_at TIMESTAMPTZ NOT NULL
         )""",
     ),
+    # Each function's run-time percentiles and recent runs, over every server's executions.
+    2: (
+        "ALTER TABLE kv ADD COLUMN run_ms DOUBLE PRECISION, ADD COLUMN memory_bytes BIGINT",
+        f"CREATE INDEX kv_completed ON kv (label, key) INCLUDE (time_ms) WHERE status = {COMPLETED}",
+    ),
 }
 _MIGRATION_LOCK = 0x5BEA_4CE7  # pg_advisory_xact_lock key: one server migrates at a time
 
 _GET = "SELECT value FROM kv WHERE key = %s"
 _UPDATE_IF_VERSION = """UPDATE kv SET value = %s, version = version + 1, status = %s, task_id = %s,
-    label = %s, time_ms = %s, owner = %s WHERE key = %s AND version = %s"""
+    label = %s, time_ms = %s, run_ms = %s, memory_bytes = %s, owner = %s WHERE key = %s AND version = %s"""
 _DELETE = "DELETE FROM kv WHERE key = %s"
 _NOTIFY = "SELECT pg_notify(%s, %s)"
 _NOTIFY_MANY = "SELECT count(pg_notify(%s, p)) FROM unnest(%s::text[]) AS p"
-# A whole batch is one statement, so one round trip and its own transaction: the upserts (the rows as
-# arrays, one per column, sent in binary: text arrays would be escaped value by value), and the notices,
-# which NOTIFY sends only once it commits.
-_UPSERTED = """written AS (
-        INSERT INTO kv (key, value, status, task_id, label, time_ms, owner)
-        SELECT * FROM unnest(%b::bytea[], %b::bytea[], %b::int2[], %b::text[], %b::text[], %b::int8[],
-                             %b::text[])
-        ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = kv.version + 1,
+_ON_CONFLICT = """ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = kv.version + 1,
             status = excluded.status, task_id = excluded.task_id, label = excluded.label,
-            time_ms = excluded.time_ms, owner = excluded.owner
+            time_ms = excluded.time_ms, run_ms = excluded.run_ms, memory_bytes = excluded.memory_bytes,
+            owner = excluded.owner
+        WHERE kv.owner IS NOT DISTINCT FROM excluded.owner"""
+_INSERT = "INSERT INTO kv (key, value, status, task_id, label, time_ms, run_ms, memory_bytes, owner)"
+# A whole batch is one statement, so one round trip and its own transaction: the upserts and the
+# notices, which NOTIFY sends only once it commits. A large batch sends its rows as arrays, one per
+# column, in binary (text arrays would be escaped value by value).
+_UPSERTED = f"""written AS (
+        {_INSERT}
+        SELECT * FROM unnest(%b::bytea[], %b::bytea[], %b::int2[], %b::text[], %b::text[], %b::int8[],
+                             %b::float8[], %b::int8[], %b::text[])
+        {_ON_CONFLICT}
         RETURNING 1)"""
 _NOTIFIED = "notified AS (SELECT pg_notify(%s, p) FROM unnest(%b::text[]) AS p)"
 _COUNTED = "SELECT (SELECT count(*) FROM written), (SELECT count(*) FROM notified)"
@@ -104,10 +118,54 @@ _WRITE_AND_DELETE = (
     "WITH deleted AS (DELETE FROM kv WHERE key = ANY(%b::bytea[]) RETURNING 1),\n"
     f"{_UPSERTED},\n{_NOTIFIED}\n{_COUNTED}, (SELECT count(*) FROM deleted)"
 )
+#: Batches of up to this many puts (a call's record, its task index entry, its output) send their rows
+#: as the parameters of a multi-row VALUES instead, prepared once per row count: for a few rows,
+#: building and unnesting an array per column costs more than the rows themselves.
+_FEW_ROWS = 8
+
+
+@functools.cache
+def _write_few(rows: int, notify: bool) -> str:
+    """The statement that writes ``rows`` puts (and sends the notices, when ``notify``)."""
+    values = ", ".join(["(%b, %b, %b::int2, %b, %b, %b::int8, %b::float8, %b::int8, %b)"] * rows)
+    insert = f"{_INSERT} VALUES {values}\n{_ON_CONFLICT}"
+    return f"WITH written AS ({insert} RETURNING 1),\n{_NOTIFIED}\n{_COUNTED}" if notify else insert
+
+
+_TERMINAL_SQL = "(" + ", ".join(str(s) for s in sorted(TERMINAL)) + ")"
+#: Each function's figures over the finished executions of a window (keys after a bound), and, in the row
+#: of the empty grouping set, every completed execution's percentiles. ``percentile_cont`` interpolates
+#: linearly between the closest ranks, as numpy's (and pandas') default quantile does. Rows written by
+#: schema version 1 have no ``run_ms`` or ``memory_bytes``: their whole milliseconds count instead.
+_FUNCTION_FIGURES = f"""SELECT GROUPING(label), label,
+        count(*) FILTER (WHERE status = {COMPLETED}), count(*) FILTER (WHERE status = {FAILED}),
+        count(*) FILTER (WHERE status = {CANCELLED}), count(*) FILTER (WHERE status = {TIMEOUT}),
+        avg(run) FILTER (WHERE status = {COMPLETED}),
+        percentile_cont(%s::float8[]) WITHIN GROUP (ORDER BY run) FILTER (WHERE status = {COMPLETED}),
+        max(run) FILTER (WHERE status = {COMPLETED}),
+        (avg(memory) FILTER (WHERE status = {COMPLETED}))::float8
+    FROM (SELECT label, status, coalesce(run_ms, time_ms) AS run, coalesce(memory_bytes, 0) AS memory
+          FROM kv WHERE status IN {_TERMINAL_SQL} AND key > %s) AS finished
+    GROUP BY GROUPING SETS ((label), ())"""
+#: Each function's mean run time over its newest completed executions: the functions are found by a
+#: skip scan of the ``kv_completed`` index (one probe per function), then each one's newest runs.
+_RECENT_RUNS = f"""WITH RECURSIVE labels (label) AS (
+        (SELECT label FROM kv WHERE status = {COMPLETED} ORDER BY label LIMIT 1)
+        UNION ALL
+        SELECT (SELECT k.label FROM kv k WHERE k.status = {COMPLETED} AND k.label > l.label
+                ORDER BY k.label LIMIT 1)
+        FROM labels l WHERE l.label IS NOT NULL)
+    SELECT l.label, avg(r.time_ms)::float8 FROM labels l CROSS JOIN LATERAL (
+        SELECT time_ms FROM kv WHERE status = {COMPLETED} AND label = l.label ORDER BY key DESC LIMIT %s
+    ) AS r WHERE l.label IS NOT NULL GROUP BY l.label"""
 #: The notice a server sends when it joins (not relayed to subscribers).
 _HELLO = "hello"
 
-Row = tuple[bytes, bytes, int | None, str | None, str | None, int | None, str | None]
+#: key, value, status, task_id, label, time_ms, run_ms, memory_bytes, owner
+Row = tuple[
+    bytes, bytes, int | None, str | None, str | None, int | None, float | None, int | None, str | None
+]
+_COLUMNS = 9
 
 
 class PostgresStore(SharedKvStore):
@@ -131,6 +189,9 @@ class PostgresStore(SharedKvStore):
             reconnect_timeout=24 * 3600,  # keep trying while the database is away; calls fail meanwhile
         )
         self._closed = False
+        #: The connection batches are written on (see _writer_or_pooled), and whether one is in flight.
+        self._writer: psycopg.AsyncConnection[Any] | None = None
+        self._writer_busy = False
         #: No other server holds a live lease: nobody listens, so no notice is sent (see renew_lease).
         self._alone = False
         self._greeted = False
@@ -171,15 +232,22 @@ class PostgresStore(SharedKvStore):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+        if self._writer is not None and not self._writer_busy:
+            await self._pool.putconn(self._writer)
+            self._writer = None
         await self._pool.close()
 
     @contextlib.asynccontextmanager
-    async def _connection(self, op: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        """A pooled connection; any failure to reach the database becomes a :class:`StoreError`."""
+    async def _connection(
+        self, op: str, *, writer: bool = False
+    ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled connection; any failure to reach the database becomes a :class:`StoreError`.
+
+        ``writer``: the batches' own connection, when no other batch holds it (:meth:`_writer_or_pooled`)."""
         if self._closed:
             raise StoreError(f"store {self.url} is closed")
         try:
-            async with self._pool.connection(timeout=CONNECT_TIMEOUT_S) as conn:
+            async with self._writer_or_pooled(writer) as conn:
                 yield conn
         except PoolTimeout as e:
             raise StoreError(f"postgres store {self.url}: {op}: the database does not answer") from e
@@ -191,6 +259,28 @@ class PostgresStore(SharedKvStore):
             raise StoreError(f"postgres store {self.url}: {op} failed: {e}") from e
         except psycopg.Error as e:
             raise StoreError(f"postgres store {self.url}: {op} failed: {type(e).__name__}: {e}") from e
+
+    @contextlib.asynccontextmanager
+    async def _writer_or_pooled(self, writer: bool) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """Group commit writes one batch at a time, each on the critical path of a call: it keeps one
+        connection rather than pay for a checkout from the pool per batch. Any failure gives that
+        connection back to the pool (which drops a broken one), and the next batch takes another."""
+        if not writer or self._writer_busy:
+            async with self._pool.connection(timeout=CONNECT_TIMEOUT_S) as conn:
+                yield conn
+            return
+        self._writer_busy = True
+        try:
+            if self._writer is None:
+                self._writer = await self._pool.getconn(timeout=CONNECT_TIMEOUT_S)
+            yield self._writer
+        except BaseException:
+            given_back, self._writer = self._writer, None
+            if given_back is not None:
+                await self._pool.putconn(given_back)
+            raise
+        finally:
+            self._writer_busy = False
 
     # -- the KvStore interface ---------------------------------------------------------------------------
 
@@ -248,16 +338,44 @@ class PostgresStore(SharedKvStore):
         if not put_items and not delete_keys:
             return
         rows = [_row(key, value, self.server_id) for key, value in put_items]
-        notices = _notices_for_puts(rows) + _notices_for_deletes(delete_keys)
+        payloads = self._payloads(_notices_for_puts(rows) + _notices_for_deletes(delete_keys))
         what = f"batch of {len(put_items)} puts and {len(delete_keys)} deletes"
-        columns = [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * 7
-        params: list[Any] = [*columns, CHANNEL, self._payloads(notices)]
-        async with self._connection(what) as conn:
-            if delete_keys:
-                deleting = [[k.encode() for k in delete_keys], *params]
-                await conn.execute(_WRITE_AND_DELETE, deleting, prepare=False)
+        async with self._connection(what, writer=True) as conn:
+            if not delete_keys and len(rows) <= _FEW_ROWS:
+                params: list[Any] = [field for row in rows for field in row]
+                if payloads:
+                    params += [CHANNEL, payloads]
+                cur = await conn.execute(_write_few(len(rows), bool(payloads)), params)
+                written = cur.rowcount if not payloads else await _first(cur)
             else:
-                await conn.execute(_WRITE, params)
+                columns = [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * _COLUMNS
+                params = [*columns, CHANNEL, payloads]
+                if delete_keys:
+                    deleting = [[k.encode() for k in delete_keys], *params]
+                    cur = await conn.execute(_WRITE_AND_DELETE, deleting, prepare=False)
+                else:
+                    cur = await conn.execute(_WRITE, params)
+                written = await _first(cur)
+            if written < len(rows):
+                await self._taken_over(conn, rows)
+
+    async def _taken_over(self, conn: psycopg.AsyncConnection[Any], rows: list[Row]) -> None:
+        """Some execution records of a batch were not written: another server owns their rows now (it
+        ended or retried them after this server's lease lapsed). Its decision stands; say which here."""
+        keys = [row[0] for row in rows if row[2] is not None]
+        cur = await conn.execute(
+            "SELECT key, owner FROM kv WHERE key = ANY(%s) AND owner IS DISTINCT FROM %s",
+            (keys, self.server_id),
+        )
+        for key, owner in await cur.fetchall():
+            execution_id = bytes(key).decode()[len(EXECUTION) :]
+            log.warning(
+                "execution %s: its end here was not stored: server %s took it over when this server's "
+                "lease lapsed, and its record stands",
+                execution_id,
+                owner,
+            )
+            self.notices.publish(Notice(TAKEN_OVER, execution_id))
 
     async def ping(self) -> None:
         if not self._listening.is_set() and not self._closed:
@@ -340,6 +458,41 @@ class PostgresStore(SharedKvStore):
             rows = await cur.fetchall()
         return [ExecutionCount(*row) for row in rows]
 
+    async def function_figures(self, since_id: str = "") -> FunctionRuns:
+        after = EXECUTION + since_id if since_id else EXECUTION
+        async with self._connection("compute each function's figures") as conn:
+            cur = await conn.execute(_FUNCTION_FIGURES, (list(QUANTILES), after.encode()))
+            rows = await cur.fetchall()
+        functions: list[FunctionFigures] = []
+        overall = (0.0, 0.0, 0.0)
+        for total, label, completed, failed, cancelled, timeout, mean, quantiles, longest, memory in rows:
+            p50, p95, p99 = quantiles if quantiles is not None else (0.0, 0.0, 0.0)
+            if total:
+                overall = (p50, p95, p99)
+                continue
+            functions.append(
+                FunctionFigures(
+                    label,
+                    completed=completed,
+                    failed=failed,
+                    cancelled=cancelled,
+                    timeout=timeout,
+                    average_ms=mean or 0.0,
+                    p50_ms=p50,
+                    p95_ms=p95,
+                    p99_ms=p99,
+                    max_ms=longest or 0.0,
+                    average_memory_bytes=memory or 0.0,
+                )
+            )
+        return FunctionRuns(sorted(functions, key=lambda f: f.function), overall)
+
+    async def recent_run_ms(self, runs: int) -> dict[str, float]:
+        async with self._connection("read each function's recent run times") as conn:
+            cur = await conn.execute(_RECENT_RUNS, (runs,))
+            rows = await cur.fetchall()
+        return {label: mean for label, mean in rows}
+
     async def newest_executions(self, task_ids: list[str]) -> dict[str, tuple[str, int]]:
         if not task_ids:
             return {}
@@ -417,6 +570,13 @@ class PostgresStore(SharedKvStore):
             self.notices.publish(Notice(kind, str(key)))
 
 
+async def _first(cur: psycopg.AsyncCursor[Any]) -> int:
+    """The first column of the one row a write statement answers with (how many rows it wrote)."""
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def _without_password(url: str) -> str:
     scheme, _, rest = url.partition("://")
     auth, at, host = rest.rpartition("@")
@@ -424,12 +584,27 @@ def _without_password(url: str) -> str:
 
 
 def _row(key: str, value: bytes, owner: str) -> Row:
-    """The row of ``key``: an execution record also fills its status, task, function and run time."""
+    """The row of ``key``: an execution record also fills its status, task, function and run time (once
+    ended: to the clock's resolution, and its memory). An execution's record and its output name their
+    owner: a server whose execution another took over writes neither again."""
+    if key.startswith(LOG):
+        return (key.encode(), value, None, None, None, None, None, None, owner)
     if not key.startswith(EXECUTION):
-        return (key.encode(), value, None, None, None, None, None)
+        return (key.encode(), value, None, None, None, None, None, None, None)
     info = function_pb2.ExecutionInfo.FromString(execution_info_bytes(value))
     label = function_label(info.task_name, info.function_name)
-    return (key.encode(), value, info.status, info.task_id, label, info.execution_time_ms, owner)
+    run_ms: float | None = None
+    memory: int | None = None
+    if info.status in TERMINAL:
+        run_ms, memory = float(info.execution_time_ms), info.memory_used_bytes
+        if info.HasField("started_at") and info.HasField("completed_at"):
+            run_ms = max(0.0, (_seconds(info.completed_at) - _seconds(info.started_at)) * 1000)
+    status, time_ms = info.status, info.execution_time_ms
+    return (key.encode(), value, status, info.task_id, label, time_ms, run_ms, memory, owner)
+
+
+def _seconds(ts: timestamp_pb2.Timestamp) -> float:
+    return ts.seconds + ts.nanos / 1e9
 
 
 def _notices_for_puts(rows: Iterable[Row]) -> list[tuple[str, str]]:

@@ -3,6 +3,11 @@
 Beyond :class:`KvStore` such a store answers what no single process can know alone: which servers are
 alive (leases), which executions a dead one left unfinished, and the figures over every server's
 executions; and it relays :mod:`.notices` between the servers. See docs/design.md, "PostgreSQL".
+
+An execution's row names its owner, the server that wrote it last. A server writes the row only while it
+is still the owner: once another server has taken the execution over (by :meth:`put_if_version`, after
+the first one's lease lapsed) the first one's later writes of it are left out of its batches (the rest
+of a batch is written) and reported to it as a :data:`.notices.TAKEN_OVER` notice.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass
 
+from ..latency import FunctionFigures
 from .base import KvStore
 from .notices import Notices
 
@@ -32,6 +38,15 @@ class Orphan:
     key: str
     value: bytes
     version: int
+
+
+@dataclass(frozen=True)
+class FunctionRuns:
+    """Each function's figures over a window (by name), and the p50, p95 and p99 run time of every
+    completed execution in it (zeros without any)."""
+
+    functions: list[FunctionFigures]
+    overall: tuple[float, float, float]
 
 
 class SharedKvStore(KvStore):
@@ -67,6 +82,15 @@ class SharedKvStore(KvStore):
     @abc.abstractmethod
     async def execution_counts(self, since_id: str = "") -> list[ExecutionCount]:
         """Counts of the executions (created after the id ``since_id``) by task, function and status."""
+
+    @abc.abstractmethod
+    async def function_figures(self, since_id: str = "") -> FunctionRuns:
+        """Each function's figures over the finished executions created after the id ``since_id``, as
+        :class:`..latency.FunctionLatencies` computes them from records."""
+
+    @abc.abstractmethod
+    async def recent_run_ms(self, runs: int) -> dict[str, float]:
+        """Each function's mean run time (ms) over its ``runs`` newest completed executions."""
 
     @abc.abstractmethod
     async def newest_executions(self, task_ids: list[str]) -> dict[str, tuple[str, int]]:
