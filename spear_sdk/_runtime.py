@@ -14,7 +14,7 @@ import contextlib
 import os
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -70,14 +70,17 @@ class Runtime:
         except RuntimeError:
             coro.close()
             raise
-        future = self.submit(coro)
+        call = _BlockingCall(coro)
+        self.loop.call_soon_threadsafe(call.start, self.loop)
         try:
             if tick is not None:
-                while not concurrent.futures.wait([future], timeout=tick_interval).done:
+                while not call.done.acquire(timeout=tick_interval):
                     tick()
-            return result_of(future)
+            else:
+                call.done.acquire()
+            return call.outcome()
         except KeyboardInterrupt:
-            future.cancel()
+            self.loop.call_soon_threadsafe(call.cancel)
             if on_interrupt is not None:
                 cleanup = self.submit(on_interrupt())
                 # Wait briefly so that the cancel has reached the server before the cell ends.
@@ -135,6 +138,54 @@ class Runtime:
         self.loop.call_soon_threadsafe(self.loop.stop)
         if not self.in_loop_thread():
             self._thread.join(timeout=_SHUTDOWN_TIMEOUT_S)
+
+
+class _BlockingCall(Generic[T]):
+    """One coroutine run on the runtime loop for a thread that blocks until it ends.
+
+    Cheaper than ``run_coroutine_threadsafe`` and its ``concurrent.futures.Future`` (a condition
+    variable, and a done callback that costs the loop one more turn): the coroutine runs inside a task
+    that releases a plain lock as its last step, and the blocked thread wakes on that lock."""
+
+    __slots__ = ("_coro", "_error", "_task", "_value", "done")
+
+    def __init__(self, coro: Coroutine[Any, Any, T]) -> None:
+        self._coro = coro
+        self._task: asyncio.Task[None] | None = None
+        self._value: T | None = None
+        self._error: BaseException | None = None
+        #: Held until the coroutine has ended; the caller waits by acquiring it.
+        self.done = threading.Lock()
+        self.done.acquire()
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On the loop: run the coroutine in a task."""
+        self._task = loop.create_task(self._run())
+
+    async def _run(self) -> None:
+        try:
+            self._value = await self._coro
+        except BaseException as exc:  # everything goes to the caller's thread, which raises it there
+            self._error = exc
+        finally:
+            self.done.release()
+
+    def cancel(self) -> None:
+        """On the loop (scheduled after :meth:`start`): cancel the coroutine."""
+        if self._task is not None:
+            self._task.cancel()
+
+    def outcome(self) -> T:
+        """Once ``done`` is acquired: the value, or the error raised as :func:`result_of` does."""
+        error = self._error
+        if error is None:
+            return self._value  # type: ignore[return-value]
+        self._error = None  # (no reference cycle through the traceback)
+        if isinstance(error, asyncio.CancelledError):
+            raise concurrent.futures.CancelledError() from None
+        if isinstance(error, SpearError):
+            raise error.with_traceback(None)
+        raise error
 
 
 #: Callers of another anyio backend waiting on the runtime loop at once, per event loop; more wait their

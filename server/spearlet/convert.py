@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, fields
 from typing import Any
 
@@ -13,7 +14,7 @@ from spear_sdk.wire import object_pb2 as opb
 
 from .engine.core import Invocation
 from .stats import TaskFigures
-from .store.records import StoredArtifact, StoredExecution, StoredObject, StoredTask, timestamp
+from .store.records import StoredArtifact, StoredExecution, StoredObject, StoredTask, stamp
 
 STATUS_ENDPOINT = "/spearlet.FunctionService/GetExecutionStatus?execution_id={}"
 
@@ -46,11 +47,11 @@ def invocation(request: fpb.InvokeFunctionRequest, *, stream: bool) -> Invocatio
         mode=fpb.EXECUTION_MODE_STREAM if stream else request.execution_mode or fpb.EXECUTION_MODE_SYNC,
         stream=stream,
         execution_id=request.execution_id if request.HasField("execution_id") else ctx.execution_id,
-        environment=dict(ctx.environment),
-        headers=dict(ctx.headers),
+        environment=_copy(ctx.environment),
+        headers=_copy(ctx.headers),
         session_id=ctx.session_id,
         user_id=ctx.user_id,
-        metadata=dict(request.invocation_metadata),
+        metadata=_copy(request.invocation_metadata),
         timeout_ms=ctx.timeout_ms,
         max_retries=ctx.max_retries,
         force_new_instance=request.force_new_instance,
@@ -58,27 +59,48 @@ def invocation(request: fpb.InvokeFunctionRequest, *, stream: bool) -> Invocatio
     )
 
 
+def _copy(entries: Mapping[str, str]) -> dict[str, str]:
+    # A protobuf map copies through the Mapping interface, a call per key: most are empty.
+    return dict(entries) if entries else {}
+
+
 def result_value(record: StoredExecution) -> any_pb2.Any | None:
     return any_pb2.Any.FromString(record.result) if record.result is not None else None
 
 
 def execution_result(record: StoredExecution, *, include_value: bool = True) -> fpb.ExecutionResult:
-    return fpb.ExecutionResult(
-        status=record.status,  # type: ignore[arg-type]
-        result=result_value(record) if include_value else None,
-        error_message=record.error_message,
-        error_code=record.error_code,
-        execution_time_ms=record.execution_time_ms,
-        memory_used_bytes=record.memory_used_bytes,
-        metrics={
-            "queue_time_ms": f"{record.queue_time_ms:.3f}",
-            "cpu_time_ms": f"{record.cpu_time_ms:.3f}",
-            "attempts": str(record.attempt),
-        },
-        started_at=timestamp(record.started_at),
-        completed_at=timestamp(record.completed_at),
-        remote_error=record.remote_error(),
-    )
+    result = fpb.ExecutionResult()
+    fill_execution_result(result, record, include_value=include_value)
+    return result
+
+
+def fill_execution_result(
+    result: fpb.ExecutionResult, record: StoredExecution, *, include_value: bool = True
+) -> None:
+    """:func:`execution_result` into a response's field, in place (a message handed to a constructor is
+    copied)."""
+    result.status = record.status  # type: ignore[assignment]
+    result.error_message = record.error_message
+    result.error_code = record.error_code
+    result.execution_time_ms = record.execution_time_ms
+    result.memory_used_bytes = record.memory_used_bytes
+    metrics = result.metrics
+    metrics["queue_time_ms"] = f"{record.queue_time_ms:.3f}"
+    metrics["cpu_time_ms"] = f"{record.cpu_time_ms:.3f}"
+    metrics["attempts"] = str(record.attempt)
+    if include_value and record.result is not None:
+        result.result.ParseFromString(record.result)  # in place, not parsed apart and then copied
+    if record.started_at is not None:
+        stamp(result.started_at, record.started_at)
+    if record.completed_at is not None:
+        stamp(result.completed_at, record.completed_at)
+    if record.remote_type:
+        error = result.remote_error
+        error.type, error.message, error.traceback = (
+            record.remote_type,
+            record.remote_message,
+            record.remote_traceback,
+        )
 
 
 def task_info(task: StoredTask, figures: TaskFigures, *, details: bool = True) -> fpb.TaskInfo:

@@ -89,10 +89,10 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
             execution_id=record.execution_id,
             task_id=record.task_id,
             instance_id=record.instance_id,
-            result=convert.execution_result(record),
             status_endpoint=convert.STATUS_ENDPOINT.format(record.execution_id),
             estimated_completion_ms=estimate,
         )
+        convert.fill_execution_result(response.result, record)
         if live.forwarded and record.status in lc.TERMINAL:
             response.result.metrics[SENT_METRIC] = str(live.forwarded)
         return response
@@ -113,16 +113,17 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
 
     def _accepted(self, record: StoredExecution) -> fpb.InvokeFunctionResponse:
         """The answer to an ASYNC invocation: the new record, as admitted."""
-        return fpb.InvokeFunctionResponse(
+        response = fpb.InvokeFunctionResponse(
             success=True,
             message="accepted",
             execution_id=record.execution_id,
             task_id=record.task_id,
             instance_id=record.instance_id,
-            result=convert.execution_result(record),
             status_endpoint=convert.STATUS_ENDPOINT.format(record.execution_id),
             estimated_completion_ms=self.engine.stats.estimate_ms(record.task_name, record.function_name),
         )
+        convert.fill_execution_result(response.result, record)
+        return response
 
     @unary
     async def InvokeMany(self, request: fpb.InvokeManyRequest, context: Context) -> fpb.InvokeManyResponse:

@@ -124,9 +124,20 @@ class Engine:
         self.estimates: SharedEstimates | None = None
         self.started_at = time.time()
         self._accepting = False
-        #: Given to every job, under the names the SDK reads (``spear_sdk._nested``): how a function
-        #: reaches this server; set by the server once it listens.
-        self.worker_environment: dict[str, str] = {}
+        self._worker_environment: dict[str, str] = {}
+        #: What :meth:`_job` built, by what it was built from (see there).
+        self._jobs: dict[tuple[Any, ...], tuple[StoredArtifact, Job]] = {}
+
+    @property
+    def worker_environment(self) -> dict[str, str]:
+        """Given to every job, under the names the SDK reads (``spear_sdk._nested``): how a function
+        reaches this server; set by the server once it listens."""
+        return self._worker_environment
+
+    @worker_environment.setter
+    def worker_environment(self, environment: dict[str, str]) -> None:
+        self._worker_environment = environment
+        self._jobs.clear()
 
     # -- life of the engine -------------------------------------------------------------------------
 
@@ -308,8 +319,25 @@ class Engine:
         self.batches.discard(batch)
 
     def _job(self, task: StoredTask, inv: Invocation) -> Job:
-        """What a worker needs to run one of ``inv``'s calls, but for its id and arguments."""
-        return Job(
+        """What a worker needs to run one of ``inv``'s calls, but for its id and arguments.
+
+        Built once per task version and call settings, then shared (a :class:`Job` is frozen): a call
+        of the same function with the same settings as the last one costs a dictionary lookup."""
+        exact_results = PYTHON_ACCEPT in inv.headers.get("accept", "")
+        key = (
+            task.task_id,
+            task.version,
+            inv.function_name,
+            inv.stream,
+            exact_results,
+            inv.force_new_instance,
+            inv.timeout_ms,
+            tuple(inv.environment.items()),
+        )
+        cached = self._jobs.get(key)
+        if cached is not None and (cached[0] is task.artifact or cached[0] == task.artifact):
+            return cached[1]
+        job = Job(
             execution_id="",
             artifact=Artifact(
                 type=task.artifact.artifact_type,
@@ -320,7 +348,7 @@ class Engine:
             ),
             stream=inv.stream,
             environment={**self.worker_environment, **inv.environment},
-            exact_results=PYTHON_ACCEPT in inv.headers.get("accept", ""),
+            exact_results=exact_results,
             allow_pickle=self.config.allows_pickle,
             log_limit_bytes=self.config.log_limit_bytes,
             fresh_instance=inv.force_new_instance,
@@ -328,6 +356,10 @@ class Engine:
             **by_reference.job_settings(self.config, self.objects),
             timeout_ms=inv.timeout_ms or self.config.default_timeout_ms,
         )
+        if len(self._jobs) >= _JOB_TEMPLATES:
+            self._jobs.clear()
+        self._jobs[key] = (task.artifact, job)
+        return job
 
     async def wait(self, live: LiveExecution) -> StoredExecution:
         """The terminal record, once stored (a failed store write raises its :class:`StoreError`); for
@@ -728,6 +760,9 @@ class Engine:
             return f"checksum mismatch for object {key!r}: expected {task.artifact.checksum}, got {digest}"
         return obj.value, digest
 
+
+#: Job templates kept (:meth:`Engine._job`) before the cache starts over.
+_JOB_TEMPLATES = 1024
 
 #: How often a wait for another server's execution reads the store even without a notice.
 _REREAD_S = 1.0

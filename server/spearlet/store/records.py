@@ -123,25 +123,35 @@ class StoredExecution:
         )
 
     def info(self) -> function_pb2.ExecutionInfo:
-        return function_pb2.ExecutionInfo(
+        info = function_pb2.ExecutionInfo(
             execution_id=self.execution_id,
             task_id=self.task_id,
             function_name=self.function_name,
             execution_mode=self.mode,  # type: ignore[arg-type]
             status=self.status,  # type: ignore[arg-type]
-            started_at=timestamp(self.started_at),
-            completed_at=timestamp(self.completed_at),
             execution_time_ms=self.execution_time_ms,
             memory_used_bytes=self.memory_used_bytes,
             error_message=self.error_message,
             metadata=self.metadata,
-            created_at=timestamp(self.created_at),
             attempt=self.attempt,
             error_code=self.error_code,
             task_name=self.task_name,
             instance_id=self.instance_id,
-            remote_error=self.remote_error(),
         )
+        # Set in place: a Timestamp made apart and handed to the constructor is made, then copied.
+        stamp(info.created_at, self.created_at)
+        if self.started_at is not None:
+            stamp(info.started_at, self.started_at)
+        if self.completed_at is not None:
+            stamp(info.completed_at, self.completed_at)
+        if self.remote_type:
+            error = info.remote_error
+            error.type, error.message, error.traceback = (
+                self.remote_type,
+                self.remote_message,
+                self.remote_traceback,
+            )
+        return info
 
     def encode(self) -> bytes:
         info = self.info().SerializeToString()
@@ -216,11 +226,21 @@ def _split_execution(data: bytes) -> tuple[function_pb2.ExecutionInfo, bytes]:
 def timestamp(seconds: float | None) -> timestamp_pb2.Timestamp | None:
     if seconds is None:
         return None
+    ts = timestamp_pb2.Timestamp()
+    stamp(ts, seconds)
+    return ts
+
+
+def stamp(ts: timestamp_pb2.Timestamp, seconds: float) -> None:
+    """Set ``ts`` (a message's field, in place) to the Unix time ``seconds``; it is set even at 0."""
     whole = math.floor(seconds)
     nanos = round((seconds - whole) * 1e9)  # the fraction alone keeps every digit the float has
-    ts = timestamp_pb2.Timestamp()
-    ts.seconds, ts.nanos = (whole + 1, 0) if nanos == 1_000_000_000 else (whole, nanos)
-    return ts
+    if nanos == 1_000_000_000:
+        whole, nanos = whole + 1, 0
+    if whole or nanos:
+        ts.seconds, ts.nanos = whole, nanos
+    else:
+        ts.SetInParent()
 
 
 def seconds(ts: timestamp_pb2.Timestamp) -> float | None:

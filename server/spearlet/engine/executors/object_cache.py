@@ -13,11 +13,12 @@ incoming folder, and the worker reports a reference; the server makes the file a
 from __future__ import annotations
 
 import contextlib
+import functools
 import mmap
 import os
 import secrets
 from collections import OrderedDict
-from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from spear_sdk.wire import blob, refs
@@ -58,15 +59,12 @@ class ObjectCache:
 CACHE = ObjectCache()
 
 
-@contextlib.contextmanager
-def resolving(directory: str) -> Iterator[None]:
+def resolving(directory: str) -> AbstractContextManager[None]:
     """References decoded in this block become their objects' values (nothing changes without a
     directory: the references stay references)."""
     if not directory:
-        yield
-        return
-    with refs.resolving(lambda key: CACHE.value(directory, key)):
-        yield
+        return contextlib.nullcontext()
+    return refs.resolving(functools.partial(CACHE.value, directory))
 
 
 def write_result(directory: str, execution_id: str, laid_out: blob.Blob) -> bytes:

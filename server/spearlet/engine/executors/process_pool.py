@@ -52,6 +52,7 @@ from spearlet.engine.executors.messages import (
     LogMessage,
     ResultMessage,
     WorkerMessage,
+    job_message,
     outcome_of,
 )
 from spearlet.engine.executors.worker_process import init_message, start_worker
@@ -74,27 +75,6 @@ def _frame(payload: bytes) -> bytes:
     if size <= _FRAME_LIMIT:
         return size.to_bytes(4, "big") + payload
     return b"\xff\xff\xff\xff" + size.to_bytes(8, "big") + payload
-
-
-def _wire_job(job: Job) -> Job:
-    """The job with plain containers, which pickle whatever mappings the engine passed in."""
-    artifact = job.artifact
-    if type(artifact.metadata) is not dict:
-        artifact = replace(artifact, metadata=dict(artifact.metadata))
-    if (
-        artifact is job.artifact
-        and type(job.args) in (list, tuple)
-        and type(job.kwargs) is dict
-        and type(job.environment) is dict
-    ):
-        return job
-    return replace(
-        job,
-        artifact=artifact,
-        args=list(job.args),
-        kwargs=dict(job.kwargs),
-        environment=dict(job.environment),
-    )
 
 
 def _resolved(loop: asyncio.AbstractEventLoop, outcome: Outcome) -> asyncio.Future[Outcome]:
@@ -324,7 +304,7 @@ class ProcessExecutor(Executor):
         """Queue ``jobs`` on ``worker`` in one write; it runs them in order."""
         assert self._loop is not None
         try:
-            data = b"".join(_frame(pickle.dumps(_wire_job(job), _PICKLE)) for job in jobs)
+            data = b"".join(_frame(pickle.dumps(job_message(job), _PICKLE)) for job in jobs)
         except Exception as exc:  # only a job the engine built badly
             if not worker.entries:
                 self._release(worker)

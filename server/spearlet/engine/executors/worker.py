@@ -27,6 +27,7 @@ from spearlet.engine.executors.messages import (
     InitMessage,
     StartedMessage,
     WorkerMessage,
+    job_of,
     result_message,
 )
 
@@ -105,7 +106,7 @@ def serve(conn: Connection[bytes, bytes]) -> None:
     started: StartedMessage = (STARTED,)
     while True:
         try:
-            job = pickle.loads(conn.recv_bytes())
+            job = job_of(pickle.loads(conn.recv_bytes()))
         except (EOFError, OSError):
             return
         if job.announce_start:

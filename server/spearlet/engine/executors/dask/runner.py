@@ -35,7 +35,15 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from spearlet.engine.executors.base import Job
-from spearlet.engine.executors.messages import CHUNK, LOG, READY, RESULT, STARTED, ResultMessage
+from spearlet.engine.executors.messages import (
+    CHUNK,
+    LOG,
+    READY,
+    RESULT,
+    STARTED,
+    ResultMessage,
+    job_message,
+)
 from spearlet.engine.executors.worker_process import init_message, start_worker
 
 #: Every task the executor submits has a key with this prefix: ``spear-{execution id}-a{attempt}-...``.
@@ -206,7 +214,7 @@ def _relay(worker: Any, key: str, spec: TaskSpec, child: _Child, instance_id: st
 
     try:
         for job in jobs:  # the child runs them in order, one after another
-            child.conn.send_bytes(pickle.dumps(job, pickle.HIGHEST_PROTOCOL))
+            child.conn.send_bytes(pickle.dumps(job_message(job), pickle.HIGHEST_PROTOCOL))
     except OSError:
         pass  # dead already: the read below says how
     if not jobs[0].announce_start:  # it starts on arrival, and the child will not say so
