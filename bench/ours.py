@@ -168,6 +168,8 @@ class SdkCalls:
         self.client = client
         self.negate = self.client.function(operator.neg, name="bench-sdk-neg")
         self.negate(1)
+        self.nap = self.client.function(time.sleep, name="bench-sdk-nap")
+        self.nap(0)
 
     def call_samples(self, count: int) -> list[float]:
         """S1: milliseconds of each of ``count`` sequential ``f(x)``."""
@@ -177,6 +179,19 @@ class SdkCalls:
             start = time.perf_counter()
             negate(x)
             samples.append((time.perf_counter() - start) * 1000)
+        return samples
+
+    def push_samples(self, count: int) -> list[float]:
+        """S5: milliseconds from an execution's end, as the server recorded it, to the caller blocked in
+        ``.result()`` holding the result (the end travels pushed: stored, noticed, streamed, woken)."""
+        samples = []
+        for _ in range(count):
+            execution = self.nap.submit(0.002)  # the caller is waiting before it ends
+            execution.result()
+            woke = time.time()
+            ended = execution.info().completed_at
+            assert ended is not None
+            samples.append((woke - ended.timestamp()) * 1000)
         return samples
 
     def submit_result_rate(self, count: int) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-#: Metric groups ``--only`` selects from: P1-P9, R5 and S1-S4 (the SDK) of docs/performance.md (R5: how
+#: Metric groups ``--only`` selects from: P1-P9, R5 and S1-S5 (the SDK) of docs/performance.md (R5: how
 #: soon a time limit or a cancel stops the work), server memory, the lab's idle footprint, the Dask
 #: reference figures, large values (BIG), and the PostgreSQL store against SQLite (PG).
 GROUPS = (
@@ -52,6 +52,7 @@ class Sizes:
     idle_s: float = 10.0
     panel_s: float = 8.0  # seconds of load while the panel is watched (P9)
     sdk_calls: int = 5000  # submits per round (S2, S3, S4)
+    push_calls: int = 100  # waited ends per round (S5)
     big_rounds: int = 5  # 200 MB arguments and 100 MB results per side and pass (BIG)
     big_passes: int = 2  # each side's child runs this many times, the sides in turn
 
@@ -89,5 +90,6 @@ QUICK = Sizes(
     idle_s=3.0,
     panel_s=3.0,
     sdk_calls=1000,
+    push_calls=30,
     big_rounds=3,
 )

@@ -158,8 +158,10 @@ class Suite:
                         ("relay.latency_ms", loop.step(lambda: echo.relay_samples(s.latency_calls))),
                         ("ours.invoke_latency_ms", loop.step(lambda: spear.invoke_samples(s.latency_calls))),
                     ]
-                for where, sdk in self.sdks.items():  # S1
+                for where, sdk in self.sdks.items():  # S1, S5
                     steps.append((f"sdk.{where}.call_latency_ms", _calls(sdk, s.latency_calls)))
+                    if self.wants("SDK"):
+                        steps.append((f"sdk.{where}.push_latency_ms", _pushes(sdk, s.push_calls)))
                 alternate(s.latency_rounds, steps, self.samples)
             if self.wants("P3"):
                 alternate(
@@ -523,6 +525,10 @@ class Suite:
 
 def _calls(sdk: SdkCalls, count: int) -> Callable[[], list[float]]:
     return lambda: sdk.call_samples(count)
+
+
+def _pushes(sdk: SdkCalls, count: int) -> Callable[[], list[float]]:
+    return lambda: sdk.push_samples(count)
 
 
 def _submit_results(sdk: SdkCalls, count: int) -> Callable[[], float]:

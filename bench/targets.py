@@ -149,6 +149,22 @@ TARGETS: tuple[Target, ...] = (
     Target(
         "SDK", "S4 f.submit(x) alone, connect()", "sdk.served.submit_us", None, "us", "<=", 50.0, on="value"
     ),
+    Target(
+        "SDK", "S5 end to waiting caller, p50, lab", "sdk.lab.push_p50_ms", None, "ms", "<=", 10.0, on="value"
+    ),
+    Target(
+        "SDK", "S5 end to waiting caller, p99, lab", "sdk.lab.push_p99_ms", None, "ms", "<=", 10.0, on="value"
+    ),
+    Target(
+        "SDK",
+        "S5 end to waiting caller, p50, connect()",
+        "sdk.served.push_p50_ms",
+        None,
+        "ms",
+        "<=",
+        10.0,
+        on="value",
+    ),
     Target("P6", "P6 executions() DataFrame / no-RPC floor", "ours.frame_s", "floor.frame_s", "s", "<=", 2.0),
     Target("P6", "P6 executions() DataFrame, seconds", "ours.frame_s", None, "s", "<=", 0.5, on="value"),
     Target(
