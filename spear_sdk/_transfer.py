@@ -30,7 +30,7 @@ from typing import Any
 from google.protobuf import any_pb2
 
 from ._connection import Connection
-from .wire import blob, codec, function_pb2, object_pb2, refs
+from .wire import blob, codec, function_pb2, object_dir, object_pb2, refs
 from .wire.errors import InvalidArgument, NotFound, SpearError, Unimplemented
 
 #: Values whose serialized size passes this travel by reference, unless the client is told otherwise.
@@ -66,7 +66,6 @@ class _Local:
 
     def __init__(self, directory: str) -> None:
         self.root = Path(directory)
-        self.incoming = self.root / "incoming"
 
 
 class ObjectTransfer:
@@ -108,7 +107,7 @@ class ObjectTransfer:
             token = (Path(info.directory) / ".spear-host").read_text()
         except OSError:
             return None
-        if token != info.host_token or not os.access(Path(info.directory) / "incoming", os.W_OK):
+        if token != info.host_token or not os.access(Path(info.directory) / object_dir.INCOMING, os.W_OK):
             return None
         return _Local(info.directory)
 
@@ -131,7 +130,7 @@ class ObjectTransfer:
         if local is not None:
             name = uuid.uuid4().hex
             try:
-                await asyncio.to_thread(laid_out.write_new_file, local.incoming / name)
+                await asyncio.to_thread(object_dir.write_object, local.root, laid_out, name)
             except OSError:
                 pass  # the directory is not ours to write after all: send the bytes instead
             else:

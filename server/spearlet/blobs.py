@@ -6,6 +6,11 @@ store like any object's. Files, not database blobs: a reader maps a file into me
 into the page cache, with no copy and no limit but the disk; a multi-hundred-megabyte blob in SQLite is
 written twice (WAL, then the database) and read back whole.
 
+``free/`` holds the files of deleted objects, kept for reuse (``spear_sdk.wire.object_dir``): a writer
+copies a new large value into pages already in memory instead of a new file's, whose pages must each be
+found and zeroed first. The folder holds at most :func:`free_budget` bytes, and a file nobody reused
+within :data:`FREE_IDLE_S` goes, so an idle server gives the memory back.
+
 ``incoming/`` holds files being written: by a streamed put, by a worker writing a result, or by a client
 on this machine. A file becomes an object only when moved into ``objects/`` (an atomic rename), so a
 half-written file is never an object. ``.spear-host`` holds a random token: a client that reads the token
@@ -25,10 +30,21 @@ import re
 import secrets
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
-INCOMING = "incoming"
-OBJECTS = "objects"
+from spear_sdk.wire import blob
+from spear_sdk.wire.object_dir import FIT, FREE, INCOMING, OBJECTS
+
+__all__ = ["FREE", "INCOMING", "OBJECTS", "ObjectFiles", "directory_for", "file_name"]
+
+#: A free file unused for this long is deleted.
+FREE_IDLE_S = 60.0
+#: Free files kept ready for objects like the last large result: two, as results may come faster than
+#: one spare is written.
+SPARES = 2
+#: Files smaller than this are not worth keeping: their pages cost little to find again.
+FREE_MIN_BYTES = 1 << 20
 HOST_FILE = ".spear-host"
 _SHM = Path("/dev/shm")
 _INCOMING_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -49,6 +65,16 @@ def directory_for(store_url: str) -> tuple[Path, bool]:
     return Path(tempfile.mkdtemp(prefix="spearlet-objects-", dir=base)), True
 
 
+def free_budget(root: Path) -> int:
+    """Bytes ``free/`` may hold: an eighth of the file system (of the memory, for ``/dev/shm``), at
+    most 2 GiB."""
+    try:
+        stat = os.statvfs(root)
+    except OSError:
+        return 0
+    return min(2 << 30, stat.f_blocks * stat.f_frsize // 8)
+
+
 class ObjectFiles:
     """The object directory: paths, the host token, and moving finished files into place."""
 
@@ -57,12 +83,14 @@ class ObjectFiles:
         self.temporary = temporary
         self.incoming = root / INCOMING
         self.objects = root / OBJECTS
-        self.incoming.mkdir(parents=True, exist_ok=True)
-        self.objects.mkdir(parents=True, exist_ok=True)
-        # Files left half-written by a previous process are never objects.
-        for stale in self.incoming.iterdir():
+        self.free = root / FREE
+        for folder in (self.incoming, self.objects, self.free):
+            folder.mkdir(parents=True, exist_ok=True)
+        # Files left half-written by a previous process are never objects; free files are only memory.
+        for stale in [*self.incoming.iterdir(), *self.free.iterdir()]:
             with contextlib.suppress(OSError):
                 stale.unlink()
+        self.free_budget = free_budget(root)
         self.host_token = secrets.token_hex(16)
         (root / HOST_FILE).write_text(self.host_token)
 
@@ -95,8 +123,83 @@ class ObjectFiles:
         return target
 
     def remove(self, key: str) -> None:
+        """Delete the file of the object ``key``: into ``free/`` when the budget has room for it."""
+        path = self.path(key)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return
+        if FREE_MIN_BYTES <= size <= self.free_budget:
+            self.trim_free(room_for=size)
+            with contextlib.suppress(OSError):
+                os.utime(path)  # when it was freed: trimmed after FREE_IDLE_S unused
+                os.replace(path, self.free / secrets.token_hex(16))
+                return
         with contextlib.suppress(FileNotFoundError):
-            self.path(key).unlink()
+            path.unlink()
+
+    def trim_free(self, room_for: int = 0, idle_s: float = FREE_IDLE_S) -> int:
+        """Delete free files unused for ``idle_s``, and the oldest others until ``room_for`` more bytes
+        fit the budget; the bytes left in ``free/``."""
+        entries = []
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(self.free):
+                with contextlib.suppress(OSError):
+                    stat = entry.stat()
+                    entries.append((stat.st_mtime, stat.st_size, entry.path))
+        entries.sort()
+        held = sum(size for _, size, _ in entries)
+        cutoff = time.time() - idle_s
+        for mtime, size, path in entries:
+            if mtime >= cutoff and held + room_for <= self.free_budget:
+                break
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            held -= size
+        return held
+
+    def keep_spare(self, size: int) -> None:
+        """Make sure ``free/`` holds :data:`SPARES` files that fit an object of ``size`` bytes (the next
+        result like the last one), writing new ones while the budget has room. Written, not allocated: a
+        file's pages are found on their first write, and that is the cost moved off the next call's way."""
+        if size < FREE_MIN_BYTES:
+            return
+        while sum(size <= length <= FIT * size for length in self._free_sizes()) < SPARES:
+            if self.trim_free() + size > self.free_budget or not self._write_spare(size):
+                return
+
+    def _write_spare(self, size: int) -> bool:
+        path = self.new_incoming()
+        zeros = bytes(min(size, 1 << 20))
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                offset = 0
+                while offset < size:
+                    offset += os.pwrite(fd, memoryview(zeros)[: size - offset], offset)
+            finally:
+                os.close(fd)
+            os.replace(path, self.free / secrets.token_hex(16))
+        except OSError:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            return False
+        return True
+
+    def _free_sizes(self) -> list[int]:
+        sizes = []
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(self.free):
+                with contextlib.suppress(OSError):
+                    sizes.append(entry.stat().st_size)
+        return sizes
+
+    def stored_size(self, path: Path) -> int:
+        """The size of the object in the file ``path``: its layout's own size when it has one (a reused
+        free file may be longer than the object), else the file's."""
+        size = path.stat().st_size
+        declared = blob.file_stored_size(path)
+        return declared if declared is not None and declared <= size else size
 
     def close(self) -> None:
         if self.temporary:

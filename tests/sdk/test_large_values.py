@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import LAB_OPTIONS, wait_until
+from spearlet.blobs import file_name
 
 import spear_sdk
 from spear_sdk.errors import ExecutionError, InvalidArgument, NotFound
@@ -216,6 +217,71 @@ def test_a_client_on_another_machine_moves_objects_in_chunks(lab: spear_sdk.Lab)
         remote.close()
     finally:
         host_file.write_text(token)
+
+
+# -- reusing freed memory ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh_lab() -> spear_sdk.Lab:
+    """A lab of its own (its object directory empty): the running one stopped and started again."""
+    spear_sdk.start_lab(**LAB_OPTIONS).stop(0)
+    return spear_sdk.start_lab(**LAB_OPTIONS)
+
+
+def _free_files(client: spear_sdk.Client) -> list[Path]:
+    local = client._runtime.run(client._core.transfer.local())
+    assert local is not None
+    return sorted((local.root / "free").iterdir())
+
+
+def test_a_deleted_objects_memory_is_reused_but_never_under_a_value_using_it(
+    fresh_lab: spear_sdk.Lab,
+) -> None:
+    client = fresh_lab.client
+    first = np.full(4 * MIB // 8, 1.0)
+    ref = client.put(first)
+    held = ref.get()  # points into the object's file
+    ref.delete()
+    assert len(_free_files(client)) == 1  # kept for reuse
+    second = client.put(np.full(4 * MIB // 8, 2.0))
+    assert np.array_equal(held, first)  # still mapped here: not written over
+    assert len(_free_files(client)) == 1
+    del held
+    third = client.put(np.full(4 * MIB // 8, 3.0))
+    assert _free_files(client) == []  # nobody maps it any more: reused
+    assert np.array_equal(second.get(), np.full(4 * MIB // 8, 2.0))
+    assert np.array_equal(third.get(), np.full(4 * MIB // 8, 3.0))
+    total = client.function(lambda a: float(a.sum()), name="reused-total")
+    assert total(third) == 3.0 * (4 * MIB // 8)
+
+
+def test_a_reused_file_longer_than_the_object_holds_exactly_the_object(fresh_lab: spear_sdk.Lab) -> None:
+    client = fresh_lab.client
+    client.put(np.zeros(6 * MIB // 8)).delete()
+    assert [f.stat().st_size >= 6 * MIB for f in _free_files(client)] == [True]
+    small = np.arange(4 * MIB // 8, dtype=np.float64)
+    ref = client.put(small)  # written into the 6 MiB file
+    assert _free_files(client) == []
+    listed = client.objects(prefix=ref.key)
+    assert list(listed["size"]) == [ref.size_bytes]
+    assert np.array_equal(ref.get(), small)
+    echo = client.function(lambda a: a, name="reused-echo")
+    assert np.array_equal(echo(ref), small)
+    ref.delete()
+
+
+def test_a_large_result_leaves_spare_files_the_next_one_is_written_into(fresh_lab: spear_sdk.Lab) -> None:
+    client = fresh_lab.client
+    make = client.function(lambda n, v: np.full(n, v), name="spare-make")
+    assert np.array_equal(make(3 * MIB // 8, 1.0), np.full(3 * MIB // 8, 1.0))
+    wait_until(lambda: len(_free_files(client)) == 2, what="two spare files like the result")
+    spares = {f.stat().st_ino for f in _free_files(client)}
+    before = set(client.objects(prefix="spear/results/")["key"])
+    assert np.array_equal(make(3 * MIB // 8, 2.0), np.full(3 * MIB // 8, 2.0))
+    (key,) = set(client.objects(prefix="spear/results/")["key"]) - before
+    root = _free_files(client)[0].parent.parent
+    assert (root / "objects" / file_name(key)).stat().st_ino in spares  # written into a spare
 
 
 # -- limits and errors --------------------------------------------------------------------------------

@@ -18,10 +18,9 @@ import os
 import secrets
 from collections import OrderedDict
 from collections.abc import Iterator
-from pathlib import Path
 
-from spear_sdk.wire import blob, refs
-from spearlet.blobs import INCOMING, OBJECTS, file_name
+from spear_sdk.wire import blob, object_dir, refs
+from spearlet.blobs import OBJECTS, file_name
 
 #: Mappings kept per worker; a mapping costs address space, not memory, until its pages are read.
 CAPACITY = 32
@@ -54,6 +53,18 @@ class ObjectCache:
                 self._maps.popitem(last=False)  # closed once no value points into it
         return blob.loads(mapping)
 
+    def prune(self, directory: str) -> None:
+        """Forget the mappings of objects deleted or replaced since: a mapping keeps a deleted
+        object's memory alive, and its file out of reuse (``free/``)."""
+        for key, (identity, _) in list(self._maps.items()):
+            try:
+                stat = os.stat(os.path.join(directory, OBJECTS, file_name(key)))
+            except OSError:
+                del self._maps[key]
+                continue
+            if (stat.st_ino, stat.st_mtime_ns, stat.st_size) != identity:
+                del self._maps[key]
+
 
 CACHE = ObjectCache()
 
@@ -65,6 +76,7 @@ def resolving(directory: str) -> Iterator[None]:
     if not directory:
         yield
         return
+    CACHE.prune(directory)
     with refs.resolving(lambda key: CACHE.value(directory, key)):
         yield
 
@@ -72,5 +84,5 @@ def resolving(directory: str) -> Iterator[None]:
 def write_result(directory: str, execution_id: str, laid_out: blob.Blob) -> bytes:
     """Write a large value into the incoming folder; the serialized reference to report for it."""
     key = f"spear/results/{execution_id}/{secrets.token_hex(8)}"
-    laid_out.write_new_file(Path(directory) / INCOMING / file_name(key))
+    object_dir.write_object(directory, laid_out, file_name(key))
     return refs.ref_any(key).SerializeToString()
