@@ -17,8 +17,9 @@ half-written file is never an object. ``.spear-host`` holds a random token: a cl
 the server announced there shares the server's file system (see ``ObjectStoreInfo``).
 
 A ``memory://`` store gets a fresh directory, in ``/dev/shm`` where there is one (shared memory: files
-there never touch a disk), removed when the server stops; a ``sqlite:///path`` store keeps its objects in
-``path.objects/``, durable like the database.
+there never touch a disk), removed when the server stops (or, should its process be killed first, by the
+next server to start on the machine, which finds the owner gone); a ``sqlite:///path`` store keeps its
+objects in ``path.objects/``, durable like the database.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ SPARES = 2
 #: Files smaller than this are not worth keeping: their pages cost little to find again.
 FREE_MIN_BYTES = 1 << 20
 HOST_FILE = ".spear-host"
+#: In a temporary object directory: who made it (see :func:`_remove_abandoned`).
+OWNER_FILE = ".spear-owner"
+TEMPORARY_PREFIX = "spearlet-objects-"
 _SHM = Path("/dev/shm")
 _INCOMING_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -62,7 +66,45 @@ def directory_for(store_url: str) -> tuple[Path, bool]:
         if path and path != ":memory:":
             return Path(path + ".objects").resolve(), False
     base = _SHM if _SHM.is_dir() and os.access(_SHM, os.W_OK) else None
-    return Path(tempfile.mkdtemp(prefix="spearlet-objects-", dir=base)), True
+    _remove_abandoned(Path(base or tempfile.gettempdir()))
+    root = Path(tempfile.mkdtemp(prefix=TEMPORARY_PREFIX, dir=base))
+    (root / OWNER_FILE).write_text(_owner())
+    return root, True
+
+
+def _owner() -> str:
+    """This process, as its temporary directory's owner file names it: the pid and the pid namespace
+    (a pid means nothing in another one)."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = ""
+    return f"{os.getpid()} {namespace}"
+
+
+def _remove_abandoned(base: Path) -> None:
+    """Remove the temporary object directories of servers that ended without removing theirs (a
+    killed notebook kernel): those whose owner, in this pid namespace, is no longer running."""
+    mine = _owner().split(" ", 1)[1]
+    for root in base.glob(TEMPORARY_PREFIX + "*"):
+        try:
+            pid_text, namespace = (root / OWNER_FILE).read_text().split(" ", 1)
+            pid = int(pid_text)
+        except (OSError, ValueError):
+            continue  # no owner named: not ours to judge
+        if namespace != mine or not mine or _running(pid):
+            continue
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process
+        return True
+    return True
 
 
 def free_budget(root: Path) -> int:

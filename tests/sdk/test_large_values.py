@@ -4,6 +4,10 @@ the inline limit, the same-machine files and the streamed transfer, lifetimes, a
 from __future__ import annotations
 
 import asyncio
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import LAB_OPTIONS, wait_until
-from spearlet.blobs import file_name
+from spearlet.blobs import ObjectFiles, file_name
 
 import spear_sdk
 from spear_sdk.errors import ExecutionError, InvalidArgument, NotFound
@@ -282,6 +286,33 @@ def test_a_large_result_leaves_spare_files_the_next_one_is_written_into(fresh_la
     (key,) = set(client.objects(prefix="spear/results/")["key"]) - before
     root = _free_files(client)[0].parent.parent
     assert (root / "objects" / file_name(key)).stat().st_ino in spares  # written into a spare
+
+
+def test_a_killed_servers_temporary_objects_are_removed_by_the_next_one() -> None:
+    code = (
+        "import sys, time\n"
+        "from spearlet.blobs import ObjectFiles\n"
+        "print(ObjectFiles.for_store('memory://').root, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    abandoned = Path(child.stdout.readline().strip())
+    (abandoned / "objects" / "some-object").write_bytes(b"x" * 1000)
+    child.kill()
+    child.wait()
+    unowned = Path(tempfile.mkdtemp(prefix="spearlet-objects-", dir=abandoned.parent))
+    files = ObjectFiles.for_store("memory://")
+    try:
+        assert not abandoned.exists()
+        assert unowned.exists()  # nothing says whose it is: left alone
+        assert files.root.exists() and files.root != abandoned
+        again = ObjectFiles.for_store("memory://")
+        assert files.root.exists()  # its owner (this process) is running
+        again.close()
+    finally:
+        files.close()
+        shutil.rmtree(unowned)
 
 
 # -- limits and errors --------------------------------------------------------------------------------
