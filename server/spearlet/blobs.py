@@ -35,15 +35,12 @@ import time
 from pathlib import Path
 
 from spear_sdk.wire import blob
-from spear_sdk.wire.object_dir import FIT, FREE, INCOMING, OBJECTS
+from spear_sdk.wire.object_dir import FREE, INCOMING, OBJECTS
 
 __all__ = ["FREE", "INCOMING", "OBJECTS", "ObjectFiles", "directory_for", "file_name"]
 
 #: A free file unused for this long is deleted.
 FREE_IDLE_S = 60.0
-#: Free files kept ready for objects like the last large result: two, as results may come faster than
-#: one spare is written.
-SPARES = 2
 #: Files smaller than this are not worth keeping: their pages cost little to find again.
 FREE_MIN_BYTES = 1 << 20
 HOST_FILE = ".spear-host"
@@ -199,42 +196,6 @@ class ObjectFiles:
                 os.unlink(path)
             held -= size
         return held
-
-    def keep_spare(self, size: int) -> None:
-        """Make sure ``free/`` holds :data:`SPARES` files that fit an object of ``size`` bytes (the next
-        result like the last one), writing new ones while the budget has room. Written, not allocated: a
-        file's pages are found on their first write, and that is the cost moved off the next call's way."""
-        if size < FREE_MIN_BYTES:
-            return
-        while sum(size <= length <= FIT * size for length in self._free_sizes()) < SPARES:
-            if self.trim_free() + size > self.free_budget or not self._write_spare(size):
-                return
-
-    def _write_spare(self, size: int) -> bool:
-        path = self.new_incoming()
-        zeros = bytes(min(size, 1 << 20))
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                offset = 0
-                while offset < size:
-                    offset += os.pwrite(fd, memoryview(zeros)[: size - offset], offset)
-            finally:
-                os.close(fd)
-            os.replace(path, self.free / secrets.token_hex(16))
-        except OSError:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-            return False
-        return True
-
-    def _free_sizes(self) -> list[int]:
-        sizes = []
-        with contextlib.suppress(OSError):
-            for entry in os.scandir(self.free):
-                with contextlib.suppress(OSError):
-                    sizes.append(entry.stat().st_size)
-        return sizes
 
     def stored_size(self, path: Path) -> int:
         """The size of the object in the file ``path``: its layout's own size when it has one (a reused

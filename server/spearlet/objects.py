@@ -82,7 +82,6 @@ class ObjectRepository:
         self._expiring: dict[str, asyncio.TimerHandle] = {}
         self._expiries: set[asyncio.Future[object]] = set()
         self._trimming: asyncio.TimerHandle | None = None
-        self._sparing = False
         # Reference counts are read-modify-write; one mutation at a time keeps them exact.
         self._lock = asyncio.Lock()
         self.count = 0
@@ -222,22 +221,6 @@ class ObjectRepository:
         task = asyncio.ensure_future(work)
         self._expiries.add(task)
         task.add_done_callback(self._expiries.discard)
-
-    def spare_like(self, size: int) -> None:
-        """Have a free file ready for a next object of ``size`` bytes (one at a time, in the
-        background): a worker writing a large result copies it into pages already in memory."""
-        if self.files is None or self._sparing:
-            return
-        self._sparing = True
-
-        async def make_spare(files: ObjectFiles) -> None:
-            try:
-                await asyncio.to_thread(files.keep_spare, size)
-            finally:
-                self._sparing = False
-            self._trim_free_later()
-
-        self._in_background(make_spare(self.files))
 
     def _trim_free_later(self) -> None:
         """Free files nobody reuses go after their idle time: checked that long after one was added."""

@@ -275,17 +275,28 @@ def test_a_reused_file_longer_than_the_object_holds_exactly_the_object(fresh_lab
     ref.delete()
 
 
-def test_a_large_result_leaves_spare_files_the_next_one_is_written_into(fresh_lab: spear_sdk.Lab) -> None:
+def test_a_calls_large_result_goes_with_its_value_its_memory_serves_the_next(
+    fresh_lab: spear_sdk.Lab,
+) -> None:
     client = fresh_lab.client
-    make = client.function(lambda n, v: np.full(n, v), name="spare-make")
-    assert np.array_equal(make(3 * MIB // 8, 1.0), np.full(3 * MIB // 8, 1.0))
-    wait_until(lambda: len(_free_files(client)) == 2, what="two spare files like the result")
-    spares = {f.stat().st_ino for f in _free_files(client)}
-    before = set(client.objects(prefix="spear/results/")["key"])
-    assert np.array_equal(make(3 * MIB // 8, 2.0), np.full(3 * MIB // 8, 2.0))
-    (key,) = set(client.objects(prefix="spear/results/")["key"]) - before
-    root = _free_files(client)[0].parent.parent
-    assert (root / "objects" / file_name(key)).stat().st_ino in spares  # written into a spare
+    make = client.function(lambda n, v: np.full(n, v), name="result-make")
+
+    def results() -> list[str]:
+        return list(client.objects(prefix="spear/results/")["key"])
+
+    first = make(3 * MIB // 8, 1.0)
+    assert np.array_equal(first, np.full(3 * MIB // 8, 1.0))
+    (key,) = results()  # held while the value lives
+    del first
+    wait_until(lambda: not results(), what="the result object released with its value")
+    (freed,) = _free_files(client)
+    root = freed.parent.parent
+    inode = freed.stat().st_ino
+    second = make(3 * MIB // 8, 2.0)
+    assert np.array_equal(second, np.full(3 * MIB // 8, 2.0))
+    (key,) = results()
+    assert (root / "objects" / file_name(key)).stat().st_ino == inode  # the first result's memory
+    assert np.array_equal(second, np.full(3 * MIB // 8, 2.0))
 
 
 def test_a_killed_servers_temporary_objects_are_removed_by_the_next_one() -> None:

@@ -47,8 +47,7 @@ async def adopt_value(objects: ObjectRepository, data: bytes, execution_id: str)
         raise ValueError(f"a worker reported the object {key!r}, which is not one of this execution's")
     metadata = {"content-type": blob.CONTENT_TYPE, IMPLICIT: "result", EXECUTION: execution_id}
     source = objects.files.incoming / file_name(key)
-    obj = await objects.adopt(key, source, metadata, overwrite=False)
-    objects.spare_like(obj.size)
+    await objects.adopt(key, source, metadata, overwrite=False)
 
 
 async def adopt_outcome(objects: ObjectRepository, outcome: Outcome, execution_id: str) -> Outcome:
