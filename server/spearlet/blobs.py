@@ -47,6 +47,7 @@ HOST_FILE = ".spear-host"
 #: In a temporary object directory: who made it (see :func:`_remove_abandoned`).
 OWNER_FILE = ".spear-owner"
 TEMPORARY_PREFIX = "spearlet-objects-"
+SHARED_PREFIX = "spearlet-shared-objects-"
 _SHM = Path("/dev/shm")
 _INCOMING_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -67,6 +68,40 @@ def directory_for(store_url: str) -> tuple[Path, bool]:
     root = Path(tempfile.mkdtemp(prefix=TEMPORARY_PREFIX, dir=base))
     (root / OWNER_FILE).write_text(_owner())
     return root, True
+
+
+def shared_directory(store_url: str) -> Path:
+    """The object directory every server of the shared store ``store_url`` uses on this machine (in
+    shared memory where there is one), named after the store."""
+    base = _SHM if _SHM.is_dir() and os.access(_SHM, os.W_OK) else Path(tempfile.gettempdir())
+    return base / f"{SHARED_PREFIX}{hashlib.sha256(store_url.encode()).hexdigest()[:24]}"
+
+
+def _host_token(path: Path, keep: bool) -> str:
+    """The directory's host token: a new one, or (``keep``) the one another server wrote first."""
+    token = secrets.token_hex(16)
+    if not keep:
+        path.write_text(token)
+        return token
+    draft = path.with_name(f"{path.name}.{token}")
+    draft.write_text(token)
+    try:
+        os.link(draft, path)  # whole, and only if no server was first
+    except FileExistsError:
+        return path.read_text()
+    finally:
+        draft.unlink()
+    return token
+
+
+def unreachable(key: str, root: Path) -> str:
+    """Why the object ``key`` has a record but no file here, and what to do."""
+    return (
+        f"object {key!r} has no file in this server's object directory ({root}): it was stored through a "
+        "server on another machine, or its file was removed. Servers on one database share objects' "
+        "bytes through one object directory: run them on one machine (they share it by default), or give "
+        "each the same --object-dir on a file system they all reach"
+    )
 
 
 def _owner() -> str:
@@ -117,26 +152,33 @@ def free_budget(root: Path) -> int:
 class ObjectFiles:
     """The object directory: paths, the host token, and moving finished files into place."""
 
-    def __init__(self, root: Path, temporary: bool) -> None:
+    def __init__(self, root: Path, temporary: bool, shared: bool = False) -> None:
         self.root = root
         self.temporary = temporary
+        #: Other servers (on one database) use the directory at the same time.
+        self.shared = shared
         self.incoming = root / INCOMING
         self.objects = root / OBJECTS
         self.free = root / FREE
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
         for folder in (self.incoming, self.objects, self.free):
             folder.mkdir(parents=True, exist_ok=True)
-        # Files left half-written by a previous process are never objects; free files are only memory.
-        for stale in [*self.incoming.iterdir(), *self.free.iterdir()]:
-            with contextlib.suppress(OSError):
-                stale.unlink()
+        if not shared:  # else the files may be another server's, being written
+            # Files left half-written by a previous process are never objects; free files are only memory.
+            for stale in [*self.incoming.iterdir(), *self.free.iterdir()]:
+                with contextlib.suppress(OSError):
+                    stale.unlink()
         self.free_budget = free_budget(root)
-        self.host_token = secrets.token_hex(16)
-        (root / HOST_FILE).write_text(self.host_token)
+        self.host_token = _host_token(root / HOST_FILE, keep=shared)
 
     @classmethod
-    def for_store(cls, store_url: str, directory: str = "") -> ObjectFiles:
+    def for_store(cls, store_url: str, directory: str = "", shared: bool = False) -> ObjectFiles:
+        """The object directory of a store: ``directory`` when given, else one derived from the store
+        (``shared``: other servers use the store, and on this machine they share the directory)."""
         if directory:
-            return cls(Path(directory).resolve(), False)
+            return cls(Path(directory).resolve(), False, shared)
+        if shared:
+            return cls(shared_directory(store_url), False, True)
         root, temporary = directory_for(store_url)
         return cls(root, temporary)
 
@@ -207,3 +249,5 @@ class ObjectFiles:
     def close(self) -> None:
         if self.temporary:
             shutil.rmtree(self.root, ignore_errors=True)
+        else:  # the objects stay, with the store; memory kept for reuse goes
+            self.trim_free(idle_s=0)

@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import BinaryIO
 
 from spear_sdk.wire.errors import (
     AlreadyExists,
@@ -24,7 +25,7 @@ from spear_sdk.wire.errors import (
     ResourceExhausted,
 )
 
-from .blobs import FREE_IDLE_S, ObjectFiles
+from .blobs import FREE_IDLE_S, ObjectFiles, unreachable
 from .store import KvStore
 from .store.records import OBJECT, StoredObject, object_key
 
@@ -186,7 +187,7 @@ class ObjectRepository:
                 f"object {obj.key!r} is {obj.size} bytes, more than one message carries ({limit}); "
                 "read it with GetObjectStream"
             )
-        with open(self._files().path(obj.key), "rb") as f:
+        with self._open(obj) as f:
             return f.read(obj.size)
 
     def chunks(self, obj: StoredObject) -> Iterator[bytes]:
@@ -196,13 +197,26 @@ class ObjectRepository:
                 yield obj.value[start : start + CHUNK_BYTES]
             return
         left = obj.size
-        with open(self._files().path(obj.key), "rb", buffering=0) as f:
+        with self._open(obj) as f:
             while left > 0 and (piece := f.read(min(CHUNK_BYTES, left))):
                 left -= len(piece)
                 yield piece
 
     def path(self, obj: StoredObject) -> str:
-        return str(self._files().path(obj.key)) if obj.in_file else ""
+        if not obj.in_file:
+            return ""
+        files = self._files()
+        path = files.path(obj.key)
+        if not path.exists():
+            raise FailedPrecondition(unreachable(obj.key, files.root))
+        return str(path)
+
+    def _open(self, obj: StoredObject) -> BinaryIO:
+        files = self._files()
+        try:
+            return open(files.path(obj.key), "rb", buffering=0)
+        except FileNotFoundError:
+            raise FailedPrecondition(unreachable(obj.key, files.root)) from None
 
     # -- lifetimes of implicit objects -------------------------------------------------------------------
 

@@ -18,9 +18,10 @@ import os
 import secrets
 from collections import OrderedDict
 from collections.abc import Iterator
+from pathlib import Path
 
 from spear_sdk.wire import blob, object_dir, refs
-from spearlet.blobs import OBJECTS, file_name
+from spearlet.blobs import OBJECTS, file_name, unreachable
 
 #: Mappings kept per worker; a mapping costs address space, not memory, until its pages are read.
 CAPACITY = 32
@@ -38,7 +39,9 @@ class ObjectCache:
         try:
             stat = os.stat(path)
         except FileNotFoundError:
-            raise LookupError(f"object {key!r} does not exist (deleted while the call waited?)") from None
+            raise LookupError(
+                f"{unreachable(key, Path(directory))} (or it was deleted while the call waited)"
+            ) from None
         identity = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
         cached = self._maps.get(key)
         if cached is not None and cached[0] == identity:
