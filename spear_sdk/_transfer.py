@@ -39,6 +39,8 @@ DEFAULT_INLINE_LIMIT = 1 << 20
 CHUNK_BYTES = 1 << 20
 PUT_PREFIX = "spear/put/"
 ARGUMENT_PREFIX = "spear/args/"
+#: Objects a worker made for a result (``spear/results/{execution_id}/...``).
+RESULT_PREFIX = "spear/results/"
 #: Metadata of every object made here: what it holds, and (for arguments) that nobody asked for it.
 TYPE_KEY = "spear.type"
 IMPLICIT_KEY = "spear.implicit"
@@ -147,6 +149,7 @@ class ObjectTransfer:
         """The value of the object ``key``. ``owned``: nobody else will read it (the result of a plain
         call, whose execution nobody holds): the object goes as soon as the value does, so its memory
         serves the next large value at once, instead of after the server's grace period."""
+        owned = owned and key.startswith(RESULT_PREFIX)  # never an object someone put
         local = await self.local()
         if local is not None:
             opened = await self._connection.call(
