@@ -288,7 +288,10 @@ def test_a_calls_large_result_goes_with_its_value_its_memory_serves_the_next(
     assert np.array_equal(first, np.full(3 * MIB // 8, 1.0))
     (key,) = results()  # held while the value lives
     del first
-    wait_until(lambda: not results(), what="the result object released with its value")
+    # The record goes first, then the file moves to free/.
+    wait_until(
+        lambda: not results() and _free_files(client), what="the result object released with its value"
+    )
     (freed,) = _free_files(client)
     root = freed.parent.parent
     inode = freed.stat().st_ino

@@ -16,6 +16,7 @@ import contextlib
 import mmap
 import os
 import secrets
+import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +34,8 @@ class ObjectCache:
         self._maps: OrderedDict[str, tuple[tuple[int, int, int], mmap.mmap]] = OrderedDict()
         #: How many times a file was opened and mapped (the rest were served from the cache).
         self.opened = 0
+        # The thread executor runs several jobs (and their decoding) at once in one process.
+        self._lock = threading.Lock()
 
     def value(self, directory: str, key: str) -> object:
         path = os.path.join(directory, OBJECTS, file_name(key))
@@ -43,30 +46,32 @@ class ObjectCache:
                 f"{unreachable(key, Path(directory))} (or it was deleted while the call waited)"
             ) from None
         identity = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-        cached = self._maps.get(key)
-        if cached is not None and cached[0] == identity:
-            self._maps.move_to_end(key)
-            mapping = cached[1]
-        else:
-            with open(path, "rb") as f:
-                mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-            self.opened += 1
-            self._maps[key] = (identity, mapping)
-            while len(self._maps) > self.capacity:
-                self._maps.popitem(last=False)  # closed once no value points into it
+        with self._lock:
+            cached = self._maps.get(key)
+            if cached is not None and cached[0] == identity:
+                self._maps.move_to_end(key)
+                mapping = cached[1]
+            else:
+                with open(path, "rb") as f:
+                    mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                self.opened += 1
+                self._maps[key] = (identity, mapping)
+                while len(self._maps) > self.capacity:
+                    self._maps.popitem(last=False)  # closed once no value points into it
         return blob.loads(mapping)
 
     def prune(self, directory: str) -> None:
         """Forget the mappings of objects deleted or replaced since: a mapping keeps a deleted
         object's memory alive, and its file out of reuse (``free/``)."""
-        for key, (identity, _) in list(self._maps.items()):
-            try:
-                stat = os.stat(os.path.join(directory, OBJECTS, file_name(key)))
-            except OSError:
-                del self._maps[key]
-                continue
-            if (stat.st_ino, stat.st_mtime_ns, stat.st_size) != identity:
-                del self._maps[key]
+        with self._lock:
+            for key, (identity, _) in list(self._maps.items()):
+                try:
+                    stat = os.stat(os.path.join(directory, OBJECTS, file_name(key)))
+                except OSError:
+                    del self._maps[key]
+                    continue
+                if (stat.st_ino, stat.st_mtime_ns, stat.st_size) != identity:
+                    del self._maps[key]
 
 
 CACHE = ObjectCache()
