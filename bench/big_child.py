@@ -106,6 +106,8 @@ class Ours(Side):
         self._client.close()
         if self._server is not None:
             self._server.stop()
+        else:  # the exit below skips the lab's own stop: its objects' memory would stay behind
+            self._lab.stop(0)
 
 
 class Ray(Side):

@@ -228,7 +228,8 @@ class Core:
             await self.transfer.release(implicit)
         if _output.SESSION_KEY in request.invocation_metadata:
             await self.output.settle(response.execution_id, response.result.metrics)
-        return await self._outcome(response.execution_id, response.result, target)
+        # Nobody holds this execution: its result object goes with the value.
+        return await self._outcome(response.execution_id, response.result, target, owned=True)
 
     def submit(
         self, target: Target, args: Sequence[object], kwargs: Mapping[str, object], options: CallOptions
@@ -351,7 +352,7 @@ class Core:
             for item in message.results:
                 index = start + item.index
                 try:
-                    results[index] = await self._outcome(item.execution_id, item.result, target)
+                    results[index] = await self._outcome(item.execution_id, item.result, target, owned=True)
                 except _ITEM_ERRORS as exc:
                     results[index] = _map_failure(exc, index, return_exceptions)
             on_done(len(message.results))
@@ -439,10 +440,15 @@ class Core:
         self._refs.pop(name, None)
 
     async def _outcome(
-        self, execution_id: str, result: function_pb2.ExecutionResult, target: Target | None = None
+        self,
+        execution_id: str,
+        result: function_pb2.ExecutionResult,
+        target: Target | None = None,
+        *,
+        owned: bool = False,
     ) -> object:
         if result.status == _COMPLETED:
-            return await self.transfer.value(result.result)
+            return await self.transfer.value(result.result, owned=owned)
         raise error_for_execution(
             execution_id=execution_id,
             status=status_name(result.status) or "failed",

@@ -22,6 +22,7 @@ import contextlib
 import mmap
 import os
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ from typing import Any
 from google.protobuf import any_pb2
 
 from ._connection import Connection
-from .wire import blob, codec, function_pb2, object_pb2, refs
+from .wire import blob, codec, function_pb2, object_dir, object_pb2, refs
 from .wire.errors import InvalidArgument, NotFound, SpearError, Unimplemented
 
 #: Values whose serialized size passes this travel by reference, unless the client is told otherwise.
@@ -38,6 +39,8 @@ DEFAULT_INLINE_LIMIT = 1 << 20
 CHUNK_BYTES = 1 << 20
 PUT_PREFIX = "spear/put/"
 ARGUMENT_PREFIX = "spear/args/"
+#: Objects a worker made for a result (``spear/results/{execution_id}/...``).
+RESULT_PREFIX = "spear/results/"
 #: Metadata of every object made here: what it holds, and (for arguments) that nobody asked for it.
 TYPE_KEY = "spear.type"
 IMPLICIT_KEY = "spear.implicit"
@@ -66,7 +69,6 @@ class _Local:
 
     def __init__(self, directory: str) -> None:
         self.root = Path(directory)
-        self.incoming = self.root / "incoming"
 
 
 class ObjectTransfer:
@@ -78,6 +80,7 @@ class ObjectTransfer:
         # Half a message at most, so that whatever travels inline always fits one.
         self.inline_limit = min(limit, connection.message_limit // 2)
         self._local: asyncio.Future[_Local | None] | None = None
+        self._releasing: set[asyncio.Future[None]] = set()
 
     @property
     def _objects(self) -> Any:
@@ -108,7 +111,7 @@ class ObjectTransfer:
             token = (Path(info.directory) / ".spear-host").read_text()
         except OSError:
             return None
-        if token != info.host_token or not os.access(Path(info.directory) / "incoming", os.W_OK):
+        if token != info.host_token or not os.access(Path(info.directory) / object_dir.INCOMING, os.W_OK):
             return None
         return _Local(info.directory)
 
@@ -131,7 +134,7 @@ class ObjectTransfer:
         if local is not None:
             name = uuid.uuid4().hex
             try:
-                await asyncio.to_thread(laid_out.write_new_file, local.incoming / name)
+                await asyncio.to_thread(object_dir.write_object, local.root, laid_out, name)
             except OSError:
                 pass  # the directory is not ours to write after all: send the bytes instead
             else:
@@ -142,8 +145,11 @@ class ObjectTransfer:
             self._objects.PutObjectStream, _put_messages(key, laid_out, metadata)
         )
 
-    async def get(self, key: str) -> object:
-        """The value of the object ``key``."""
+    async def get(self, key: str, *, owned: bool = False) -> object:
+        """The value of the object ``key``. ``owned``: nobody else will read it (the result of a plain
+        call, whose execution nobody holds): the object goes as soon as the value does, so its memory
+        serves the next large value at once, instead of after the server's grace period."""
+        owned = owned and key.startswith(RESULT_PREFIX)  # never an object someone put
         local = await self.local()
         if local is not None:
             opened = await self._connection.call(
@@ -152,8 +158,19 @@ class ObjectTransfer:
             if not opened.found:
                 raise NotFound(_gone(key))
             if opened.path:
-                return await asyncio.to_thread(_map_file, opened.path)
-            return _value_of(opened.value)
+                value, mapping = await asyncio.to_thread(_map_file, opened.path)
+                if owned:
+                    self._release_with(mapping, key)
+                return value
+            value = _value_of(opened.value)
+        else:
+            value = await self._fetch(key)
+        if owned:
+            await self.release([key])
+        return value
+
+    async def _fetch(self, key: str) -> object:
+        """The value of the object ``key``, read in chunks over the connection."""
         meta: Any = None
         buffer = bytearray()
         offset = 0
@@ -171,6 +188,26 @@ class ObjectTransfer:
         except NotFound:
             raise NotFound(_gone(key)) from None
         return _value_of(buffer)
+
+    def _release_with(self, mapping: mmap.mmap, key: str) -> None:
+        """Drop the object ``key`` once ``mapping`` (which its value points into) is freed."""
+        loop = asyncio.get_running_loop()
+
+        def release() -> None:  # in whichever thread the value died
+            with contextlib.suppress(RuntimeError):  # the loop is gone: the grace period reclaims it
+                loop.call_soon_threadsafe(self._release_soon, key)
+
+        weakref.finalize(mapping, release).atexit = False
+
+    def _release_soon(self, key: str) -> None:
+        task = asyncio.ensure_future(self.release([key]))
+        self._releasing.add(task)
+        task.add_done_callback(self._released)
+
+    def _released(self, task: asyncio.Future[None]) -> None:
+        self._releasing.discard(task)
+        if not task.cancelled():
+            task.exception()  # a closed connection: the server's grace period reclaims the object
 
     async def delete(self, key: str) -> None:
         await self._connection.call(self._objects.DeleteObject, object_pb2.DeleteObjectRequest(key=key))
@@ -222,11 +259,11 @@ class ObjectTransfer:
         encoded.object_refs.append(key)
         return refs.ref_any(key)
 
-    async def value(self, message: any_pb2.Any) -> object:
-        """A result or streamed value: fetched when it came by reference."""
+    async def value(self, message: any_pb2.Any, *, owned: bool = False) -> object:
+        """A result or streamed value: fetched when it came by reference (``owned``: see :meth:`get`)."""
         key = refs.ref_key(message)
         if key is not None:
-            return await self.get(key)
+            return await self.get(key, owned=owned)
         try:
             return codec.decode(message)
         except codec.CodecError as exc:
@@ -245,12 +282,13 @@ def _lay_out(value: object) -> blob.Blob:
         raise InvalidArgument(f"a value of type {_type_name(value)} cannot be stored: {exc}") from None
 
 
-def _map_file(path: str) -> object:
+def _map_file(path: str) -> tuple[object, mmap.mmap]:
     """The value of an object file, its arrays in a private copy-on-write mapping of the file: nothing is
-    copied until the caller changes it, and changes stay in this process."""
+    copied until the caller changes it, and changes stay in this process. The mapping too: it lives as
+    long as the value points into it."""
     with open(path, "rb") as f:
         mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
-    return blob.loads(mapping)
+    return blob.loads(mapping), mapping
 
 
 def _value_of(data: bytes | bytearray) -> object:

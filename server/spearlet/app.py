@@ -62,7 +62,7 @@ class SpearletServer:
         config = self.config
         self._store = store = open_store(config.store)
         await store.open()
-        files = ObjectFiles.for_store(config.store, config.object_dir)
+        files = ObjectFiles.for_store(config.store, config.object_dir, shared=store.shared)
         objects = ObjectRepository(store, config.max_object_bytes, files, config.object_grace_s)
         self._objects = objects
         await objects.load_totals()

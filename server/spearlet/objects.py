@@ -12,9 +12,10 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import BinaryIO
 
 from spear_sdk.wire.errors import (
     AlreadyExists,
@@ -24,7 +25,7 @@ from spear_sdk.wire.errors import (
     ResourceExhausted,
 )
 
-from .blobs import ObjectFiles
+from .blobs import FREE_IDLE_S, ObjectFiles, unreachable
 from .store import KvStore
 from .store.records import OBJECT, StoredObject, object_key
 
@@ -80,7 +81,8 @@ class ObjectRepository:
         self.files = files
         self.grace_s = grace_s
         self._expiring: dict[str, asyncio.TimerHandle] = {}
-        self._expiries: set[asyncio.Task[None]] = set()
+        self._expiries: set[asyncio.Future[object]] = set()
+        self._trimming: asyncio.TimerHandle | None = None
         # Reference counts are read-modify-write; one mutation at a time keeps them exact.
         self._lock = asyncio.Lock()
         self.count = 0
@@ -142,7 +144,7 @@ class ObjectRepository:
         files = self._files()
         try:
             _require_key(key)
-            size = os.stat(source).st_size
+            size = files.stored_size(source)
             if size > self.max_object_bytes:
                 raise over_limit(f"object {key!r}", size, self.max_object_bytes)
             async with self._lock:
@@ -165,10 +167,13 @@ class ObjectRepository:
                     obj = replace(
                         existing, value=b"", updated_at=now, metadata=metadata, in_file=True, file_size=size
                     )
-                files.settle(source, key)
+                target = files.settle(source, key)
                 await self._store.put(object_key(key), obj.encode())
                 self._account(existing, obj)
-                return obj
+            stat = os.stat(target)
+            if stat.st_size > size:  # a reused free file: give back its tail, after the reply
+                self._in_background(asyncio.to_thread(_truncate, target, stat.st_ino, size))
+            return obj
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(source)  # still there: it did not become the object
@@ -182,7 +187,8 @@ class ObjectRepository:
                 f"object {obj.key!r} is {obj.size} bytes, more than one message carries ({limit}); "
                 "read it with GetObjectStream"
             )
-        return self._files().path(obj.key).read_bytes()
+        with self._open(obj) as f:
+            return f.read(obj.size)
 
     def chunks(self, obj: StoredObject) -> Iterator[bytes]:
         """The value of ``obj`` in pieces of at most :data:`CHUNK_BYTES`."""
@@ -190,12 +196,27 @@ class ObjectRepository:
             for start in range(0, len(obj.value), CHUNK_BYTES):
                 yield obj.value[start : start + CHUNK_BYTES]
             return
-        with open(self._files().path(obj.key), "rb", buffering=0) as f:
-            while piece := f.read(CHUNK_BYTES):
+        left = obj.size
+        with self._open(obj) as f:
+            while left > 0 and (piece := f.read(min(CHUNK_BYTES, left))):
+                left -= len(piece)
                 yield piece
 
     def path(self, obj: StoredObject) -> str:
-        return str(self._files().path(obj.key)) if obj.in_file else ""
+        if not obj.in_file:
+            return ""
+        files = self._files()
+        path = files.path(obj.key)
+        if not path.exists():
+            raise FailedPrecondition(unreachable(obj.key, files.root))
+        return str(path)
+
+    def _open(self, obj: StoredObject) -> BinaryIO:
+        files = self._files()
+        try:
+            return open(files.path(obj.key), "rb", buffering=0)
+        except FileNotFoundError:
+            raise FailedPrecondition(unreachable(obj.key, files.root)) from None
 
     # -- lifetimes of implicit objects -------------------------------------------------------------------
 
@@ -208,9 +229,27 @@ class ObjectRepository:
 
     def _expire(self, key: str) -> None:
         self._expiring.pop(key, None)
-        task = asyncio.ensure_future(self._delete_quietly(key))
+        self._in_background(self._delete_quietly(key))
+
+    def _in_background(self, work: Awaitable[object]) -> None:
+        task = asyncio.ensure_future(work)
         self._expiries.add(task)
         task.add_done_callback(self._expiries.discard)
+
+    def _trim_free_later(self) -> None:
+        """Free files nobody reuses go after their idle time: checked that long after one was added."""
+        if self._trimming is None and self.files is not None:
+            loop = asyncio.get_running_loop()
+            self._trimming = loop.call_later(FREE_IDLE_S, self._trim_free)
+
+    def _trim_free(self) -> None:
+        self._trimming = None
+        self._in_background(self._trim_free_now())
+
+    async def _trim_free_now(self) -> None:
+        files = self._files()
+        if await asyncio.to_thread(files.trim_free):
+            self._trim_free_later()
 
     async def _delete_quietly(self, key: str) -> None:
         with contextlib.suppress(NotFound):
@@ -249,6 +288,8 @@ class ObjectRepository:
                 await self.remove_ref(key, 1)
 
     async def close(self) -> None:
+        if self._trimming is not None:
+            self._trimming.cancel()
         for timer in self._expiring.values():
             timer.cancel()
         self._expiring.clear()
@@ -320,6 +361,7 @@ class ObjectRepository:
         if obj.in_file and self.files is not None:
             # Freeing a large file's pages takes tens of milliseconds: not on the loop.
             await asyncio.to_thread(self.files.remove, obj.key)
+            self._trim_free_later()
         timer = self._expiring.pop(obj.key, None)
         if timer is not None:
             timer.cancel()
@@ -328,3 +370,16 @@ class ObjectRepository:
     def _account(self, old: StoredObject | None, new: StoredObject | None) -> None:
         self.count += (new is not None) - (old is not None)
         self.total_size += (new.size if new else 0) - (old.size if old else 0)
+
+
+def _truncate(path: Path, inode: int, size: int) -> None:
+    """Cut the file ``path`` to ``size`` bytes unless another file took its place meanwhile."""
+    try:
+        fd = os.open(path, os.O_WRONLY)
+    except FileNotFoundError:
+        return
+    try:
+        if os.fstat(fd).st_ino == inode:
+            os.ftruncate(fd, size)
+    finally:
+        os.close(fd)

@@ -55,7 +55,7 @@ class Blob:
 
     @property
     def size(self) -> int:
-        size = len(self.header) + len(self.payload) + _pad(len(self.payload))
+        size = len(self.header) + len(self.payload)
         for buffer in self.buffers:
             size += _pad(size) + buffer.nbytes
         return size
@@ -99,6 +99,51 @@ class Blob:
                 os.unlink(path)
             raise
         os.close(fd)
+
+    def write_over(self, path: str | os.PathLike[str]) -> None:
+        """Write the object at the start of the existing file ``path``, at least :attr:`size` bytes long
+        (a recycled object file, whose pages are already in memory: writing into them costs a copy, where
+        a new file's pages must first be found one by one). Bytes past :attr:`size` are left as they are:
+        the header says where the object ends."""
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            if os.fstat(fd).st_size < self.size:
+                raise BlobError(f"{path} is shorter than the {self.size} bytes of the object")
+            offset = 0
+            for piece in self.chunks(1 << 30):
+                view = memoryview(piece)
+                while view:
+                    written = os.pwrite(fd, view, offset)
+                    view = view[written:]
+                    offset += written
+        finally:
+            os.close(fd)
+
+
+def stored_size(head: bytes) -> int | None:
+    """The size of an object in this layout from its first bytes (its header, up to the buffer lengths),
+    or None when they are not such an object's."""
+    if len(head) < _HEAD.size:
+        return None
+    magic, payload_length, count = _HEAD.unpack_from(head)
+    if magic != MAGIC or len(head) < _HEAD.size + count * _LENGTH.size:
+        return None
+    offset = _HEAD.size + count * _LENGTH.size
+    size: int = offset + _pad(offset) + payload_length
+    for i in range(count):
+        length: int = _LENGTH.unpack_from(head, _HEAD.size + i * _LENGTH.size)[0]
+        size += _pad(size) + length
+    return size
+
+
+def file_stored_size(path: str | os.PathLike[str]) -> int | None:
+    """The size of the object at the start of the file ``path`` (see :func:`stored_size`)."""
+    with open(path, "rb") as f:
+        head = f.read(_HEAD.size)
+        if len(head) < _HEAD.size or head[: len(MAGIC)] != MAGIC:
+            return None
+        count = _HEAD.unpack(head)[2]
+        return stored_size(head + f.read(count * _LENGTH.size))
 
 
 def dumps(value: object) -> Blob:

@@ -16,7 +16,12 @@ from harness import TERMINAL, Harness, HarnessFactory, expect_code, params, poll
 from pg import PostgresServer, make_postgres
 from served import Launcher
 
+import spear_sdk
+from spear_sdk.errors import ExecutionError
 from spear_sdk.wire import function_pb2 as fpb
+from spear_sdk.wire import object_pb2 as opb
+
+MIB = 1 << 20
 
 ASYNC = fpb.EXECUTION_MODE_ASYNC
 COMPLETED, FAILED, RUNNING = (
@@ -387,3 +392,41 @@ async def test_acknowledged_write_survives_a_killed_postmaster(
     await poll(found, timeout=30, what="the record after the database's crash")
     response = await h.status(done.execution_id, include_result=True)
     assert value(response.result) == 42
+
+
+def _object_root(h: Harness) -> Path:
+    objects = h.server._objects
+    assert objects is not None and objects.files is not None
+    return objects.files.root
+
+
+async def test_an_object_put_through_one_server_is_an_argument_through_another(
+    make_harness: HarnessFactory, pg_url: str, tmp_path: Path
+) -> None:
+    a = await make_harness(store=pg_url)
+    b = await make_harness(store=pg_url)
+    assert _object_root(a) == _object_root(b)  # one machine: one directory
+    array = np.arange(3 * MIB // 8, dtype=np.float64)
+    async with (
+        spear_sdk.AsyncClient(f"127.0.0.1:{a.server.port}") as on_a,
+        spear_sdk.AsyncClient(f"127.0.0.1:{b.server.port}") as on_b,
+    ):
+        ref = await on_a.put(array)
+        echo = on_b.function(lambda x: x, name="shared-echo")
+        assert np.array_equal(await echo(ref), array)  # B's worker maps the file A's client wrote
+        assert np.array_equal(await echo(array * 2), array * 2)  # an argument by reference through B
+        other = await on_b.put(array + 1)
+        total = on_a.function(lambda x: float(x.sum()), name="shared-total")
+        assert await total(other) == float((array + 1).sum())
+
+        # A server whose object directory is elsewhere (another machine) says what to do.
+        far = await make_harness(store=pg_url, object_dir=str(tmp_path / "elsewhere"))
+        error = await expect_code(
+            far.obj.OpenObject(opb.OpenObjectRequest(key=ref.key)), grpc.StatusCode.FAILED_PRECONDITION
+        )
+        assert "--object-dir" in (error.details() or "")
+        async with spear_sdk.AsyncClient(f"127.0.0.1:{far.server.port}") as on_far:
+            with pytest.raises(ExecutionError, match="--object-dir"):
+                await on_far.function(lambda x: float(x.sum()), name="far-total")(ref)
+        await ref.delete()
+        await other.delete()

@@ -4,6 +4,10 @@ the inline limit, the same-machine files and the streamed transfer, lifetimes, a
 from __future__ import annotations
 
 import asyncio
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import LAB_OPTIONS, wait_until
+from spearlet.blobs import ObjectFiles, file_name
 
 import spear_sdk
 from spear_sdk.errors import ExecutionError, InvalidArgument, NotFound
@@ -216,6 +221,112 @@ def test_a_client_on_another_machine_moves_objects_in_chunks(lab: spear_sdk.Lab)
         remote.close()
     finally:
         host_file.write_text(token)
+
+
+# -- reusing freed memory ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh_lab() -> spear_sdk.Lab:
+    """A lab of its own (its object directory empty): the running one stopped and started again."""
+    spear_sdk.start_lab(**LAB_OPTIONS).stop(0)
+    return spear_sdk.start_lab(**LAB_OPTIONS)
+
+
+def _free_files(client: spear_sdk.Client) -> list[Path]:
+    local = client._runtime.run(client._core.transfer.local())
+    assert local is not None
+    return sorted((local.root / "free").iterdir())
+
+
+def test_a_deleted_objects_memory_is_reused_but_never_under_a_value_using_it(
+    fresh_lab: spear_sdk.Lab,
+) -> None:
+    client = fresh_lab.client
+    first = np.full(4 * MIB // 8, 1.0)
+    ref = client.put(first)
+    held = ref.get()  # points into the object's file
+    ref.delete()
+    assert len(_free_files(client)) == 1  # kept for reuse
+    second = client.put(np.full(4 * MIB // 8, 2.0))
+    assert np.array_equal(held, first)  # still mapped here: not written over
+    assert len(_free_files(client)) == 1
+    del held
+    third = client.put(np.full(4 * MIB // 8, 3.0))
+    assert _free_files(client) == []  # nobody maps it any more: reused
+    assert np.array_equal(second.get(), np.full(4 * MIB // 8, 2.0))
+    assert np.array_equal(third.get(), np.full(4 * MIB // 8, 3.0))
+    total = client.function(lambda a: float(a.sum()), name="reused-total")
+    assert total(third) == 3.0 * (4 * MIB // 8)
+
+
+def test_a_reused_file_longer_than_the_object_holds_exactly_the_object(fresh_lab: spear_sdk.Lab) -> None:
+    client = fresh_lab.client
+    client.put(np.zeros(6 * MIB // 8)).delete()
+    assert [f.stat().st_size >= 6 * MIB for f in _free_files(client)] == [True]
+    small = np.arange(4 * MIB // 8, dtype=np.float64)
+    ref = client.put(small)  # written into the 6 MiB file
+    assert _free_files(client) == []
+    listed = client.objects(prefix=ref.key)
+    assert list(listed["size"]) == [ref.size_bytes]
+    assert np.array_equal(ref.get(), small)
+    echo = client.function(lambda a: a, name="reused-echo")
+    assert np.array_equal(echo(ref), small)
+    ref.delete()
+
+
+def test_a_calls_large_result_goes_with_its_value_its_memory_serves_the_next(
+    fresh_lab: spear_sdk.Lab,
+) -> None:
+    client = fresh_lab.client
+    make = client.function(lambda n, v: np.full(n, v), name="result-make")
+
+    def results() -> list[str]:
+        return list(client.objects(prefix="spear/results/")["key"])
+
+    first = make(3 * MIB // 8, 1.0)
+    assert np.array_equal(first, np.full(3 * MIB // 8, 1.0))
+    (key,) = results()  # held while the value lives
+    del first
+    # The record goes first, then the file moves to free/.
+    wait_until(
+        lambda: not results() and _free_files(client), what="the result object released with its value"
+    )
+    (freed,) = _free_files(client)
+    root = freed.parent.parent
+    inode = freed.stat().st_ino
+    second = make(3 * MIB // 8, 2.0)
+    assert np.array_equal(second, np.full(3 * MIB // 8, 2.0))
+    (key,) = results()
+    assert (root / "objects" / file_name(key)).stat().st_ino == inode  # the first result's memory
+    assert np.array_equal(second, np.full(3 * MIB // 8, 2.0))
+
+
+def test_a_killed_servers_temporary_objects_are_removed_by_the_next_one() -> None:
+    code = (
+        "import sys, time\n"
+        "from spearlet.blobs import ObjectFiles\n"
+        "print(ObjectFiles.for_store('memory://').root, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    abandoned = Path(child.stdout.readline().strip())
+    (abandoned / "objects" / "some-object").write_bytes(b"x" * 1000)
+    child.kill()
+    child.wait()
+    unowned = Path(tempfile.mkdtemp(prefix="spearlet-objects-", dir=abandoned.parent))
+    files = ObjectFiles.for_store("memory://")
+    try:
+        assert not abandoned.exists()
+        assert unowned.exists()  # nothing says whose it is: left alone
+        assert files.root.exists() and files.root != abandoned
+        again = ObjectFiles.for_store("memory://")
+        assert files.root.exists()  # its owner (this process) is running
+        again.close()
+    finally:
+        files.close()
+        shutil.rmtree(unowned)
 
 
 # -- limits and errors --------------------------------------------------------------------------------

@@ -17,12 +17,13 @@ import functools
 import mmap
 import os
 import secrets
+import threading
 from collections import OrderedDict
 from contextlib import AbstractContextManager
 from pathlib import Path
 
-from spear_sdk.wire import blob, refs
-from spearlet.blobs import INCOMING, OBJECTS, file_name
+from spear_sdk.wire import blob, object_dir, refs
+from spearlet.blobs import OBJECTS, file_name, unreachable
 
 #: Mappings kept per worker; a mapping costs address space, not memory, until its pages are read.
 CAPACITY = 32
@@ -34,26 +35,44 @@ class ObjectCache:
         self._maps: OrderedDict[str, tuple[tuple[int, int, int], mmap.mmap]] = OrderedDict()
         #: How many times a file was opened and mapped (the rest were served from the cache).
         self.opened = 0
+        # The thread executor runs several jobs (and their decoding) at once in one process.
+        self._lock = threading.Lock()
 
     def value(self, directory: str, key: str) -> object:
         path = os.path.join(directory, OBJECTS, file_name(key))
         try:
             stat = os.stat(path)
         except FileNotFoundError:
-            raise LookupError(f"object {key!r} does not exist (deleted while the call waited?)") from None
+            raise LookupError(
+                f"{unreachable(key, Path(directory))} (or it was deleted while the call waited)"
+            ) from None
         identity = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-        cached = self._maps.get(key)
-        if cached is not None and cached[0] == identity:
-            self._maps.move_to_end(key)
-            mapping = cached[1]
-        else:
-            with open(path, "rb") as f:
-                mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-            self.opened += 1
-            self._maps[key] = (identity, mapping)
-            while len(self._maps) > self.capacity:
-                self._maps.popitem(last=False)  # closed once no value points into it
+        with self._lock:
+            cached = self._maps.get(key)
+            if cached is not None and cached[0] == identity:
+                self._maps.move_to_end(key)
+                mapping = cached[1]
+            else:
+                with open(path, "rb") as f:
+                    mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                self.opened += 1
+                self._maps[key] = (identity, mapping)
+                while len(self._maps) > self.capacity:
+                    self._maps.popitem(last=False)  # closed once no value points into it
         return blob.loads(mapping)
+
+    def prune(self, directory: str) -> None:
+        """Forget the mappings of objects deleted or replaced since: a mapping keeps a deleted
+        object's memory alive, and its file out of reuse (``free/``)."""
+        with self._lock:
+            for key, (identity, _) in list(self._maps.items()):
+                try:
+                    stat = os.stat(os.path.join(directory, OBJECTS, file_name(key)))
+                except OSError:
+                    del self._maps[key]
+                    continue
+                if (stat.st_ino, stat.st_mtime_ns, stat.st_size) != identity:
+                    del self._maps[key]
 
 
 CACHE = ObjectCache()
@@ -64,11 +83,12 @@ def resolving(directory: str) -> AbstractContextManager[None]:
     directory: the references stay references)."""
     if not directory:
         return contextlib.nullcontext()
+    CACHE.prune(directory)
     return refs.resolving(functools.partial(CACHE.value, directory))
 
 
 def write_result(directory: str, execution_id: str, laid_out: blob.Blob) -> bytes:
     """Write a large value into the incoming folder; the serialized reference to report for it."""
     key = f"spear/results/{execution_id}/{secrets.token_hex(8)}"
-    laid_out.write_new_file(Path(directory) / INCOMING / file_name(key))
+    object_dir.write_object(directory, laid_out, file_name(key))
     return refs.ref_any(key).SerializeToString()
