@@ -91,6 +91,17 @@ async def test_a_pipeline_runs_on_the_cluster_and_stops_at_the_running_call(dask
     assert codes == [STOPPED, NOT_STARTED]
 
 
+async def test_a_long_pipeline_does_not_stall_on_full_pipes(dask: Executor) -> None:
+    # More jobs than a pipe holds, each answered before the next is read: the worker's thread must read
+    # the answers while the rest of the jobs are still being written.
+    jobs = [
+        job(python("add"), n, 1, job_execution_id=f"long{n}", job_announce_start=True) for n in range(1500)
+    ]
+    pipeline = await dask.start_pipeline(jobs, [Recorder() for _ in jobs])  # type: ignore[attr-defined]
+    outcomes = await asyncio.wait_for(asyncio.gather(*pipeline.outcomes), 60)
+    assert [result(o) for o in outcomes] == list(range(1, 1501))
+
+
 async def test_a_killed_worker_loses_the_call_and_the_cluster_heals(
     dask: Executor, dask_cluster: DaskCluster, tmp_path: Path
 ) -> None:

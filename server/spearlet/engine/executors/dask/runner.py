@@ -52,6 +52,8 @@ _READY_TIMEOUT_S = 60.0
 COALESCE_S = 0.005
 #: The worker stops a job this long after its deadline, if the spearlet has not stopped it by then.
 DEADLINE_SLACK_S = 1.0
+#: How long the end of a task waits for its sender thread (done by then, unless the child died).
+_SENDER_JOIN_S = 1.0
 
 #: ``(instance_id, {job index: its result message, for results not sent as events}, why the child died
 #: ("" if it did not), events sent)``
@@ -204,11 +206,7 @@ def _relay(worker: Any, key: str, spec: TaskSpec, child: _Child, instance_id: st
         pending.clear()
         sent += 1
 
-    try:
-        for job in jobs:  # the child runs them in order, one after another
-            child.conn.send_bytes(pickle.dumps(job, pickle.HIGHEST_PROTOCOL))
-    except OSError:
-        pass  # dead already: the read below says how
+    sender = _send_jobs(child, jobs)
     if not jobs[0].announce_start:  # it starts on arrival, and the child will not say so
         pending.append([0, EVENT_STARTED, instance_id])
     died = ""
@@ -250,12 +248,34 @@ def _relay(worker: Any, key: str, spec: TaskSpec, child: _Child, instance_id: st
         elif kind == STARTED:
             deadline = _deadline(jobs[index])
             pending.append([index, EVENT_STARTED, instance_id])
+    if sender is not None:
+        sender.join(_SENDER_JOIN_S)
     if not spec.pipeline:
         # The task's result names the worker: a start it says nothing else about needs no event.
         pending[:] = [item for item in pending if item[1] != EVENT_STARTED]
     if pending:
         flush()
     return instance_id, results, died, sent
+
+
+def _send_jobs(child: _Child, jobs: Sequence[Job]) -> threading.Thread | None:
+    """Send the jobs to the child, which runs them in order. A pipeline's are written by a thread of
+    their own: the child answers each job before it reads the next, and while this thread waited on a
+    full pipe the child would wait on its answers, which nobody reads."""
+
+    def send(batch: Sequence[Job]) -> None:
+        try:
+            for job in batch:
+                child.conn.send_bytes(pickle.dumps(job, pickle.HIGHEST_PROTOCOL))
+        except OSError:
+            pass  # dead already: the reader says how
+
+    send(jobs[:1])
+    if len(jobs) == 1:
+        return None
+    thread = threading.Thread(target=send, args=(jobs[1:],), name="spearlet-dask-send", daemon=True)
+    thread.start()
+    return thread
 
 
 def _deadline(job: Job) -> float | None:
