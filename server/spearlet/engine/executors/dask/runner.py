@@ -7,11 +7,13 @@ child for the calls it runs one after another; a job with ``fresh_instance`` get
 
 What travels back to the spearlet:
 
-* while the jobs run, the child's "started", log and chunk messages (and a pipeline's results) as events
-  on the spearlet's topic (``Worker.log_event``: worker → scheduler → the subscribed client, in order),
-  each ``[key, [[job index, kind, payload], ...]]`` with what the child said since the last one;
-* the task's result, :data:`TaskResult`: the instance id, each job's result message, why the child died if
-  it did, and how many events were sent (the client waits for that many before it trusts the result).
+* while the jobs run, the child's "started", log and chunk messages, and each job's result, as events on
+  the spearlet's topic (``Worker.log_event``: worker → scheduler → the subscribed client, in order), each
+  ``[key, [[job index, kind, payload], ...]]`` with what the child said since the last one. A result thus
+  reaches the spearlet as soon as the task's end does, without a second round trip to fetch it;
+* the task's result, :data:`TaskResult`: the instance id, the result messages too large for an event, why
+  the child died if it did, and how many events were sent (the client waits for that many before it
+  trusts the result).
 
 Cancelling the Dask future does not stop a running thread: :class:`.plugin.SpearletPlugin` sees the task
 leave ``executing`` and calls :func:`kill`, which kills the child's process group. The thread then reads
@@ -40,8 +42,8 @@ from spearlet.engine.executors.worker_process import init_message, start_worker
 
 #: Every task the executor submits has a key with this prefix: ``spear-{execution id}-a{attempt}-...``.
 KEY_PREFIX = "spear-"
-#: Event kinds: a job started, printed, yielded a value, or ended (a pipeline's job); the task was stopped
-#: and its process is gone.
+#: Event kinds: a job started, printed, yielded a value, or ended; the task was stopped and its process is
+#: gone.
 EVENT_STARTED, EVENT_LOG, EVENT_CHUNK, EVENT_RESULT, EVENT_STOPPED = "s", "l", "c", "r", "x"
 #: The scheduler keeps a topic's last events (``distributed.admin.low-level-log-length``, 1000): larger
 #: results travel as the task's result instead.
@@ -65,10 +67,9 @@ class TaskSpec:
     """What one Dask task runs: jobs back to back on one child, each reporting on ``topic``."""
 
     topic: str
+    #: Each job's result goes out as an event as soon as it is known (so that a pipeline's stop loses only
+    #: the running job); results larger than :data:`RESULT_EVENT_LIMIT` wait for the task's end.
     jobs: Sequence[Job]
-    #: A batch's pipeline: each job's result goes out as an event as soon as it is known, so that a stop
-    #: loses only the running job (results larger than :data:`RESULT_EVENT_LIMIT` wait for the end).
-    pipeline: bool = False
 
 
 class Stopped(Exception):
@@ -234,7 +235,7 @@ def _relay(worker: Any, key: str, spec: TaskSpec, child: _Child, instance_id: st
             break
         kind = message[0]
         if kind == RESULT:
-            if spec.pipeline and _small(message):
+            if _small(message):
                 pending.append([index, EVENT_RESULT, list(message)])
             else:
                 results[index] = message
@@ -250,9 +251,6 @@ def _relay(worker: Any, key: str, spec: TaskSpec, child: _Child, instance_id: st
             pending.append([index, EVENT_STARTED, instance_id])
     if sender is not None:
         sender.join(_SENDER_JOIN_S)
-    if not spec.pipeline:
-        # The task's result names the worker: a start it says nothing else about needs no event.
-        pending[:] = [item for item in pending if item[1] != EVENT_STARTED]
     if pending:
         flush()
     return instance_id, results, died, sent
