@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,9 +14,16 @@ from pathlib import Path
 import pytest
 from dask_cluster import DaskCluster, require_distributed
 from processes import pid_dead, pid_gone
-from spearlet.engine.executors import COMPLETED, FAILED, OUT_OF_MEMORY, WORKER_CRASHED, create_executor
+from spearlet.engine.executors import (
+    COMPLETED,
+    FAILED,
+    OUT_OF_MEMORY,
+    WORKER_CRASHED,
+    Artifact,
+    create_executor,
+)
 from spearlet.engine.executors.base import NOT_STARTED, STOPPED, Executor
-from test_executors import DEADLINE_S, Recorder, eventually, job, python, result, run
+from test_executors import DEADLINE_S, SCRIPT, Recorder, eventually, job, python, result, run, sleeping_pid
 
 
 @pytest.fixture
@@ -61,6 +69,17 @@ async def test_the_worker_enforces_the_deadline_by_itself(dask: Executor) -> Non
     assert (outcome.status, outcome.error_code) == (FAILED, WORKER_CRASHED)
     assert "past its 200 ms limit" in outcome.error_message
     assert pid_gone(int(sink.text.strip()))
+
+
+async def test_the_worker_enforces_a_programs_deadline_by_itself(dask: Executor, tmp_path: Path) -> None:
+    tool = tmp_path / "tool.py"
+    tool.write_text(SCRIPT)
+    artifact = Artifact("process", sys.executable, function_name="sleep", metadata={"args": f'["{tool}"]'})
+    sink = Recorder()
+    outcome = await dask.run(job(artifact, job_timeout_ms=200), sink)
+    assert (outcome.status, outcome.error_code) == (FAILED, WORKER_CRASHED)
+    assert "past its 200 ms limit" in outcome.error_message and outcome.instance_id.startswith("dask-w")
+    assert pid_gone(await sleeping_pid(sink))
 
 
 async def test_memory_limit_and_peak_memory(dask: Executor) -> None:

@@ -95,6 +95,7 @@ class DaskExecutor(Executor):
     name = "dask"
     stops_work = True
     limits_memory = True
+    runs_processes = True
 
     def __init__(
         self,

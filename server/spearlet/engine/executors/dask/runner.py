@@ -4,6 +4,8 @@ A Dask worker thread cannot be stopped, cannot cap a call's memory and captures 
 not run in it: the thread hands its jobs to a child process, the same worker the process pool spawns
 (:mod:`..worker`, speaking :mod:`..messages`), and relays what the child says. Each thread keeps one warm
 child for the calls it runs one after another; a job with ``fresh_instance`` gets a child of its own.
+A task of ``process`` jobs gets a :class:`.process_jobs.ProcessJobs` instead, which runs each program
+and answers on a connection just as a child does.
 
 What travels back to the spearlet:
 
@@ -37,6 +39,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from spearlet.engine.executors.base import Job
+from spearlet.engine.executors.dask.process_jobs import ProcessJobs
 from spearlet.engine.executors.messages import CHUNK, LOG, READY, RESULT, STARTED, ResultMessage
 from spearlet.engine.executors.worker_process import init_message, start_worker
 
@@ -104,10 +107,13 @@ class _Child:
         return self.proc.wait()
 
 
+#: What runs a task's jobs: a call process, or for ``process`` artifacts the thread that runs the programs.
+_Host = _Child | ProcessJobs
+
 _local = threading.local()
 _lock = threading.Lock()
-#: The child running each task's jobs, by task key (what :func:`kill` looks up).
-_running: dict[str, _Child] = {}
+#: The host running each task's jobs, by task key (what :func:`kill` looks up).
+_running: dict[str, _Host] = {}
 
 
 def _spawn() -> _Child:
@@ -176,7 +182,9 @@ def run_task(spec_bytes: bytes) -> TaskResult:
     worker = get_worker()
     key = str(worker.get_current_task())
     instance_id = f"dask-{worker.name}"
-    child = _take_child(spec.jobs[0].fresh_instance)
+    # A task's jobs share an artifact: a batch calls one function.
+    programs = spec.jobs[0].artifact.type == "process"
+    child: _Host = ProcessJobs() if programs else _take_child(spec.jobs[0].fresh_instance)
     with _lock:
         _running[key] = child
     try:
@@ -188,11 +196,11 @@ def run_task(spec_bytes: bytes) -> TaskResult:
     finally:
         with _lock:
             _running.pop(key, None)
-        if spec.jobs[0].fresh_instance or child.killed:
+        if programs or spec.jobs[0].fresh_instance or child.killed:
             child.reap()
 
 
-def _relay(worker: Any, key: str, spec: TaskSpec, child: _Child, instance_id: str) -> TaskResult:
+def _relay(worker: Any, key: str, spec: TaskSpec, child: _Host, instance_id: str) -> TaskResult:
     jobs = spec.jobs
     results: dict[int, ResultMessage] = {}
     index = 0  # the job running now
@@ -256,7 +264,7 @@ def _relay(worker: Any, key: str, spec: TaskSpec, child: _Child, instance_id: st
     return instance_id, results, died, sent
 
 
-def _send_jobs(child: _Child, jobs: Sequence[Job]) -> threading.Thread | None:
+def _send_jobs(child: _Host, jobs: Sequence[Job]) -> threading.Thread | None:
     """Send the jobs to the child, which runs them in order. A pipeline's are written by a thread of
     their own: the child answers each job before it reads the next, and while this thread waited on a
     full pipe the child would wait on its answers, which nobody reads."""
@@ -287,7 +295,7 @@ def _small(message: ResultMessage) -> bool:
     return result is None or len(result) <= RESULT_EVENT_LIMIT
 
 
-def _wait_readable(child: _Child, deadline: float) -> bool:
+def _wait_readable(child: _Host, deadline: float) -> bool:
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         return False
