@@ -23,6 +23,7 @@ from spearlet.engine.executors import (
     create_executor,
 )
 from spearlet.engine.executors.base import NOT_STARTED, STOPPED, Executor
+from spearlet.engine.executors.dask import flow
 from test_executors import DEADLINE_S, SCRIPT, Recorder, eventually, job, python, result, run, sleeping_pid
 
 
@@ -80,6 +81,60 @@ async def test_the_worker_enforces_a_programs_deadline_by_itself(dask: Executor,
     assert (outcome.status, outcome.error_code) == (FAILED, WORKER_CRASHED)
     assert "past its 200 ms limit" in outcome.error_message and outcome.instance_id.startswith("dask-w")
     assert pid_gone(await sleeping_pid(sink))
+
+
+class SlowReader(Recorder):
+    """A sink whose reader is behind from the first chunk until ``catch_up`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.catch_up = asyncio.Event()
+
+    def chunk(self, data: bytes) -> bool:
+        super().chunk(data)
+        return self.catch_up.is_set()
+
+    async def writable(self) -> None:
+        await self.catch_up.wait()
+
+
+def _handed_over(progress: Path) -> int:
+    return int(progress.read_text() or 0) if progress.exists() else 0
+
+
+async def test_a_slow_reader_holds_the_stream_back_on_the_worker(dask: Executor, tmp_path: Path) -> None:
+    progress = tmp_path / "progress"
+    count, size = 300, 64 << 10
+    sink = SlowReader()
+    streaming = asyncio.ensure_future(
+        dask.run(job(python("blobs"), count, size, str(progress), job_stream=True), sink)
+    )
+    await eventually(lambda: len(sink.chunks) >= flow.WINDOW_CHUNKS)
+    # Held there: the function may get a pipe's worth ahead, never near the end (unbounded, it would be
+    # done in a fraction of this second).
+    bound = flow.WINDOW_CHUNKS + 8
+    watched_until = time.monotonic() + 1.0
+    while time.monotonic() < watched_until:
+        assert len(sink.chunks) == flow.WINDOW_CHUNKS and _handed_over(progress) <= bound
+        await asyncio.sleep(0.05)
+    sink.catch_up.set()
+    outcome = await asyncio.wait_for(streaming, DEADLINE_S)
+    assert outcome.status == COMPLETED
+    assert [int.from_bytes(chunk[:4], "big") for chunk in sink.chunks] == list(range(count))  # type: ignore[index]
+
+
+async def test_a_stream_held_back_by_its_reader_stops_at_once(dask: Executor, tmp_path: Path) -> None:
+    sink = SlowReader()
+    streaming = asyncio.ensure_future(
+        dask.run(job(python("blobs"), 10**9, 1024, str(tmp_path / "progress"), job_stream=True), sink)
+    )
+    await eventually(lambda: len(sink.chunks) >= flow.WINDOW_CHUNKS)
+    cancelled_at = time.monotonic()
+    streaming.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await streaming
+    assert time.monotonic() - cancelled_at < 1.0
+    assert result((await run(dask, job(python("add"), 1, 1, job_execution_id="next")))[0]) == 2
 
 
 async def test_memory_limit_and_peak_memory(dask: Executor) -> None:

@@ -30,7 +30,7 @@ import contextlib
 import logging
 import pickle
 import uuid
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -47,7 +47,7 @@ from spearlet.engine.executors.base import (
     Pipeline,
     Sink,
 )
-from spearlet.engine.executors.dask import runner
+from spearlet.engine.executors.dask import flow, runner
 from spearlet.engine.executors.dask.cluster import SLOT_RESOURCE, ClusterInfo, default_workers
 from spearlet.engine.executors.messages import ResultMessage, outcome_of
 
@@ -87,6 +87,12 @@ class _Task:
     #: Set once the worker says the stopped task's process is gone.
     gone: asyncio.Event = field(default_factory=asyncio.Event)
     stopped: bool = False
+    #: The worker's address (where chunks are acknowledged), the chunks the sinks took so far, the count
+    #: last acknowledged, and whether a sink said it is behind (no acknowledgement until it catches up).
+    address: str = ""
+    taken: int = 0
+    acked: int = 0
+    held: bool = False
 
 
 class DaskExecutor(Executor):
@@ -123,7 +129,7 @@ class DaskExecutor(Executor):
         self._last_error = ""
         self._closed = False
         self._submitted = 0
-        #: The tasks that await each Dask future (and cancel them): kept until they end.
+        #: The tasks that await each Dask future, cancel them, acknowledge chunks: kept until they end.
         self._waiters: set[asyncio.Task[None]] = set()
         #: Finished futures not yet released (``_park``), and the timer that releases them when idle.
         self._parked: list[Any] = []
@@ -245,9 +251,7 @@ class DaskExecutor(Executor):
             resources={SLOT_RESOURCE: 1} if self._use_slots else None,
         )
         self._release_parked()  # after the submission: the scheduler sends the new task out first
-        waiter = loop.create_task(self._await_task(task))
-        self._waiters.add(waiter)
-        waiter.add_done_callback(self._waiters.discard)
+        self._spawn(self._await_task(task))
         return outcomes, lambda: self._stop(task), task
 
     async def _await_task(self, task: _Task) -> None:
@@ -352,9 +356,7 @@ class DaskExecutor(Executor):
                 fut.set_result(Outcome(FAILED, error_code=code, instance_id=task.instance_id))
         client = self._client
         if client is not None and task.future is not None:
-            canceller = asyncio.get_running_loop().create_task(self._cancel(client, task))
-            self._waiters.add(canceller)
-            canceller.add_done_callback(self._waiters.discard)
+            self._spawn(self._cancel(client, task))
 
     async def _cancel(self, client: Any, task: _Task) -> None:
         with contextlib.suppress(Exception):
@@ -377,7 +379,7 @@ class DaskExecutor(Executor):
 
     def _dispatch(self, task: _Task, index: int, kind: str, payload: Any) -> None:
         if kind == runner.EVENT_STARTED:
-            task.instance_id = payload
+            task.instance_id, task.address = payload
             self._started(task, index)
         elif kind == runner.EVENT_STOPPED:
             task.gone.set()
@@ -390,7 +392,35 @@ class DaskExecutor(Executor):
         elif kind == runner.EVENT_LOG:
             task.sinks[index].log(payload)
         elif kind == runner.EVENT_CHUNK:
-            task.sinks[index].chunk(payload)
+            task.taken += 1
+            if not task.sinks[index].chunk(payload) and not task.held:
+                task.held = True
+                self._spawn(self._resume(task, task.sinks[index]))
+            elif not task.held and task.taken - task.acked >= flow.ACK_EVERY:
+                self._acknowledge(task)
+
+    async def _resume(self, task: _Task, sink: Sink) -> None:
+        await sink.writable()
+        task.held = False
+        self._acknowledge(task)
+
+    def _acknowledge(self, task: _Task) -> None:
+        """Tell the worker that the chunks so far were taken: it may send that many more (:mod:`.flow`)."""
+        client = self._client
+        if client is None or not task.address or task.taken == task.acked:
+            return
+        task.acked = task.taken
+        self._spawn(self._grant(client, task.address, task.key, task.taken))
+
+    async def _grant(self, client: Any, address: str, key: str, taken: int) -> None:
+        with contextlib.suppress(Exception):  # the worker or the task is gone: nobody waits for it
+            await client.run(runner.grant, key, taken, workers=[address])
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` on the side, kept until it ends."""
+        helper = asyncio.get_running_loop().create_task(work)
+        self._waiters.add(helper)
+        helper.add_done_callback(self._waiters.discard)
 
     # -- the connection ----------------------------------------------------------------------------------
 

@@ -39,6 +39,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from spearlet.engine.executors.base import Job
+from spearlet.engine.executors.dask.flow import Window
 from spearlet.engine.executors.dask.process_jobs import ProcessJobs
 from spearlet.engine.executors.messages import CHUNK, LOG, READY, RESULT, STARTED, ResultMessage
 from spearlet.engine.executors.worker_process import init_message, start_worker
@@ -114,6 +115,8 @@ _local = threading.local()
 _lock = threading.Lock()
 #: The host running each task's jobs, by task key (what :func:`kill` looks up).
 _running: dict[str, _Host] = {}
+#: The chunks in flight of each task that streams, by task key (what :func:`grant` looks up).
+_windows: dict[str, Window] = {}
 
 
 def _spawn() -> _Child:
@@ -151,10 +154,22 @@ def kill(key: str) -> bool:
     """Kill the child running the task ``key`` (its thread then ends the task); False if none is."""
     with _lock:
         child = _running.get(key)
+        window = _windows.get(key)
     if child is None:
         return False
     child.kill()
+    if window is not None:
+        window.wake()
     return True
+
+
+def grant(key: str, taken: int) -> None:
+    """The spearlet's reader took the first ``taken`` chunks of the task ``key`` (see :mod:`.flow`); run
+    on the worker by ``Client.run``."""
+    with _lock:
+        window = _windows.get(key)
+    if window is not None:
+        window.grant(taken)
 
 
 def kill_all() -> None:
@@ -185,22 +200,28 @@ def run_task(spec_bytes: bytes) -> TaskResult:
     # A task's jobs share an artifact: a batch calls one function.
     programs = spec.jobs[0].artifact.type == "process"
     child: _Host = ProcessJobs() if programs else _take_child(spec.jobs[0].fresh_instance)
+    window = Window() if any(job.stream for job in spec.jobs) else None
     with _lock:
         _running[key] = child
+        if window is not None:
+            _windows[key] = window
     try:
         # A cancel that came before the child was registered found nothing to kill: look again.
         task = worker.state.tasks.get(key)
         if task is None or task.state not in ("executing", "long-running"):
             child.kill()
-        return _relay(worker, key, spec, child, instance_id)
+        return _relay(worker, key, spec, child, instance_id, window)
     finally:
         with _lock:
             _running.pop(key, None)
+            _windows.pop(key, None)
         if programs or spec.jobs[0].fresh_instance or child.killed:
             child.reap()
 
 
-def _relay(worker: Any, key: str, spec: TaskSpec, child: _Host, instance_id: str) -> TaskResult:
+def _relay(
+    worker: Any, key: str, spec: TaskSpec, child: _Host, instance_id: str, window: Window | None
+) -> TaskResult:
     jobs = spec.jobs
     results: dict[int, ResultMessage] = {}
     index = 0  # the job running now
@@ -215,23 +236,32 @@ def _relay(worker: Any, key: str, spec: TaskSpec, child: _Host, instance_id: str
         pending.clear()
         sent += 1
 
+    def overdue() -> Stopped:
+        # The spearlet did not stop it in time (it may not reach us): stop it here.
+        child.kill()
+        child.reap()
+        limit = jobs[index].timeout_ms
+        return Stopped(f"the Dask worker stopped the call {DEADLINE_SLACK_S:g} s past its {limit} ms limit")
+
     sender = _send_jobs(child, jobs)
+    # The worker's address tells the spearlet where to acknowledge chunks (:mod:`.flow`).
+    started = [instance_id, str(worker.address)]
     if not jobs[0].announce_start:  # it starts on arrival, and the child will not say so
-        pending.append([0, EVENT_STARTED, instance_id])
+        pending.append([0, EVENT_STARTED, started])
     died = ""
     deadline = _deadline(jobs[0])
     while index < len(jobs):
         try:
             if pending and not child.conn.poll(COALESCE_S):
                 flush()
+            if window is not None and window.full():
+                # Read nothing more until the spearlet's reader catches up: the call blocks on its pipe.
+                if pending:
+                    flush()
+                if not window.wait(deadline):
+                    raise overdue()
             if deadline is not None and not _wait_readable(child, deadline):
-                # The spearlet did not stop it in time (it may not reach us): stop it here.
-                child.kill()
-                child.reap()
-                limit = jobs[index].timeout_ms
-                raise Stopped(
-                    f"the Dask worker stopped the call {DEADLINE_SLACK_S:g} s past its {limit} ms limit"
-                )
+                raise overdue()
             message = pickle.loads(child.conn.recv_bytes())
         except (EOFError, OSError):
             code = child.reap()
@@ -254,9 +284,11 @@ def _relay(worker: Any, key: str, spec: TaskSpec, child: _Host, instance_id: str
             pending.append([index, EVENT_LOG, message[1]])
         elif kind == CHUNK:
             pending.append([index, EVENT_CHUNK, message[1]])
+            if window is not None:
+                window.sent(len(message[1]))
         elif kind == STARTED:
             deadline = _deadline(jobs[index])
-            pending.append([index, EVENT_STARTED, instance_id])
+            pending.append([index, EVENT_STARTED, started])
     if sender is not None:
         sender.join(_SENDER_JOIN_S)
     if pending:
