@@ -9,12 +9,15 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from dask_cluster import DaskCluster, require_distributed
 from processes import pid_dead, pid_gone
 from spearlet.engine.executors import (
+    BAD_ARGUMENTS,
     COMPLETED,
     FAILED,
     OUT_OF_MEMORY,
@@ -22,9 +25,11 @@ from spearlet.engine.executors import (
     Artifact,
     create_executor,
 )
-from spearlet.engine.executors.base import NOT_STARTED, STOPPED, Executor
+from spearlet.engine.executors.base import NOT_STARTED, RESULT_TOO_LARGE, STOPPED, Executor
 from spearlet.engine.executors.dask import flow
 from test_executors import DEADLINE_S, SCRIPT, Recorder, eventually, job, python, result, run, sleeping_pid
+
+from spear_sdk.wire import refs
 
 
 @pytest.fixture
@@ -135,6 +140,21 @@ async def test_a_stream_held_back_by_its_reader_stops_at_once(dask: Executor, tm
         await streaming
     assert time.monotonic() - cancelled_at < 1.0
     assert result((await run(dask, job(python("add"), 1, 1, job_execution_id="next")))[0]) == 2
+
+
+async def test_values_by_reference_where_the_objects_are_not_fail_saying_so(dask: Executor) -> None:
+    # The server's object directory as a worker on another machine sees it: not at all.
+    elsewhere: dict[str, Any] = {"job_object_dir": "/nonexistent/spear-objects", "job_inline_limit": 1024}
+    by_reference = replace(
+        job(python("echo"), **elsewhere), args=[refs.ref_any("spear/x").SerializeToString()]
+    )
+    bad, _ = await run(dask, by_reference)
+    assert bad.error_code == BAD_ARGUMENTS and "is not on this machine" in bad.error_message
+    assert "/nonexistent/spear-objects" in bad.error_message
+    streamed = job(python("blobs"), 2, 4096, "/dev/null", job_stream=True, **elsewhere)
+    large, sink = await run(dask, streamed)
+    assert large.error_code == RESULT_TOO_LARGE and "past the inline limit of 1024" in large.error_message
+    assert "is not on this machine" in large.error_message and sink.chunks == []
 
 
 async def test_memory_limit_and_peak_memory(dask: Executor) -> None:
