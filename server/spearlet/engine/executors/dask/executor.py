@@ -276,9 +276,9 @@ class DaskExecutor(Executor):
         self._park(future)
 
     def _park(self, future: Any) -> None:
-        """Keep a finished future until the next submission, and release both in one write: the release
-        makes the scheduler tell the worker to drop the result, and a task for the same worker sent just
-        after that message would wait out the scheduler's batching interval (5 ms) behind it."""
+        """Keep a finished future until just after the next submission (or :data:`_RELEASE_IDLE_S`): its
+        release makes the scheduler tell the worker to drop the result, and a task for that worker sent
+        just after that message would wait out the scheduler's batching interval (5 ms) behind it."""
         self._parked.append(future)
         if self._release_timer is None:
             self._release_timer = asyncio.get_running_loop().call_later(_RELEASE_IDLE_S, self._release_parked)
