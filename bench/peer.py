@@ -1,7 +1,8 @@
 """A baseline system in a child process, driven by JSON lines on stdin (``python -m bench.peer KIND``).
 
 KIND is ``ray`` (``ray.init(num_cpus=2)``), ``dask`` (``LocalCluster`` of 2 single-threaded worker
-processes, or the cluster whose scheduler a second argument names) or ``ppe``
+processes, or the cluster whose scheduler a second argument names; where every worker offers a
+``spear_slot``, each task holds one, as the spearlet's do) or ``ppe``
 (``concurrent.futures.ProcessPoolExecutor(2)`` with spawned workers). The first line out says whether it
 is available and how long it took from interpreter start (imports included) to the first task's result.
 Then each command ``{"op": "rtt"|"rate"|"map", "n": N}`` gets one JSON answer:
@@ -88,17 +89,22 @@ class DaskBackend(Backend):
             )
         )
         self._client = Client(address or self._cluster)
+        # On a cluster whose workers offer the slot resource the spearlet's tasks hold, Dask's own tasks
+        # hold it too: the same scheduling work on both sides.
+        workers = self._client.scheduler_info(n_workers=-1)["workers"].values()
+        slotted = bool(workers) and all("spear_slot" in (w.get("resources") or {}) for w in workers)
+        self._options: dict[str, Any] = {"pure": False, "resources": {"spear_slot": 1} if slotted else None}
 
     def call(self, x: int) -> int:
-        result: int = self._client.submit(operator.neg, x, pure=False).result()
+        result: int = self._client.submit(operator.neg, x, **self._options).result()
         return result
 
     def batch(self, xs: range) -> list[int]:
-        futures = [self._client.submit(operator.neg, x, pure=False) for x in xs]
+        futures = [self._client.submit(operator.neg, x, **self._options) for x in xs]
         return list(self._client.gather(futures))
 
     def map(self, xs: range) -> list[int]:
-        return list(self._client.gather(self._client.map(operator.neg, xs, pure=False)))
+        return list(self._client.gather(self._client.map(operator.neg, xs, **self._options)))
 
     def close(self) -> None:
         self._client.close()

@@ -288,6 +288,8 @@ class Suite:
                 s.rate_rounds,
                 [
                     ("cluster.rtt_ms", lambda: peer.ask("rtt", n=s.dask_rtt_calls)["samples_ms"]),
+                    # What a notebook user meets: f(x) through the SDK, from call to value.
+                    ("cluster.sdk_call_latency_ms", _calls(ours_sdk, s.dask_rtt_calls)),
                     (
                         "cluster.ours_invoke_latency_ms",
                         loop.step(lambda: ours_spear.invoke_samples(s.dask_rtt_calls)),

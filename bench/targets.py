@@ -363,12 +363,20 @@ TARGETS: tuple[Target, ...] = (
     Target("P4", "ref: async invocations/s / PPE tasks/s", "ours.async_per_s", "ppe.rate_per_s", "/s"),
     Target(
         "DASK",
-        "DASK --executor dask: sync invoke p50 / Dask submit().result() p50",
-        "cluster.ours_invoke_p50_ms",
+        "DASK --executor dask: SDK f(x) p50 / Dask submit().result() p50",
+        "cluster.sdk_call_p50_ms",
         "cluster.rtt_p50_ms",
         "ms",
         "<=",
         1.2,
+        system="dask",
+    ),
+    Target(
+        "DASK",
+        "ref: --executor dask sync InvokeFunction p50 / Dask submit().result() p50",
+        "cluster.ours_invoke_p50_ms",
+        "cluster.rtt_p50_ms",
+        "ms",
         system="dask",
     ),
     Target(

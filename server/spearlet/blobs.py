@@ -94,7 +94,7 @@ def _host_token(path: Path, keep: bool) -> str:
     return token
 
 
-def unreachable(key: str, root: Path) -> str:
+def missing_file(key: str, root: Path) -> str:
     """Why the object ``key`` has a record but no file here, and what to do."""
     return (
         f"object {key!r} has no file in this server's object directory ({root}): it was stored through a "

@@ -25,7 +25,7 @@ from spear_sdk.wire.errors import (
     ResourceExhausted,
 )
 
-from .blobs import FREE_IDLE_S, ObjectFiles, unreachable
+from .blobs import FREE_IDLE_S, ObjectFiles, missing_file
 from .store import KvStore
 from .store.records import OBJECT, StoredObject, object_key
 
@@ -208,7 +208,7 @@ class ObjectRepository:
         files = self._files()
         path = files.path(obj.key)
         if not path.exists():
-            raise FailedPrecondition(unreachable(obj.key, files.root))
+            raise FailedPrecondition(missing_file(obj.key, files.root))
         return str(path)
 
     def _open(self, obj: StoredObject) -> BinaryIO:
@@ -216,7 +216,7 @@ class ObjectRepository:
         try:
             return open(files.path(obj.key), "rb", buffering=0)
         except FileNotFoundError:
-            raise FailedPrecondition(unreachable(obj.key, files.root)) from None
+            raise FailedPrecondition(missing_file(obj.key, files.root)) from None
 
     # -- lifetimes of implicit objects -------------------------------------------------------------------
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from dask_cluster import DaskCluster, require_distributed
 from harness import Harness, HarnessFactory, params, poll, stop_harness, value
 from processes import children
 from test_batch import batch_request, results
+from test_invoke import process_script
 
 from spear_sdk.wire import codec
 from spear_sdk.wire import function_pb2 as fpb
@@ -112,6 +115,32 @@ async def test_a_batch_is_pipelined_to_the_cluster(
     assert all(found[i].result.status == COMPLETED for i in found)
     listing = await h.fn.ListExecutions(fpb.ListExecutionsRequest(task_id=task_id, limit=1000))
     assert {e.instance_id for e in listing.executions} <= WORKERS
+
+
+async def test_process_artifacts_run_on_the_workers(
+    make_harness: HarnessFactory, dask_cluster: DaskCluster, tmp_path: Path
+) -> None:
+    h = await dask_server(make_harness, dask_cluster)
+    script = process_script(tmp_path)
+    task_id = await h.register(
+        sys.executable, artifact_type="process", metadata={"args": json.dumps([str(script)])}
+    )
+    response = await h.invoke(task_id, 1.0, 2.0, function_name="sum")
+    assert value(response.result) == {"sum": 3.0, "kwargs": {}} and response.instance_id in WORKERS
+    logs = await h.status(response.execution_id, include_logs=True)
+    assert "working on sum" in logs.logs
+    request = fpb.InvokeFunctionRequest(task_id=task_id, function_name="lines", parameters=params(2.0))
+    messages = [m async for m in h.fn.StreamFunction(request)]
+    assert [codec.decode(m.chunk_data) for m in messages[:-1]] == [{"i": 0}, {"i": 1}]
+    failed = await h.invoke(task_id, function_name="fail")
+    assert (failed.result.error_code, failed.result.error_message) == (
+        "PROCESS_EXIT",
+        "process exited with status 4",
+    )
+    found = await results(h, batch_request(task_id, [(float(i),) for i in range(20)]))
+    assert sorted(value(found[i].result)["sum"] for i in found) == list(range(20))
+    listing = await h.fn.ListExecutions(fpb.ListExecutionsRequest(task_id=task_id, limit=100))
+    assert len(listing.executions) == 23 and {e.instance_id for e in listing.executions} <= WORKERS
 
 
 async def test_without_an_address_the_server_starts_a_local_cluster(make_harness: HarnessFactory) -> None:

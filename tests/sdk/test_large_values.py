@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import LAB_OPTIONS, wait_until
+from dask_cluster import DaskCluster
 from spearlet.blobs import ObjectFiles, file_name
 
 import spear_sdk
@@ -393,6 +394,29 @@ def test_the_thread_executor_reads_and_writes_values_by_reference() -> None:
         executions = [twice.submit(ref, array) for _ in range(4)]  # decoded in threads at once
         for execution in executions:
             assert np.array_equal(execution.result(), np.concatenate([array, array]))
+        ref.delete()
+    finally:
+        lab.stop(0)
+
+
+def test_a_dask_cluster_on_this_machine_reads_and_writes_values_by_reference(
+    dask_cluster: DaskCluster,
+) -> None:
+    lab = spear_sdk.start_lab(executor="dask", dask_address=dask_cluster.address)
+    try:
+        client = lab.client
+        array = np.arange(MIB, dtype=np.float64)  # 8 MiB
+        ref = client.put(array)
+        twice = client.function(lambda a, b: np.concatenate([a, b]), name="twice")
+        assert np.array_equal(twice(ref, array), np.concatenate([array, array]))
+
+        @client.function
+        def chunks(n: int) -> Iterator[Any]:
+            for i in range(n):
+                yield np.full(MIB, i, dtype=np.float32)  # 4 MiB each
+
+        assert [int(c[0]) for c in chunks.stream(3)] == [0, 1, 2]
+        assert set(client.executions()["instance_id"]) <= {"dask-w1", "dask-w2"}
         ref.delete()
     finally:
         lab.stop(0)

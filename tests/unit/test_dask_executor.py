@@ -6,16 +6,30 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from dask_cluster import DaskCluster, require_distributed
 from processes import pid_dead, pid_gone
-from spearlet.engine.executors import COMPLETED, FAILED, OUT_OF_MEMORY, WORKER_CRASHED, create_executor
-from spearlet.engine.executors.base import NOT_STARTED, STOPPED, Executor
-from test_executors import DEADLINE_S, Recorder, eventually, job, python, result, run
+from spearlet.engine.executors import (
+    BAD_ARGUMENTS,
+    COMPLETED,
+    FAILED,
+    OUT_OF_MEMORY,
+    WORKER_CRASHED,
+    Artifact,
+    create_executor,
+)
+from spearlet.engine.executors.base import NOT_STARTED, RESULT_TOO_LARGE, STOPPED, Executor
+from spearlet.engine.executors.dask import flow
+from test_executors import DEADLINE_S, SCRIPT, Recorder, eventually, job, python, result, run, sleeping_pid
+
+from spear_sdk.wire import refs
 
 
 @pytest.fixture
@@ -63,6 +77,86 @@ async def test_the_worker_enforces_the_deadline_by_itself(dask: Executor) -> Non
     assert pid_gone(int(sink.text.strip()))
 
 
+async def test_the_worker_enforces_a_programs_deadline_by_itself(dask: Executor, tmp_path: Path) -> None:
+    tool = tmp_path / "tool.py"
+    tool.write_text(SCRIPT)
+    artifact = Artifact("process", sys.executable, function_name="sleep", metadata={"args": f'["{tool}"]'})
+    sink = Recorder()
+    outcome = await dask.run(job(artifact, job_timeout_ms=200), sink)
+    assert (outcome.status, outcome.error_code) == (FAILED, WORKER_CRASHED)
+    assert "past its 200 ms limit" in outcome.error_message and outcome.instance_id.startswith("dask-w")
+    assert pid_gone(await sleeping_pid(sink))
+
+
+class SlowReader(Recorder):
+    """A sink whose reader is behind from the first chunk until ``catch_up`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.catch_up = asyncio.Event()
+
+    def chunk(self, data: bytes) -> bool:
+        super().chunk(data)
+        return self.catch_up.is_set()
+
+    async def writable(self) -> None:
+        await self.catch_up.wait()
+
+
+def _handed_over(progress: Path) -> int:
+    return int(progress.read_text() or 0) if progress.exists() else 0
+
+
+async def test_a_slow_reader_holds_the_stream_back_on_the_worker(dask: Executor, tmp_path: Path) -> None:
+    progress = tmp_path / "progress"
+    count, size = 300, 64 << 10
+    sink = SlowReader()
+    streaming = asyncio.ensure_future(
+        dask.run(job(python("blobs"), count, size, str(progress), job_stream=True), sink)
+    )
+    await eventually(lambda: len(sink.chunks) >= flow.WINDOW_CHUNKS)
+    # Held there: the function may get a pipe's worth ahead, never near the end (unbounded, it would be
+    # done in a fraction of this second).
+    bound = flow.WINDOW_CHUNKS + 8
+    watched_until = time.monotonic() + 1.0
+    while time.monotonic() < watched_until:
+        assert len(sink.chunks) == flow.WINDOW_CHUNKS and _handed_over(progress) <= bound
+        await asyncio.sleep(0.05)
+    sink.catch_up.set()
+    outcome = await asyncio.wait_for(streaming, DEADLINE_S)
+    assert outcome.status == COMPLETED
+    assert [int.from_bytes(chunk[:4], "big") for chunk in sink.chunks] == list(range(count))  # type: ignore[index]
+
+
+async def test_a_stream_held_back_by_its_reader_stops_at_once(dask: Executor, tmp_path: Path) -> None:
+    sink = SlowReader()
+    streaming = asyncio.ensure_future(
+        dask.run(job(python("blobs"), 10**9, 1024, str(tmp_path / "progress"), job_stream=True), sink)
+    )
+    await eventually(lambda: len(sink.chunks) >= flow.WINDOW_CHUNKS)
+    cancelled_at = time.monotonic()
+    streaming.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await streaming
+    assert time.monotonic() - cancelled_at < 1.0
+    assert result((await run(dask, job(python("add"), 1, 1, job_execution_id="next")))[0]) == 2
+
+
+async def test_values_by_reference_where_the_objects_are_not_fail_saying_so(dask: Executor) -> None:
+    # The server's object directory as a worker on another machine sees it: not at all.
+    elsewhere: dict[str, Any] = {"job_object_dir": "/nonexistent/spear-objects", "job_inline_limit": 1024}
+    by_reference = replace(
+        job(python("echo"), **elsewhere), args=[refs.ref_any("spear/x").SerializeToString()]
+    )
+    bad, _ = await run(dask, by_reference)
+    assert bad.error_code == BAD_ARGUMENTS and "is not on this machine" in bad.error_message
+    assert "/nonexistent/spear-objects" in bad.error_message
+    streamed = job(python("blobs"), 2, 4096, "/dev/null", job_stream=True, **elsewhere)
+    large, sink = await run(dask, streamed)
+    assert large.error_code == RESULT_TOO_LARGE and "past the inline limit of 1024" in large.error_message
+    assert "is not on this machine" in large.error_message and sink.chunks == []
+
+
 async def test_memory_limit_and_peak_memory(dask: Executor) -> None:
     small, _ = await run(dask, job(python("add"), 1, 2))
     big, _ = await run(dask, job(python("allocate"), 50, job_execution_id="big"))
@@ -89,6 +183,17 @@ async def test_a_pipeline_runs_on_the_cluster_and_stops_at_the_running_call(dask
     pipeline.stop()
     codes = [(await fut).error_code for fut in pipeline.outcomes[1:]]
     assert codes == [STOPPED, NOT_STARTED]
+
+
+async def test_a_long_pipeline_does_not_stall_on_full_pipes(dask: Executor) -> None:
+    # More jobs than a pipe holds, each answered before the next is read: the worker's thread must read
+    # the answers while the rest of the jobs are still being written.
+    jobs = [
+        job(python("add"), n, 1, job_execution_id=f"long{n}", job_announce_start=True) for n in range(1500)
+    ]
+    pipeline = await dask.start_pipeline(jobs, [Recorder() for _ in jobs])  # type: ignore[attr-defined]
+    outcomes = await asyncio.wait_for(asyncio.gather(*pipeline.outcomes), 60)
+    assert [result(o) for o in outcomes] == list(range(1, 1501))
 
 
 async def test_a_killed_worker_loses_the_call_and_the_cluster_heals(

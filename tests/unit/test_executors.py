@@ -435,10 +435,13 @@ SCRIPT = textwrap.dedent(
         print("this is not json")
     elif function == "env":
         print(json.dumps(os.environ.get("SPEAR_EXECUTOR_TEST_VAR")))
+    elif function == "chatty":
+        sys.stderr.write("e" * request["args"][0])
+        print(json.dumps("done"))
     elif function == "long":
         print(json.dumps("x" * request["args"][0]), end="")  # and no newline at the end
     elif function == "sleep":
-        sys.stderr.write("sleeping\\n")
+        sys.stderr.write(f"sleeping {os.getpid()}\\n")
         sys.stderr.flush()
         time.sleep(30)
     """
@@ -454,33 +457,73 @@ def script(tmp_path: Path) -> Callable[[str], Artifact]:
     )
 
 
+ProgramRunner = Executor | SubprocessRunner
+
+
+@pytest.fixture(params=["server", "dask"])
+async def programs(request: pytest.FixtureRequest) -> AsyncIterator[ProgramRunner]:
+    """What runs ``process`` artifacts: the server's own runner, or the Dask executor, on its workers."""
+    if request.param == "server":
+        runner = SubprocessRunner()
+        yield runner
+        await runner.close()
+        return
+    executor = create_executor("dask", 0, address=request.getfixturevalue("dask_cluster").address)
+    assert executor.runs_processes
+    await executor.start()
+    yield executor
+    await executor.close()
+
+
+async def sleeping_pid(sink: Recorder) -> int:
+    """The pid the script's ``sleep`` says it has, once it says so."""
+    await eventually(lambda: sink.text.endswith("\n") and sink.text.startswith("sleeping "))
+    return int(sink.text.split()[1])
+
+
+def _where(runner: ProgramRunner) -> str:
+    """The instance id a program's run gets: its process locally, the Dask worker on the cluster."""
+    return "dask-w" if isinstance(runner, Executor) else "process-"
+
+
 async def test_process_artifact_gets_its_arguments_and_returns_the_last_line(
-    script: Callable[[str], Artifact],
+    programs: ProgramRunner, script: Callable[[str], Artifact]
 ) -> None:
-    runner = SubprocessRunner()
-    outcome, sink = await run(runner, job(script("echo"), 1, "a", 2.0, 2.5, flag=True))
+    outcome, sink = await run(programs, job(script("echo"), 1, "a", 2.0, 2.5, flag=True))
     echoed = result(outcome)
     assert echoed == {"args": [1, "a", 2, 2.5], "kwargs": {"flag": True}}
     assert isinstance(echoed, dict) and type(echoed["args"][2]) is int  # an integral double is sent as 2
-    assert sink.instance_id == outcome.instance_id and outcome.instance_id.startswith("process-")
-    env, _ = await run(runner, job(script("env"), job_environment={"SPEAR_EXECUTOR_TEST_VAR": "7"}))
+    assert sink.instance_id == outcome.instance_id and outcome.instance_id.startswith(_where(programs))
+    env, _ = await run(programs, job(script("env"), job_environment={"SPEAR_EXECUTOR_TEST_VAR": "7"}))
     assert result(env) == "7"
-    await runner.close()
 
 
-async def test_process_artifact_streams_lines(script: Callable[[str], Artifact]) -> None:
-    outcome, sink = await run(SubprocessRunner(), job(script("stream"), job_stream=True))
+async def test_process_artifact_streams_lines(
+    programs: ProgramRunner, script: Callable[[str], Artifact]
+) -> None:
+    outcome, sink = await run(programs, job(script("stream"), job_stream=True))
     assert outcome.status == COMPLETED and outcome.result is None
     assert sink.chunks == [0, 1, 2]
 
 
-async def test_process_artifact_lines_longer_than_the_read_buffer(script: Callable[[str], Artifact]) -> None:
-    outcome, _ = await run(SubprocessRunner(), job(script("long"), 5 << 20))
+async def test_process_artifact_lines_longer_than_the_read_buffer(
+    programs: ProgramRunner, script: Callable[[str], Artifact]
+) -> None:
+    outcome, _ = await run(programs, job(script("long"), 5 << 20))
     assert result(outcome) == "x" * (5 << 20)
 
 
-async def test_process_artifact_failures(script: Callable[[str], Artifact]) -> None:
-    runner = SubprocessRunner()
+async def test_process_artifact_output_is_capped(
+    programs: ProgramRunner, script: Callable[[str], Artifact]
+) -> None:
+    outcome, sink = await run(programs, job(script("chatty"), 4096, job_log_limit_bytes=1000))
+    assert result(outcome) == "done"
+    assert sink.text.startswith("e" * 1000) and "output truncated at 1000 bytes" in sink.text
+    assert len(sink.text) < 1100
+
+
+async def test_process_artifact_failures(programs: ProgramRunner, script: Callable[[str], Artifact]) -> None:
+    runner = programs
     failed, sink = await run(runner, job(script("fail")))
     assert (failed.error_code, failed.error_message) == (PROCESS_EXIT, "process exited with status 3")
     assert sink.text == "oops\n"
@@ -494,17 +537,20 @@ async def test_process_artifact_failures(script: Callable[[str], Artifact]) -> N
     assert not_json.error_code == BAD_ARGUMENTS
 
 
-async def test_cancelling_a_process_artifact_kills_it(script: Callable[[str], Artifact]) -> None:
-    runner = SubprocessRunner()
+async def test_cancelling_a_process_artifact_kills_it(
+    programs: ProgramRunner, script: Callable[[str], Artifact]
+) -> None:
     sink = Recorder()
-    task = asyncio.ensure_future(runner.run(job(script("sleep")), sink))
-    await eventually(lambda: "sleeping" in sink.text)
-    pid = worker_pid(sink.instance_id)
+    task = asyncio.ensure_future(programs.run(job(script("sleep")), sink))
+    pid = await sleeping_pid(sink)
+    cancelled_at = time.monotonic()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert pid_gone(pid)
-    await runner.close()
+    assert time.monotonic() - cancelled_at < 1.0
+    assert pid_gone(pid)  # killed and reaped before the cancellation came through
+    again, _ = await run(programs, job(script("echo"), 1))
+    assert result(again) == {"args": [1], "kwargs": {}}
 
 
 async def test_a_cancel_during_the_start_kills_the_process_once_it_exists(

@@ -674,7 +674,9 @@ class Engine:
         return args, kwargs
 
     def _runner_for(self, artifact_type: str) -> Executor | SubprocessRunner:
-        return self.subprocesses if artifact_type == "process" else self.executor
+        if artifact_type == "process" and not self.executor.runs_processes:
+            return self.subprocesses
+        return self.executor
 
     async def _run(
         self,

@@ -2,8 +2,8 @@
 
 ``create_executor`` builds the executor the configuration names: ``process`` (a warm pool of spawned
 worker processes, the default), ``thread`` (threads of the server) or ``dask`` (tasks on a Dask cluster,
-:mod:`.dask`). ``process`` artifacts always run
-through :class:`SubprocessRunner`, whatever the executor.
+:mod:`.dask`). ``process`` artifacts run through :class:`SubprocessRunner` on this machine, unless the
+executor runs them on its own workers (``Executor.runs_processes``: the Dask executor does).
 
 The implementations are imported on first use, so that a worker process (which imports this package on
 its way to :mod:`.worker`) does not pay for asyncio and the pool machinery at start-up.

@@ -180,6 +180,9 @@ class Executor(abc.ABC):
     stops_work: bool
     #: Whether ``Job.memory_limit_mb`` can be enforced (it needs a process of the job's own).
     limits_memory: bool
+    #: Whether it runs ``process`` artifacts too (on its own workers); if not, the engine runs them on
+    #: this machine (``SubprocessRunner``).
+    runs_processes: bool = False
 
     @abc.abstractmethod
     async def start(self) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from spear_sdk.wire import blob, codec
 from spearlet.engine.executors.base import RESULT_TOO_LARGE, Job
 from spearlet.engine.executors.loading import Failure
-from spearlet.engine.executors.object_cache import write_result
+from spearlet.engine.executors.object_cache import unreachable, write_result
 
 _OPTION = "--max-object-bytes (SPEARLET_MAX_OBJECT_BYTES, or start_lab(max_object_bytes=...))"
 
@@ -27,6 +27,13 @@ def encode(job: Job, value: object) -> bytes:
                     RESULT_TOO_LARGE,
                     f"the result is {encoded.size} bytes, over the limit of {job.max_object_bytes} bytes "
                     f"for an object; raise it with {_OPTION}",
+                )
+            reason = unreachable(job.object_dir)
+            if reason:
+                raise Failure(
+                    RESULT_TOO_LARGE,
+                    f"the result is {encoded.size} bytes, past the inline limit of {job.inline_limit} bytes, "
+                    f"so it travels by reference; but {reason}",
                 )
             return write_result(job.object_dir, job.execution_id, encoded)
         return encoded.SerializeToString()

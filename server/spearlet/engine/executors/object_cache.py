@@ -8,6 +8,9 @@ file's identity on each use), so five calls with one reference open and map its 
 Results: a value whose serialized size passes the job's inline limit is written as a file into the
 incoming folder, and the worker reports a reference; the server makes the file an object
 (``engine/by_reference.py``).
+
+Both need the server's directory: a worker that does not see it (on another machine) fails such a call
+saying so (:func:`unreachable`), rather than hand the function a reference or lose a result.
 """
 
 from __future__ import annotations
@@ -17,13 +20,14 @@ import functools
 import mmap
 import os
 import secrets
+import socket
 import threading
 from collections import OrderedDict
 from contextlib import AbstractContextManager
 from pathlib import Path
 
 from spear_sdk.wire import blob, object_dir, refs
-from spearlet.blobs import OBJECTS, file_name, unreachable
+from spearlet.blobs import INCOMING, OBJECTS, file_name, missing_file
 
 #: Mappings kept per worker; a mapping costs address space, not memory, until its pages are read.
 CAPACITY = 32
@@ -43,8 +47,11 @@ class ObjectCache:
         try:
             stat = os.stat(path)
         except FileNotFoundError:
+            reason = unreachable(directory)
+            if reason:
+                raise LookupError(f"object {key!r} cannot be read: {reason}") from None
             raise LookupError(
-                f"{unreachable(key, Path(directory))} (or it was deleted while the call waited)"
+                f"{missing_file(key, Path(directory))} (or it was deleted while the call waited)"
             ) from None
         identity = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
         with self._lock:
@@ -76,6 +83,18 @@ class ObjectCache:
 
 
 CACHE = ObjectCache()
+
+
+def unreachable(directory: str) -> str:
+    """Why this process cannot read or write the objects of ``directory`` ('' if it can): a worker on
+    another machine than the server's (a Dask worker, say) does not see the server's files."""
+    if os.path.isdir(os.path.join(directory, OBJECTS)) and os.path.isdir(os.path.join(directory, INCOMING)):
+        return ""
+    return (
+        f"the server's object directory {directory} is not on this machine ({socket.gethostname()}); "
+        "values by reference need the worker on the server's machine, or that directory shared at the "
+        "same path"
+    )
 
 
 def resolving(directory: str) -> AbstractContextManager[None]:

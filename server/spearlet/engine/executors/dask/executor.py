@@ -7,9 +7,17 @@ one ``spear_slot`` resource when the workers advertise it, and is never retried 
 with ``allowed-failures=0`` so that a dead worker fails the task at once (``KilledWorker``), and the engine
 decides whether to run it again.
 
-What the task reports while it runs (started, logs, chunks, and each result of a pipeline) arrives as
-events of a topic of this executor's own, pushed by the scheduler; see :mod:`.runner`. Cancelling a run
-cancels its future; the worker's :class:`.plugin.SpearletPlugin` then kills the call's process.
+What the task reports while it runs (started, logs, chunks, and each job's result) arrives as events of a
+topic of this executor's own, pushed by the scheduler; see :mod:`.runner`. A call's outcome is resolved by
+its result's event: the task's own result is fetched only when it carries more (a failure, a result too
+large for an event). Cancelling a run cancels its future; the worker's :class:`.plugin.SpearletPlugin`
+then kills the call's process.
+
+A call at a time, the latency is set by Dask's batching: the client writes to the scheduler at most every
+10 ms, and the scheduler to a worker every 5 ms. So the client here writes within 1 ms
+(:func:`_quicken`), and a finished future is released together with the next submission, after it
+(:meth:`DaskExecutor._park`), so that the scheduler's message dropping the old result does not hold back
+the new task on its way to the worker.
 
 When the scheduler cannot be reached the executor is unhealthy and jobs fail at once with a message that
 says so; it keeps trying to connect again, and registers its plugin and topic again when it does.
@@ -22,7 +30,7 @@ import contextlib
 import logging
 import pickle
 import uuid
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -39,7 +47,7 @@ from spearlet.engine.executors.base import (
     Pipeline,
     Sink,
 )
-from spearlet.engine.executors.dask import runner
+from spearlet.engine.executors.dask import flow, runner
 from spearlet.engine.executors.dask.cluster import SLOT_RESOURCE, ClusterInfo, default_workers
 from spearlet.engine.executors.messages import ResultMessage, outcome_of
 
@@ -54,6 +62,11 @@ _RECONNECT_TIMEOUT_S = 2.0
 _WATCH_EVERY_S = 0.5
 #: How long a cancelled run waits for the worker to confirm that its task stopped.
 _STOP_WAIT_S = 2.0
+#: How often the client writes to the scheduler at most. Dask's client waits 10 ms after each write
+#: before the next: a call submitted just after the previous one's release would wait that long.
+_SEND_INTERVAL_S = 0.001
+#: How long finished tasks are kept when no call follows them (see ``_park``).
+_RELEASE_IDLE_S = 0.05
 
 
 @dataclass(eq=False)
@@ -74,6 +87,12 @@ class _Task:
     #: Set once the worker says the stopped task's process is gone.
     gone: asyncio.Event = field(default_factory=asyncio.Event)
     stopped: bool = False
+    #: The worker's address (where chunks are acknowledged), the chunks the sinks took so far, the count
+    #: last acknowledged, and whether a sink said it is behind (no acknowledgement until it catches up).
+    address: str = ""
+    taken: int = 0
+    acked: int = 0
+    held: bool = False
 
 
 class DaskExecutor(Executor):
@@ -82,6 +101,7 @@ class DaskExecutor(Executor):
     name = "dask"
     stops_work = True
     limits_memory = True
+    runs_processes = True
 
     def __init__(
         self,
@@ -109,8 +129,11 @@ class DaskExecutor(Executor):
         self._last_error = ""
         self._closed = False
         self._submitted = 0
-        #: The tasks that await each Dask future (and cancel them): kept until they end.
+        #: The tasks that await each Dask future, cancel them, acknowledge chunks: kept until they end.
         self._waiters: set[asyncio.Task[None]] = set()
+        #: Finished futures not yet released (``_park``), and the timer that releases them when idle.
+        self._parked: list[Any] = []
+        self._release_timer: asyncio.TimerHandle | None = None
 
     # -- Executor -------------------------------------------------------------------------------------------
 
@@ -155,6 +178,7 @@ class DaskExecutor(Executor):
                 await self._watcher
         for task in list(self._tasks.values()):
             self._finish(task, None, "", "the Dask executor was closed")
+        self._release_parked()
         client, self._client = self._client, None
         if client is not None:
             with contextlib.suppress(Exception):
@@ -215,7 +239,7 @@ class DaskExecutor(Executor):
         # started, may have the same id and attempt.
         self._submitted += 1
         key = f"{runner.KEY_PREFIX}{first.execution_id}-a{first.attempt}-{self._token}-{self._submitted}"
-        spec = runner.TaskSpec(self._topic, capped, pipeline=len(capped) > 1)
+        spec = runner.TaskSpec(self._topic, capped)
         task = _Task(key, capped, sinks, outcomes)
         self._tasks[key] = task
         task.future = client.submit(
@@ -226,16 +250,19 @@ class DaskExecutor(Executor):
             retries=0,
             resources={SLOT_RESOURCE: 1} if self._use_slots else None,
         )
-        waiter = loop.create_task(self._await_task(task))
-        self._waiters.add(waiter)
-        waiter.add_done_callback(self._waiters.discard)
+        self._release_parked()  # after the submission: the scheduler sends the new task out first
+        self._spawn(self._await_task(task))
         return outcomes, lambda: self._stop(task), task
 
     async def _await_task(self, task: _Task) -> None:
         result: runner.TaskResult | None = None
         error = ""
+        future = task.future
         try:
-            result = await task.future
+            await future.exception()  # until it ends, fetching nothing
+            if future.status != "finished" or not all(fut.done() for fut in task.outcomes):
+                # A failure, or results too large for events: what the task returned says more.
+                result = await future
         except asyncio.CancelledError:
             if not task.stopped:
                 error = "the Dask executor lost the task (the scheduler connection was lost)"
@@ -246,6 +273,23 @@ class DaskExecutor(Executor):
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._events_reach(task, result[3]), _EVENTS_GRACE_S)
         self._finish(task, result, error, "")
+        self._park(future)
+
+    def _park(self, future: Any) -> None:
+        """Keep a finished future until just after the next submission (or :data:`_RELEASE_IDLE_S`): its
+        release makes the scheduler tell the worker to drop the result, and a task for that worker sent
+        just after that message would wait out the scheduler's batching interval (5 ms) behind it."""
+        self._parked.append(future)
+        if self._release_timer is None:
+            self._release_timer = asyncio.get_running_loop().call_later(_RELEASE_IDLE_S, self._release_parked)
+
+    def _release_parked(self) -> None:
+        if self._release_timer is not None:
+            self._release_timer.cancel()
+            self._release_timer = None
+        parked, self._parked = self._parked, []
+        for future in parked:
+            future.release()
 
     async def _events_reach(self, task: _Task, count: int) -> None:
         while task.events < count:
@@ -312,9 +356,7 @@ class DaskExecutor(Executor):
                 fut.set_result(Outcome(FAILED, error_code=code, instance_id=task.instance_id))
         client = self._client
         if client is not None and task.future is not None:
-            canceller = asyncio.get_running_loop().create_task(self._cancel(client, task))
-            self._waiters.add(canceller)
-            canceller.add_done_callback(self._waiters.discard)
+            self._spawn(self._cancel(client, task))
 
     async def _cancel(self, client: Any, task: _Task) -> None:
         with contextlib.suppress(Exception):
@@ -337,7 +379,7 @@ class DaskExecutor(Executor):
 
     def _dispatch(self, task: _Task, index: int, kind: str, payload: Any) -> None:
         if kind == runner.EVENT_STARTED:
-            task.instance_id = payload
+            task.instance_id, task.address = payload
             self._started(task, index)
         elif kind == runner.EVENT_STOPPED:
             task.gone.set()
@@ -350,7 +392,35 @@ class DaskExecutor(Executor):
         elif kind == runner.EVENT_LOG:
             task.sinks[index].log(payload)
         elif kind == runner.EVENT_CHUNK:
-            task.sinks[index].chunk(payload)
+            task.taken += 1
+            if not task.sinks[index].chunk(payload) and not task.held:
+                task.held = True
+                self._spawn(self._resume(task, task.sinks[index]))
+            elif not task.held and task.taken - task.acked >= flow.ACK_EVERY:
+                self._acknowledge(task)
+
+    async def _resume(self, task: _Task, sink: Sink) -> None:
+        await sink.writable()
+        task.held = False
+        self._acknowledge(task)
+
+    def _acknowledge(self, task: _Task) -> None:
+        """Tell the worker that the chunks so far were taken: it may send that many more (:mod:`.flow`)."""
+        client = self._client
+        if client is None or not task.address or task.taken == task.acked:
+            return
+        task.acked = task.taken
+        self._spawn(self._grant(client, task.address, task.key, task.taken))
+
+    async def _grant(self, client: Any, address: str, key: str, taken: int) -> None:
+        with contextlib.suppress(Exception):  # the worker or the task is gone: nobody waits for it
+            await client.run(runner.grant, key, taken, workers=[address])
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` on the side, kept until it ends."""
+        helper = asyncio.get_running_loop().create_task(work)
+        self._waiters.add(helper)
+        helper.add_done_callback(self._waiters.discard)
 
     # -- the connection ----------------------------------------------------------------------------------
 
@@ -364,6 +434,7 @@ class DaskExecutor(Executor):
             self._address, asynchronous=True, timeout=timeout_s
         )
         try:
+            _quicken(client)
             await client.register_plugin(SpearletPlugin(), name=PLUGIN_NAME)
             client.subscribe_topic(self._topic, self._on_event)
             await self._refresh(client)
@@ -416,3 +487,12 @@ class DaskExecutor(Executor):
         if isinstance(exc, runner.Stopped):
             return str(exc)
         return f"the Dask task failed: {name}: {exc}"
+
+
+def _quicken(client: Any) -> None:
+    """Have ``client`` write to the scheduler within :data:`_SEND_INTERVAL_S` of the last write rather
+    than Dask's 10 ms: one call at a time sends one message per call, and would wait out most of that
+    interval behind the previous call's release. A burst of submissions still goes out in few writes."""
+    stream = getattr(client, "scheduler_comm", None)
+    if stream is not None and hasattr(stream, "interval"):
+        stream.interval = _SEND_INTERVAL_S

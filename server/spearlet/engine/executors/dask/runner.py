@@ -4,14 +4,18 @@ A Dask worker thread cannot be stopped, cannot cap a call's memory and captures 
 not run in it: the thread hands its jobs to a child process, the same worker the process pool spawns
 (:mod:`..worker`, speaking :mod:`..messages`), and relays what the child says. Each thread keeps one warm
 child for the calls it runs one after another; a job with ``fresh_instance`` gets a child of its own.
+A task of ``process`` jobs gets a :class:`.process_jobs.ProcessJobs` instead, which runs each program
+and answers on a connection just as a child does.
 
 What travels back to the spearlet:
 
-* while the jobs run, the child's "started", log and chunk messages (and a pipeline's results) as events
-  on the spearlet's topic (``Worker.log_event``: worker → scheduler → the subscribed client, in order),
-  each ``[key, [[job index, kind, payload], ...]]`` with what the child said since the last one;
-* the task's result, :data:`TaskResult`: the instance id, each job's result message, why the child died if
-  it did, and how many events were sent (the client waits for that many before it trusts the result).
+* while the jobs run, the child's "started", log and chunk messages, and each job's result, as events on
+  the spearlet's topic (``Worker.log_event``: worker → scheduler → the subscribed client, in order), each
+  ``[key, [[job index, kind, payload], ...]]`` with what the child said since the last one. A result thus
+  reaches the spearlet as soon as the task's end does, without a second round trip to fetch it;
+* the task's result, :data:`TaskResult`: the instance id, the result messages too large for an event, why
+  the child died if it did, and how many events were sent (the client waits for that many before it
+  trusts the result).
 
 Cancelling the Dask future does not stop a running thread: :class:`.plugin.SpearletPlugin` sees the task
 leave ``executing`` and calls :func:`kill`, which kills the child's process group. The thread then reads
@@ -35,21 +39,15 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from spearlet.engine.executors.base import Job
-from spearlet.engine.executors.messages import (
-    CHUNK,
-    LOG,
-    READY,
-    RESULT,
-    STARTED,
-    ResultMessage,
-    job_message,
-)
+from spearlet.engine.executors.dask.flow import Window
+from spearlet.engine.executors.dask.process_jobs import ProcessJobs
+from spearlet.engine.executors.messages import CHUNK, LOG, READY, RESULT, STARTED, ResultMessage, job_message
 from spearlet.engine.executors.worker_process import init_message, start_worker
 
 #: Every task the executor submits has a key with this prefix: ``spear-{execution id}-a{attempt}-...``.
 KEY_PREFIX = "spear-"
-#: Event kinds: a job started, printed, yielded a value, or ended (a pipeline's job); the task was stopped
-#: and its process is gone.
+#: Event kinds: a job started, printed, yielded a value, or ended; the task was stopped and its process is
+#: gone.
 EVENT_STARTED, EVENT_LOG, EVENT_CHUNK, EVENT_RESULT, EVENT_STOPPED = "s", "l", "c", "r", "x"
 #: The scheduler keeps a topic's last events (``distributed.admin.low-level-log-length``, 1000): larger
 #: results travel as the task's result instead.
@@ -60,6 +58,8 @@ _READY_TIMEOUT_S = 60.0
 COALESCE_S = 0.005
 #: The worker stops a job this long after its deadline, if the spearlet has not stopped it by then.
 DEADLINE_SLACK_S = 1.0
+#: How long the end of a task waits for its sender thread (done by then, unless the child died).
+_SENDER_JOIN_S = 1.0
 
 #: ``(instance_id, {job index: its result message, for results not sent as events}, why the child died
 #: ("" if it did not), events sent)``
@@ -71,10 +71,9 @@ class TaskSpec:
     """What one Dask task runs: jobs back to back on one child, each reporting on ``topic``."""
 
     topic: str
+    #: Each job's result goes out as an event as soon as it is known (so that a pipeline's stop loses only
+    #: the running job); results larger than :data:`RESULT_EVENT_LIMIT` wait for the task's end.
     jobs: Sequence[Job]
-    #: A batch's pipeline: each job's result goes out as an event as soon as it is known, so that a stop
-    #: loses only the running job (results larger than :data:`RESULT_EVENT_LIMIT` wait for the end).
-    pipeline: bool = False
 
 
 class Stopped(Exception):
@@ -109,10 +108,15 @@ class _Child:
         return self.proc.wait()
 
 
+#: What runs a task's jobs: a call process, or for ``process`` artifacts the thread that runs the programs.
+_Host = _Child | ProcessJobs
+
 _local = threading.local()
 _lock = threading.Lock()
-#: The child running each task's jobs, by task key (what :func:`kill` looks up).
-_running: dict[str, _Child] = {}
+#: The host running each task's jobs, by task key (what :func:`kill` looks up).
+_running: dict[str, _Host] = {}
+#: The chunks in flight of each task that streams, by task key (what :func:`grant` looks up).
+_windows: dict[str, Window] = {}
 
 
 def _spawn() -> _Child:
@@ -150,10 +154,22 @@ def kill(key: str) -> bool:
     """Kill the child running the task ``key`` (its thread then ends the task); False if none is."""
     with _lock:
         child = _running.get(key)
+        window = _windows.get(key)
     if child is None:
         return False
     child.kill()
+    if window is not None:
+        window.wake()
     return True
+
+
+def grant(key: str, taken: int) -> None:
+    """The spearlet's reader took the first ``taken`` chunks of the task ``key`` (see :mod:`.flow`); run
+    on the worker by ``Client.run``."""
+    with _lock:
+        window = _windows.get(key)
+    if window is not None:
+        window.grant(taken)
 
 
 def kill_all() -> None:
@@ -181,23 +197,31 @@ def run_task(spec_bytes: bytes) -> TaskResult:
     worker = get_worker()
     key = str(worker.get_current_task())
     instance_id = f"dask-{worker.name}"
-    child = _take_child(spec.jobs[0].fresh_instance)
+    # A task's jobs share an artifact: a batch calls one function.
+    programs = spec.jobs[0].artifact.type == "process"
+    child: _Host = ProcessJobs() if programs else _take_child(spec.jobs[0].fresh_instance)
+    window = Window() if any(job.stream for job in spec.jobs) else None
     with _lock:
         _running[key] = child
+        if window is not None:
+            _windows[key] = window
     try:
         # A cancel that came before the child was registered found nothing to kill: look again.
         task = worker.state.tasks.get(key)
         if task is None or task.state not in ("executing", "long-running"):
             child.kill()
-        return _relay(worker, key, spec, child, instance_id)
+        return _relay(worker, key, spec, child, instance_id, window)
     finally:
         with _lock:
             _running.pop(key, None)
-        if spec.jobs[0].fresh_instance or child.killed:
+            _windows.pop(key, None)
+        if programs or spec.jobs[0].fresh_instance or child.killed:
             child.reap()
 
 
-def _relay(worker: Any, key: str, spec: TaskSpec, child: _Child, instance_id: str) -> TaskResult:
+def _relay(
+    worker: Any, key: str, spec: TaskSpec, child: _Host, instance_id: str, window: Window | None
+) -> TaskResult:
     jobs = spec.jobs
     results: dict[int, ResultMessage] = {}
     index = 0  # the job running now
@@ -212,27 +236,32 @@ def _relay(worker: Any, key: str, spec: TaskSpec, child: _Child, instance_id: st
         pending.clear()
         sent += 1
 
-    try:
-        for job in jobs:  # the child runs them in order, one after another
-            child.conn.send_bytes(pickle.dumps(job_message(job), pickle.HIGHEST_PROTOCOL))
-    except OSError:
-        pass  # dead already: the read below says how
+    def overdue() -> Stopped:
+        # The spearlet did not stop it in time (it may not reach us): stop it here.
+        child.kill()
+        child.reap()
+        limit = jobs[index].timeout_ms
+        return Stopped(f"the Dask worker stopped the call {DEADLINE_SLACK_S:g} s past its {limit} ms limit")
+
+    sender = _send_jobs(child, jobs)
+    # The worker's address tells the spearlet where to acknowledge chunks (:mod:`.flow`).
+    started = [instance_id, str(worker.address)]
     if not jobs[0].announce_start:  # it starts on arrival, and the child will not say so
-        pending.append([0, EVENT_STARTED, instance_id])
+        pending.append([0, EVENT_STARTED, started])
     died = ""
     deadline = _deadline(jobs[0])
     while index < len(jobs):
         try:
             if pending and not child.conn.poll(COALESCE_S):
                 flush()
+            if window is not None and window.full():
+                # Read nothing more until the spearlet's reader catches up: the call blocks on its pipe.
+                if pending:
+                    flush()
+                if not window.wait(deadline):
+                    raise overdue()
             if deadline is not None and not _wait_readable(child, deadline):
-                # The spearlet did not stop it in time (it may not reach us): stop it here.
-                child.kill()
-                child.reap()
-                limit = jobs[index].timeout_ms
-                raise Stopped(
-                    f"the Dask worker stopped the call {DEADLINE_SLACK_S:g} s past its {limit} ms limit"
-                )
+                raise overdue()
             message = pickle.loads(child.conn.recv_bytes())
         except (EOFError, OSError):
             code = child.reap()
@@ -244,7 +273,7 @@ def _relay(worker: Any, key: str, spec: TaskSpec, child: _Child, instance_id: st
             break
         kind = message[0]
         if kind == RESULT:
-            if spec.pipeline and _small(message):
+            if _small(message):
                 pending.append([index, EVENT_RESULT, list(message)])
             else:
                 results[index] = message
@@ -255,15 +284,36 @@ def _relay(worker: Any, key: str, spec: TaskSpec, child: _Child, instance_id: st
             pending.append([index, EVENT_LOG, message[1]])
         elif kind == CHUNK:
             pending.append([index, EVENT_CHUNK, message[1]])
+            if window is not None:
+                window.sent(len(message[1]))
         elif kind == STARTED:
             deadline = _deadline(jobs[index])
-            pending.append([index, EVENT_STARTED, instance_id])
-    if not spec.pipeline:
-        # The task's result names the worker: a start it says nothing else about needs no event.
-        pending[:] = [item for item in pending if item[1] != EVENT_STARTED]
+            pending.append([index, EVENT_STARTED, started])
+    if sender is not None:
+        sender.join(_SENDER_JOIN_S)
     if pending:
         flush()
     return instance_id, results, died, sent
+
+
+def _send_jobs(child: _Host, jobs: Sequence[Job]) -> threading.Thread | None:
+    """Send the jobs to the child, which runs them in order. A pipeline's are written by a thread of
+    their own: the child answers each job before it reads the next, and while this thread waited on a
+    full pipe the child would wait on its answers, which nobody reads."""
+
+    def send(batch: Sequence[Job]) -> None:
+        try:
+            for job in batch:
+                child.conn.send_bytes(pickle.dumps(job_message(job), pickle.HIGHEST_PROTOCOL))
+        except OSError:
+            pass  # dead already: the reader says how
+
+    send(jobs[:1])
+    if len(jobs) == 1:
+        return None
+    thread = threading.Thread(target=send, args=(jobs[1:],), name="spearlet-dask-send", daemon=True)
+    thread.start()
+    return thread
 
 
 def _deadline(job: Job) -> float | None:
@@ -277,7 +327,7 @@ def _small(message: ResultMessage) -> bool:
     return result is None or len(result) <= RESULT_EVENT_LIMIT
 
 
-def _wait_readable(child: _Child, deadline: float) -> bool:
+def _wait_readable(child: _Host, deadline: float) -> bool:
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         return False
