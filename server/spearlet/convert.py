@@ -14,7 +14,7 @@ from spear_sdk.wire import object_pb2 as opb
 
 from .engine.core import Invocation
 from .stats import TaskFigures
-from .store.records import StoredArtifact, StoredExecution, StoredObject, StoredTask, stamp
+from .store.records import StoredArtifact, StoredExecution, StoredObject, StoredTask
 
 STATUS_ENDPOINT = "/spearlet.FunctionService/GetExecutionStatus?execution_id={}"
 
@@ -90,17 +90,7 @@ def fill_execution_result(
     metrics["attempts"] = str(record.attempt)
     if include_value and record.result is not None:
         result.result.ParseFromString(record.result)  # in place, not parsed apart and then copied
-    if record.started_at is not None:
-        stamp(result.started_at, record.started_at)
-    if record.completed_at is not None:
-        stamp(result.completed_at, record.completed_at)
-    if record.remote_type:
-        error = result.remote_error
-        error.type, error.message, error.traceback = (
-            record.remote_type,
-            record.remote_message,
-            record.remote_traceback,
-        )
+    record.fill_times_and_error(result)
 
 
 def task_info(task: StoredTask, figures: TaskFigures, *, details: bool = True) -> fpb.TaskInfo:

@@ -140,18 +140,25 @@ class StoredExecution:
         )
         # Set in place: a Timestamp made apart and handed to the constructor is made, then copied.
         stamp(info.created_at, self.created_at)
+        self.fill_times_and_error(info)
+        return info
+
+    def fill_times_and_error(
+        self, message: function_pb2.ExecutionInfo | function_pb2.ExecutionResult
+    ) -> None:
+        """Set the start and end times and the remote error, which ``ExecutionInfo`` and
+        ``ExecutionResult`` both carry, in place in ``message``."""
         if self.started_at is not None:
-            stamp(info.started_at, self.started_at)
+            stamp(message.started_at, self.started_at)
         if self.completed_at is not None:
-            stamp(info.completed_at, self.completed_at)
+            stamp(message.completed_at, self.completed_at)
         if self.remote_type:
-            error = info.remote_error
+            error = message.remote_error
             error.type, error.message, error.traceback = (
                 self.remote_type,
                 self.remote_message,
                 self.remote_traceback,
             )
-        return info
 
     def encode(self) -> bytes:
         info = self.info().SerializeToString()
