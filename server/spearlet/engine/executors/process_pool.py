@@ -55,7 +55,7 @@ from spearlet.engine.executors.messages import (
     job_message,
     outcome_of,
 )
-from spearlet.engine.executors.worker_process import init_message, start_worker
+from spearlet.engine.executors.worker_process import describe_exit, init_message, start_worker
 
 log = logging.getLogger(__name__)
 
@@ -83,14 +83,8 @@ def _resolved(loop: asyncio.AbstractEventLoop, outcome: Outcome) -> asyncio.Futu
     return fut
 
 
-def describe_exit(pid: int, returncode: int) -> str:
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = str(-returncode)
-        return f"worker process {pid} was killed by signal {name}"
-    return f"worker process {pid} exited with code {returncode}"
+def describe_worker_exit(pid: int, returncode: int) -> str:
+    return f"worker process {pid} {describe_exit(returncode)}"
 
 
 def _has_exited(pid: int, proc: subprocess.Popen[bytes]) -> bool:
@@ -365,7 +359,7 @@ class ProcessExecutor(Executor):
             )
         try:
             if not await worker.ready:
-                message = describe_exit(worker.pid, worker.exited.result()) + " before it was ready"
+                message = describe_worker_exit(worker.pid, worker.exited.result()) + " before it was ready"
                 return Outcome(FAILED, error_code=WORKER_CRASHED, error_message=message)
             return await self._run_on(worker, job, sink)
         finally:
@@ -390,7 +384,8 @@ class ProcessExecutor(Executor):
                 fut.set_result(outcome)
 
     def _died(self, worker: _Worker) -> str:
-        status = describe_exit(worker.pid, worker.exited.result()) if worker.exited.done() else "it exited"
+        exited = worker.exited
+        status = describe_worker_exit(worker.pid, exited.result()) if exited.done() else "it exited"
         return f"the worker process died while running the function: {status}"
 
     def _has_ready(self) -> bool:
@@ -651,7 +646,7 @@ class ProcessExecutor(Executor):
         was_ready = worker.ready.done()
         if not was_ready:
             worker.ready.set_result(False)
-        message = describe_exit(worker.pid, returncode)
+        message = describe_worker_exit(worker.pid, returncode)
         self._fail_job(worker, self._died(worker))
         if worker.fresh or worker not in self._warm:
             return

@@ -5,6 +5,7 @@ forked (gRPC is not fork-safe), with one end of a socket pair to talk over."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -36,3 +37,15 @@ def start_worker() -> tuple[subprocess.Popen[bytes], socket.socket]:
 def init_message() -> InitMessage:
     """What a worker is told first: the import path to use, and the parent to watch."""
     return (INIT, list(sys.path), os.getpid())
+
+
+def describe_exit(returncode: int) -> str:
+    """How a worker process ended, to follow its name in a message: ``was killed by signal SIGSEGV``,
+    ``exited with code 3``."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = str(-returncode)
+        return f"was killed by signal {name}"
+    return f"exited with code {returncode}"

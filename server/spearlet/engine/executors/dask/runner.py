@@ -42,7 +42,7 @@ from spearlet.engine.executors.base import Job
 from spearlet.engine.executors.dask.flow import Window
 from spearlet.engine.executors.dask.process_jobs import ProcessJobs
 from spearlet.engine.executors.messages import CHUNK, LOG, READY, RESULT, STARTED, ResultMessage, job_message
-from spearlet.engine.executors.worker_process import init_message, start_worker
+from spearlet.engine.executors.worker_process import describe_exit, init_message, start_worker
 
 #: Every task the executor submits has a key with this prefix: ``spear-{execution id}-a{attempt}-...``.
 KEY_PREFIX = "spear-"
@@ -179,16 +179,6 @@ def kill_all() -> None:
         child.kill()
 
 
-def describe_exit(returncode: int) -> str:
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = str(-returncode)
-        return f"killed by signal {name}"
-    return f"exited with code {returncode}"
-
-
 def run_task(spec_bytes: bytes) -> TaskResult:
     """The Dask task: run the spec's jobs on a child process of this worker, relaying as they go."""
     from distributed import get_worker
@@ -269,7 +259,7 @@ def _relay(
                 pending.append([index, EVENT_STOPPED, instance_id])
                 flush()
                 raise Stopped(f"task {key} was stopped") from None
-            died = f"the worker process died while running the function: {describe_exit(code)}"
+            died = f"the worker process died while running the function: it {describe_exit(code)}"
             break
         kind = message[0]
         if kind == RESULT:
