@@ -3,10 +3,8 @@ without that extension."""
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from concurrent import futures
 
 import grpc
 import pytest
@@ -47,48 +45,39 @@ def test_map_arguments_bigger_than_one_request(
 
 @pytest.fixture
 def without_batches(lab: spear_sdk.Lab) -> Iterator[str]:
-    """A proxy to the lab answering every unary call but InvokeBatch (UNIMPLEMENTED, as older servers do)."""
-    started = threading.Event()
-    address: list[str] = []
-    servers: list[grpc.aio.Server] = []
-    loop = asyncio.new_event_loop()
+    """A proxy to the lab answering every unary call but InvokeBatch (UNIMPLEMENTED, as older servers do).
 
-    async def serve() -> None:
-        upstream = grpc.aio.insecure_channel(lab.address)
-        server = grpc.aio.server()
-        for module, service in ((function_pb2, "FunctionService"), (object_pb2, "ObjectService")):
-            descriptor = module.DESCRIPTOR.services_by_name[service]
-            methods = {
-                m.name: grpc.unary_unary_rpc_method_handler(
-                    _forward(upstream, f"/{descriptor.full_name}/{m.name}")
-                )
-                for m in descriptor.methods
-                if not (m.client_streaming or m.server_streaming)
-            }
-            server.add_generic_rpc_handlers(
-                [grpc.method_handlers_generic_handler(descriptor.full_name, methods)]
+    It is a thread-pool server forwarding on a blocking channel: a third asyncio loop running grpc.aio in
+    this process (beside the lab's and the SDK's) could leave its server's stop hanging."""
+    upstream = grpc.insecure_channel(lab.address)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    for module, service in ((function_pb2, "FunctionService"), (object_pb2, "ObjectService")):
+        descriptor = module.DESCRIPTOR.services_by_name[service]
+        methods = {
+            m.name: grpc.unary_unary_rpc_method_handler(
+                _forward(upstream, f"/{descriptor.full_name}/{m.name}")
             )
-        address.append(f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}")
-        servers.append(server)
-        await server.start()
-        started.set()
-        await server.wait_for_termination()
-        await upstream.close()
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
-    thread.start()
-    assert started.wait(10)
-    yield address[0]
-    asyncio.run_coroutine_threadsafe(servers[0].stop(0), loop).result(10)
-    thread.join(10)
-    loop.close()
+            for m in descriptor.methods
+            if not (m.client_streaming or m.server_streaming) and m.name != "InvokeBatch"
+        }
+        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(descriptor.full_name, methods)])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        assert server.stop(0).wait(10), "the proxy did not stop within 10 s"
+        upstream.close()
 
 
-def _forward(upstream: grpc.aio.Channel, path: str) -> Callable[[bytes, Any], Awaitable[bytes]]:
-    call = upstream.unary_unary(path)
+def _forward(upstream: grpc.Channel, path: str) -> Callable[[bytes, grpc.ServicerContext], bytes]:
+    call = upstream.unary_unary(path, request_serializer=None, response_deserializer=None)
 
-    async def forward(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
-        response: bytes = await call(request)
+    def forward(request: bytes, context: grpc.ServicerContext) -> bytes:
+        try:
+            response: bytes = call(request)
+        except grpc.RpcError as error:
+            context.abort(error.code(), error.details() or "")
         return response
 
     return forward
