@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from . import _repr
 from ._runtime import Runtime, get_runtime
 from .client import Client
+from .wire import object_dir
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -69,6 +70,8 @@ class Lab:
             "defines the function (handles belong to the lab they were made with)"
         )
         self._runtime.run(self._server.stop(grace_s))
+        # The server deleted its free files; this process's mappings of them would keep their memory.
+        object_dir.KEPT.release()
 
     def panel(
         self,

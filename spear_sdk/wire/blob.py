@@ -100,6 +100,16 @@ class Blob:
             raise
         os.close(fd)
 
+    def copy_into(self, target: mmap.mmap) -> None:
+        """Copy the object to the start of a writable mapping at least :attr:`size` bytes long."""
+        if len(target) < self.size:
+            raise BlobError(f"a mapping of {len(target)} bytes is shorter than the {self.size} of the object")
+        offset = 0
+        for piece in self.pieces():
+            view = memoryview(piece).cast("B")
+            target[offset : offset + len(view)] = view
+            offset += len(view)
+
     def write_over(self, path: str | os.PathLike[str]) -> None:
         """Write the object at the start of the existing file ``path``, at least :attr:`size` bytes long
         (a recycled object file, whose pages are already in memory: writing into them costs a copy, where
