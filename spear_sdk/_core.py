@@ -114,7 +114,11 @@ class Core:
         #: The ends this client awaits, pushed by the server.
         self.completions = Completions(connection)
         self._submitter = Submitter(
-            loop, lambda: self.connection.functions, connection.call, self.transfer.release
+            loop,
+            lambda: self.connection.functions,
+            connection.call,
+            self.transfer.release,
+            self.completions.watch,
         )
 
     @property

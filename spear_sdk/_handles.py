@@ -288,6 +288,8 @@ class ExecutionBase:
     def _watch(self, execution_id: str) -> Watched | None:
         """The execution's watch on its client's stream (None: the server cannot push)."""
         watched = self._watched
+        if watched is None and self._submission is not None:
+            watched = self._watched = self._submission.watched  # awaited since the server took it
         if watched is None or _broke(watched):
             watched = self._watched = self._core.completions.watch(execution_id)
         return watched

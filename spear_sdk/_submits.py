@@ -6,6 +6,10 @@ together in the next and calls from one thread are admitted in the order they we
 or the error that refused it (a task not found, a full queue, pickles not allowed, bad arguments), lands
 in its :class:`Submission`, where the execution handle finds it. A server without ``InvokeMany`` gets
 one ``InvokeFunction`` per call, in order.
+
+An accepted call's end is awaited on the client's completion stream as soon as its id arrives, before
+anyone asks for its result: ``result()`` calls one after another would otherwise each wait a round trip
+for an end the server already had.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 
 import grpc
 
+from ._completions import Watched
 from .wire import function_pb2
 from .wire.errors import SpearError, Unimplemented, error_for_status
 
@@ -29,11 +34,13 @@ CALLS_PER_REQUEST = 2000
 class Submission:
     """A submitted call's id on its way from the server, or the error that refused it."""
 
-    __slots__ = ("_event", "_waiters", "error", "execution_id")
+    __slots__ = ("_event", "_waiters", "error", "execution_id", "watched")
 
     def __init__(self) -> None:
         self.execution_id: str | None = None
         self.error: BaseException | None = None
+        #: The accepted call's end, awaited on the completion stream (None: the server cannot push).
+        self.watched: Watched | None = None
         self._event: threading.Event | None = None
         self._waiters: list[asyncio.Future[None]] = []
 
@@ -99,11 +106,13 @@ class Submitter:
         functions: Callable[[], Any],
         call: Any,
         release: Callable[[list[str]], Awaitable[None]],
+        watch: Callable[[str], Watched | None],
     ) -> None:
         self._loop = loop
         self._functions = functions  # the stub (the channel opens lazily, on the loop)
         self._call = call  # Connection.call: errors become SpearErrors
         self._release = release  # drops the objects made for arguments (held by accepted executions)
+        self._watch = watch  # awaits an accepted call's end on the completion stream
         self._queue: collections.deque[tuple[Build, Submission]] = collections.deque()
         self._lock = threading.Lock()
         self._sending = False
@@ -170,7 +179,7 @@ class Submitter:
                 return
             else:
                 for submission, outcome in zip(built, response.outcomes, strict=True):
-                    submission.settle(*_outcome(outcome))
+                    self._settle(submission, *_outcome(outcome))
                 return
         for submission, request in zip(built, requests, strict=True):  # one by one, in order
             try:
@@ -178,7 +187,12 @@ class Submitter:
             except SpearError as exc:
                 submission.settle(None, exc)
             else:
-                submission.settle(answer.execution_id)
+                self._settle(submission, answer.execution_id, None)
+
+    def _settle(self, submission: Submission, execution_id: str | None, error: BaseException | None) -> None:
+        if execution_id is not None:
+            submission.watched = self._watch(execution_id)
+        submission.settle(execution_id, error)
 
 
 def _outcome(outcome: function_pb2.InvokeOutcome) -> tuple[str | None, BaseException | None]:

@@ -19,7 +19,7 @@ from spear_sdk.wire.refs import REF_PREFIX
 from . import convert
 from .engine import lifecycle as lc
 from .engine.by_reference import adopt_value
-from .engine.core import Engine
+from .engine.core import Engine, Invocation
 from .engine.logs import log_lines
 from .engine.output import SENT_METRIC
 from .function_stats import active_counts, add_function_stats, window_seconds
@@ -127,28 +127,28 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
 
     @unary
     async def InvokeMany(self, request: fpb.InvokeManyRequest, context: Context) -> fpb.InvokeManyResponse:
-        outcomes: list[fpb.InvokeOutcome] = []
-        admitted: list[tuple[fpb.InvokeOutcome, StoredExecution, asyncio.Future[None]]] = []
-        for invocation in request.invocations:  # admitted in order, each accepted or refused alone
-            outcome = fpb.InvokeOutcome()
-            outcomes.append(outcome)
+        outcomes = [fpb.InvokeOutcome() for _ in request.invocations]
+        invocations: list[Invocation] = []
+        checked: list[fpb.InvokeOutcome] = []
+        for outcome, invocation in zip(outcomes, request.invocations, strict=True):
             try:
                 _check_invocation_enums(invocation)
                 if invocation.execution_mode != fpb.EXECUTION_MODE_ASYNC or invocation.wait:
                     raise InvalidArgument(
                         "InvokeMany takes ASYNC invocations (execution_mode ASYNC, no wait)"
                     )
-                live = await self.engine.submit(convert.invocation(invocation, stream=False))
+                invocations.append(convert.invocation(invocation, stream=False))
             except Exception as exc:
-                refused = refusal(exc)
-                if refused is None:
-                    raise
-                code, message, retry_after_ms = refused
-                outcome.error_status = code.value[0]
-                outcome.error_message = message
-                outcome.retry_after_ms = retry_after_ms
+                _refuse(outcome, exc)
                 continue
-            admitted.append((outcome, copy.copy(live.record), live.created))
+            checked.append(outcome)
+        # Admitted in order, each accepted or refused alone.
+        admitted: list[tuple[fpb.InvokeOutcome, StoredExecution, asyncio.Future[None]]] = []
+        for outcome, live in zip(checked, await self.engine.submit_many(invocations), strict=True):
+            if isinstance(live, Exception):
+                _refuse(outcome, live)
+            else:
+                admitted.append((outcome, copy.copy(live.record), live.created))
         if admitted:
             self.engine.executions.hurry()
         for outcome, record, created in admitted:
@@ -480,3 +480,14 @@ def _execution_stats(figures: ExecutionFigures) -> fpb.ExecutionStats:
 def _check_invocation_enums(request: fpb.InvokeFunctionRequest) -> None:
     check_enum(fpb.InvocationType, request.invocation_type, "invocation_type")
     check_enum(fpb.ExecutionMode, request.execution_mode, "execution_mode")
+
+
+def _refuse(outcome: fpb.InvokeOutcome, exc: Exception) -> None:
+    """Fill an InvokeMany outcome with why its invocation was refused (a bug is raised on)."""
+    refused = refusal(exc)
+    if refused is None:
+        raise exc
+    code, message, retry_after_ms = refused
+    outcome.error_status = code.value[0]
+    outcome.error_message = message
+    outcome.retry_after_ms = retry_after_ms

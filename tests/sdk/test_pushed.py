@@ -167,14 +167,17 @@ def test_a_dropped_watch_stream_resumes_with_nothing_lost(served: Served) -> Non
 def test_a_server_gone_for_good_is_unavailable_to_its_waiters() -> None:
     for served in _serve(max_concurrent=1):
         f = served.client.function(nap)
-        execution, unwatched = f.submit(30), f.submit(30)
+        execution, queued = f.submit(30), f.submit(30)
         assert execution.done() is False  # the stream is up
-        assert unwatched.execution_id
-        get_runtime().run(served.server.stop(0))
-        with pytest.raises(spear_sdk.errors.ExecutionCancelled):  # its end, pushed as the server stopped
-            execution.result(timeout=60)
-        with pytest.raises(spear_sdk.errors.Unavailable):  # no server to ask: no wait forever
-            unwatched.result(timeout=60)
+        with spear_sdk.Client(served.server.address) as other:
+            unwatched = other.execution(queued.execution_id)  # known here, but awaited by nobody yet
+            get_runtime().run(served.server.stop(0))
+            with pytest.raises(spear_sdk.errors.ExecutionCancelled):  # its end, pushed as the server stopped
+                execution.result(timeout=60)
+            with pytest.raises(spear_sdk.errors.ExecutionCancelled):  # awaited since it was accepted
+                queued.result(timeout=60)
+            with pytest.raises(spear_sdk.errors.Unavailable):  # no server to ask: no wait forever
+                unwatched.result(timeout=60)
 
 
 @pytest.mark.timeout(300)

@@ -11,6 +11,11 @@ so a call waits little behind the others of its pipeline.
 Up to ``max_concurrent`` lanes each wait for a running slot like any invocation, then take the next
 pipeline: its records are admitted PENDING then, start RUNNING when the worker starts each call, and end as
 usual. Calls not yet taken have no record: a batch that is dropped leaves nothing behind for them.
+
+Calls submitted one by one (``InvokeMany``) run the same way when several of one function come together
+(:meth:`Batch.admit_all`): then every call is admitted at once, its record written and its id returned
+before it runs, and each holds a queue place until a pipeline takes it, as a single invocation would. Their
+ends go to whoever watches them; nobody waits for the batch.
 """
 
 from __future__ import annotations
@@ -72,7 +77,7 @@ class Batch:
         *,
         timeout_ms: int,
         max_retries: int,
-        on_result: OnResult,
+        on_result: OnResult | None = None,
         adopt: Callable[[Outcome, str], Awaitable[Outcome]] | None = None,
     ) -> None:
         self._ledger = ledger
@@ -91,9 +96,23 @@ class Batch:
         self._open: set[_Call] = set()  # taken, and not yet reported
         self._settled = asyncio.Event()
         self._dropped: str | None = None
+        #: The calls were admitted one by one (:meth:`admit_all`): each waiting call holds a queue place.
+        self._placed = False
         self._run_ms = 0.0  # per call, as seen in this batch (0: not known yet)
         #: The first store failure: the batch's caller gets it.
         self.error: BaseException | None = None
+
+    def admit_all(self) -> list[LiveExecution]:
+        """Admit every call now, in order, for calls submitted one by one: their records go to the store
+        and their ends to their watchers. The caller took a queue place for each (``Scheduler.admit``);
+        they are given back as pipelines take the calls."""
+        self._placed = True
+        lives = []
+        for call in self._todo:
+            call.live = self._admit(call, waited=False)
+            self._open.add(call)
+            lives.append(call.live)
+        return lives
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -116,6 +135,7 @@ class Batch:
             return
         self._dropped = reason
         waiting, self._todo = self._todo, deque()
+        self._give_places(len(waiting))
         for call in waiting:
             if call.live is not None:  # sent back after a pipeline was stopped
                 self._end(call, lc.CANCELLED, lc.CANCELLED_CODE, reason)
@@ -149,18 +169,23 @@ class Batch:
         share = -(-len(self._todo) // max(1, len(self._lanes)))  # keep every lane busy to the end
         size = max(1, min(size, MAX_PIPELINE, share))
         calls = [self._todo.popleft() for _ in range(min(size, len(self._todo)))]
+        self._give_places(len(calls))  # the lane's slot runs them now
         for call in calls:
             if call.live is None:
                 call.live = self._admit(call)
                 self._open.add(call)
         return calls
 
-    def _admit(self, call: _Call) -> LiveExecution:
+    def _give_places(self, count: int) -> None:
+        if self._placed and count:
+            self._scheduler.withdraw(count)
+
+    def _admit(self, call: _Call, *, waited: bool = True) -> LiveExecution:
         live = self._ledger.admit(
             self._new_record(),
             stream=False,
             stops_work=self._runner.stops_work,
-            waited=True,  # the batch's caller gets every end as it comes
+            waited=waited,  # a batch's caller gets every end as it comes
         )
         live.on_cancel = self._canceller(call)
         return live
@@ -171,8 +196,9 @@ class Batch:
                 if call.started:
                     call.pipeline.stop()
                 # else: stopped when its worker starts it, so the calls ahead of it are not disturbed
-            elif call in self._todo:  # sent back to wait for another pipeline
+            elif call in self._todo:  # not taken yet, or sent back to wait for another pipeline
                 self._todo.remove(call)
+                self._give_places(1)
                 self._end(call, lc.CANCELLED, lc.CANCELLED_CODE, self._reason(call))
 
         return cancel
@@ -216,6 +242,8 @@ class Batch:
             self._run_ms = (time.perf_counter() - began) * 1000 / ran
         for call in runnable:
             call.started_at = 0.0
+        if self._placed and retry:
+            self._scheduler.readmit(len(retry))
         self._todo.extendleft(reversed(retry))
 
     async def _start_pipeline(self, jobs: list[Job], sinks: list[Sink]) -> Pipeline:
@@ -262,7 +290,8 @@ class Batch:
             if not self._open:
                 self._settled.set()
             if error is None:
-                self._on_result(call.index, live.record)
+                if self._on_result is not None:
+                    self._on_result(call.index, live.record)
             elif self.error is None:
                 self.error = error
                 self.drop("the batch could not be stored")

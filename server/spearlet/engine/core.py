@@ -83,6 +83,32 @@ class Invocation:
     #: Objects the parameters refer to, held while the execution runs.
     object_refs: list[str] = field(default_factory=list)
 
+    def settings(self) -> tuple[Any, ...]:
+        """Everything but the arguments: calls with equal settings can run as one batch."""
+        return (
+            self.task_id,
+            self.task_name,
+            self.task_description,
+            self.artifact,
+            self.existing_task,
+            self.create_if_not_exists,
+            self.function_name,
+            self.mode,
+            self.environment,
+            self.headers,
+            self.session_id,
+            self.user_id,
+            self.metadata,
+            self.timeout_ms,
+            self.max_retries,
+        )
+
+    @property
+    def plain(self) -> bool:
+        """A call that may join a batch: not streamed, no id of its own, no fresh worker, no objects to
+        hold while it runs."""
+        return not (self.stream or self.execution_id or self.force_new_instance or self.object_refs)
+
 
 @dataclass(frozen=True)
 class CancelResult:
@@ -116,6 +142,8 @@ class Engine:
         )
         self.subprocesses = SubprocessRunner()
         self.batches: set[Batch] = set()
+        #: Batches of calls submitted one by one (:meth:`submit_many`), kept until their calls ended.
+        self.groups: set[Batch] = set()
         #: Work started from callbacks that cannot wait (store notices), kept until done.
         self._background: set[asyncio.Task[None]] = set()
         #: On a shared store: this server's lease, and the reaper of dead servers' work.
@@ -177,7 +205,7 @@ class Engine:
         if running:
             await asyncio.wait(running)
         self.output.close()  # every execution has ended: its output is all sent
-        for batch in list(self.batches):
+        for batch in [*self.batches, *self.groups]:
             await batch.wait()
         await self.executions.flush()
         if self.estimates is not None:
@@ -274,6 +302,94 @@ class Engine:
         timeout_ms = inv.timeout_ms or self.config.default_timeout_ms
         live.task = asyncio.create_task(self._run(live, task, job, timeout_ms, inv.max_retries, held))
         return live
+
+    async def submit_many(self, invocations: Sequence[Invocation]) -> list[LiveExecution | Exception]:
+        """Admit invocations in order, each accepted (its execution) or refused (the error) alone.
+
+        Consecutive plain calls of one function with the same settings run as a batch (:mod:`.batch`):
+        admitted at once, as each would be alone, then sent to warm workers in pipelines."""
+        admitted: list[LiveExecution | Exception] = []
+        start = 0
+        while start < len(invocations):
+            first = invocations[start]
+            end = start + 1
+            if first.plain:
+                settings = first.settings()
+                while (
+                    end < len(invocations)
+                    and invocations[end].plain
+                    and invocations[end].settings() == settings
+                ):
+                    end += 1
+            group = invocations[start:end]
+            start = end
+            if len(group) > 1 and not (first.max_retries and isinstance(self.store, SharedKvStore)):
+                # (a call another server may have to run again is saved with its arguments: alone)
+                try:
+                    batched = await self._submit_group(group)
+                except Exception as exc:  # refused as a whole: the same for each
+                    batched = [exc] * len(group)
+                if batched is not None:
+                    admitted += batched
+                    continue
+            for inv in group:
+                try:
+                    admitted.append(await self.submit(inv))
+                except Exception as exc:
+                    admitted.append(exc)
+        return admitted
+
+    async def _submit_group(
+        self, invocations: Sequence[Invocation]
+    ) -> list[LiveExecution | Exception] | None:
+        """Admit calls of one function with equal settings, and run them as a batch; None when they are
+        to be admitted one by one instead."""
+        if not self._accepting:
+            raise Unavailable("the server is shutting down")
+        inv = invocations[0]
+        _validate(inv)
+        task = await self._resolve_task(inv)
+        job = replace(self._job(task, inv), announce_start=True)  # its calls wait in pipelines
+        if task.artifact.artifact_type == "pickle":
+            loaded = await self._load_pickle(task)
+            if isinstance(loaded, str):  # each call fails alone, as it would have
+                return None
+            job = replace(job, artifact=replace(job.artifact, payload=loaded[0], cache_key=loaded[1]))
+        refused: dict[int, Exception] = {}
+        calls: list[tuple[list[bytes], dict[str, bytes]]] = []
+        for index, one in enumerate(invocations):
+            try:
+                encoded = self._encode_params(one.params)
+                self.scheduler.admit(lambda: self._mean_run_ms(task.name, inv.function_name))
+            except Exception as exc:
+                refused[index] = exc
+                continue
+            calls.append(encoded)
+        lives: list[LiveExecution] = []
+        if calls:
+            batch = Batch(
+                self.ledger,
+                self.scheduler,
+                lambda: _new_record(task, inv, new_id()),
+                job,
+                self._runner_for(task.artifact.artifact_type),
+                calls,
+                timeout_ms=inv.timeout_ms or self.config.default_timeout_ms,
+                max_retries=inv.max_retries,
+                adopt=lambda outcome, execution_id: by_reference.adopt_outcome(
+                    self.objects, outcome, execution_id
+                ),
+            )
+            lives = batch.admit_all()
+            batch.start()
+            self.groups.add(batch)
+            self._in_background(self._forget_group(batch))
+        accepted = iter(lives)
+        return [refused[i] if i in refused else next(accepted) for i in range(len(invocations))]
+
+    async def _forget_group(self, batch: Batch) -> None:
+        await batch.wait()
+        self.groups.discard(batch)
 
     async def start_batch(
         self, inv: Invocation, calls: Sequence[Iterable[tuple[str, any_pb2.Any]]], on_result: OnResult

@@ -60,9 +60,15 @@ class Scheduler:
             )
         self.pending += 1
 
-    def withdraw(self) -> None:
-        """Give back an admitted place that never waited (the record could not be written)."""
-        self.pending -= 1
+    def withdraw(self, count: int = 1) -> None:
+        """Give back admitted places that never waited (the record could not be written, or the calls
+        went to a batch's pipeline, whose lane holds the slot)."""
+        self.pending -= count
+
+    def readmit(self, count: int) -> None:
+        """Take places again, past the limit if need be, for admitted calls a pipeline gave back (to run
+        again after a lost worker)."""
+        self.pending += count
 
     async def acquire(self) -> None:
         """Wait for a slot in FIFO order. If cancelled while waiting, the place is given back."""
