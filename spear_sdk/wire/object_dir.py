@@ -235,6 +235,15 @@ class KeptFiles:
         """Bytes of the files kept now."""
         return self._held
 
+    def _forget_in_child(self) -> None:
+        """In a forked child: let go of the parent's files (their descriptors, open here too, would keep
+        the parent from writing into them again) and of its reaper, which did not come along."""
+        self._lock = threading.Lock()
+        self._reaper = None
+        files, self._files, self._held = self._files, OrderedDict(), 0
+        for kept in files.values():
+            _close(kept)
+
 
 def _deleted(fd: int) -> bool:
     try:
@@ -251,3 +260,5 @@ def _close(kept: _Kept) -> None:
 
 #: This process's kept files.
 KEPT = KeptFiles()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=KEPT._forget_in_child)

@@ -140,3 +140,21 @@ def test_the_budget_bounds_what_is_kept(root: Path) -> None:
     assert three is not None and small.held == 0
     assert np.array_equal(read(three), value(3.0))  # type: ignore[arg-type]
     kept.release()
+
+
+def test_a_forked_child_lets_go_of_its_parents_kept_files(root: Path) -> None:
+    first = root / object_dir.INCOMING / "first"
+    blob.dumps(value(1.0)).write_new_file(first)
+    free(root, first)
+    kept = object_dir.KEPT
+    second = write(root, kept, value(2.0), "second")
+    assert second is not None and second.stat().st_ino in kept.inodes()
+    free(root, second)
+    pid = os.fork()
+    if pid == 0:  # the child: holds nothing of the parent's, so the parent may write into the file
+        os._exit(0 if object_dir.KEPT.held == 0 and not object_dir.KEPT.inodes() else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    third = write(root, kept, value(3.0), "third")
+    assert third is not None and np.array_equal(read(third), value(3.0))  # type: ignore[arg-type]
+    kept.release()
