@@ -12,7 +12,7 @@ import copy
 import hashlib
 import logging
 import time
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -370,7 +370,7 @@ class Engine:
             batch = Batch(
                 self.ledger,
                 self.scheduler,
-                lambda: _new_record(task, inv, new_id()),
+                _records_of(task, inv),
                 job,
                 self._runner_for(task.artifact.artifact_type),
                 calls,
@@ -414,7 +414,7 @@ class Engine:
         batch = Batch(
             self.ledger,
             self.scheduler,
-            lambda: _new_record(task, inv, new_id()),
+            _records_of(task, inv),
             job,
             self._runner_for(task.artifact.artifact_type),
             encoded,
@@ -922,6 +922,26 @@ def _new_record(task: StoredTask, inv: Invocation, execution_id: str) -> StoredE
         created_at=time.time(),
         metadata=_execution_metadata(inv),
     )
+
+
+def _records_of(task: StoredTask, inv: Invocation) -> Callable[[], StoredExecution]:
+    """Makes the PENDING records of a batch's calls of ``inv``, each with a new id: what they share is
+    worked out once (records are not changed in place but for their state, so the metadata is shared)."""
+    metadata = _execution_metadata(inv)
+
+    def new_record() -> StoredExecution:
+        return StoredExecution(
+            execution_id=new_id(),
+            task_id=task.task_id,
+            task_name=task.name,
+            function_name=inv.function_name,
+            mode=inv.mode,
+            status=lc.PENDING,
+            created_at=time.time(),
+            metadata=metadata,
+        )
+
+    return new_record
 
 
 def _execution_metadata(inv: Invocation) -> dict[str, str]:

@@ -3,10 +3,12 @@ with ``start_after`` stays stable while new executions arrive."""
 
 from __future__ import annotations
 
-import secrets
+import os
 import time
 
 _SEQ_LIMIT = 0xFFFF
+#: Random bytes read from the system at once: one ``getrandom`` call per id cost a system call each.
+_RANDOM_BATCH = 4096
 
 
 class _TimeOrderedIds:
@@ -18,6 +20,8 @@ class _TimeOrderedIds:
     def __init__(self) -> None:
         self._last_ms = 0
         self._seq = 0
+        self._random = b""
+        self._used = 0
 
     def __call__(self) -> str:
         now_ms = time.time_ns() // 1_000_000
@@ -27,10 +31,16 @@ class _TimeOrderedIds:
             self._seq += 1
             if self._seq > _SEQ_LIMIT:
                 self._last_ms, self._seq = self._last_ms + 1, 0
-        return f"{self._last_ms:012x}{self._seq:04x}{secrets.token_hex(4)}"
+        if self._used + 4 > len(self._random):
+            self._random, self._used = os.urandom(_RANDOM_BATCH), 0
+        tail = self._random[self._used : self._used + 4].hex()
+        self._used += 4
+        return f"{self._last_ms:012x}{self._seq:04x}{tail}"
 
 
 new_id = _TimeOrderedIds()
+if hasattr(os, "register_at_fork"):  # a forked child must not repeat the parent's random bytes
+    os.register_at_fork(after_in_child=lambda: setattr(new_id, "_used", _RANDOM_BATCH))
 
 
 def id_floor(unix_seconds: float) -> str:
