@@ -1,8 +1,13 @@
 """Fixtures every test directory may use: an in-process server (``harness``), ``spearlet serve``
-subprocesses (``served``) and a Dask cluster (``dask_cluster``); and the hand-over of ``anyio``-marked
-tests to anyio's plugin."""
+subprocesses (``served``), a Dask cluster (``dask_cluster``) and ``figures``, which records what a test
+measured (how long a stop took, how many calls were refused) to be printed at the end of the run rather
+than held against a line that a loaded machine could cross; and the hand-over of ``anyio``-marked tests to
+anyio's plugin."""
 
 from __future__ import annotations
+
+import os
+from collections.abc import Callable
 
 import pytest
 from dask_cluster import dask_cluster
@@ -20,6 +25,36 @@ __all__ = [
     "postgres_server",
     "shared",
 ]
+
+
+_FIGURES = pytest.StashKey[list[tuple[str, str, object]]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_FIGURES] = []
+
+
+@pytest.fixture
+def figures(request: pytest.FixtureRequest) -> Callable[[str, object], None]:
+    """``figures(name, value)`` records one measured figure of the calling test."""
+    found = request.config.stash[_FIGURES]
+    test = request.node.name
+
+    def record(name: str, value: object) -> None:
+        found.append((test, name, value))
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    found = config.stash.get(_FIGURES, [])
+    if not found:
+        return
+    soak = os.environ.get("SPEAR_SOAK") == "1"
+    terminalreporter.section(f"measured figures ({'soak' if soak else 'CI'} run)")
+    for test, name, value in found:
+        shown = f"{value:.1f}" if isinstance(value, float) else str(value)
+        terminalreporter.write_line(f"{test}: {name} = {shown}")
 
 
 @pytest.hookimpl(trylast=True)

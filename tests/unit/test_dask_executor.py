@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -53,7 +53,7 @@ async def test_the_cluster_is_described(dask: Executor) -> None:
     assert cluster.memory_limit_bytes > 0 and cluster.memory_used_bytes > 0
 
 
-async def test_cancel_kills_the_call_within_a_second(dask: Executor) -> None:
+async def test_cancel_kills_the_running_call(dask: Executor, figures: Callable[[str, object], None]) -> None:
     sink = Recorder()
     task = asyncio.ensure_future(dask.run(job(python("print_pid_then_sleep"), 30), sink))
     pid = await _pid_of_running_call(sink)
@@ -61,17 +61,18 @@ async def test_cancel_kills_the_call_within_a_second(dask: Executor) -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert time.monotonic() - cancelled_at < 1.0
     assert pid_gone(pid)  # the worker killed and reaped it before the cancellation came through
+    figures("cancel to call gone, ms", (time.monotonic() - cancelled_at) * 1000)
     assert result((await run(dask, job(python("add"), 2, 2, job_execution_id="after")))[0]) == 4
 
 
 async def test_the_worker_enforces_the_deadline_by_itself(dask: Executor) -> None:
     # Nobody cancels this run: the worker stops it a moment past its limit.
     sink = Recorder()
-    started = time.monotonic()
-    outcome = await dask.run(job(python("print_pid_then_sleep"), 30, job_timeout_ms=200), sink)
-    assert time.monotonic() - started < 5
+    # (a 30 s sleep: a run that is not stopped cannot end within the deadline)
+    outcome = await asyncio.wait_for(
+        dask.run(job(python("print_pid_then_sleep"), 30, job_timeout_ms=200), sink), DEADLINE_S
+    )
     assert (outcome.status, outcome.error_code) == (FAILED, WORKER_CRASHED)
     assert "past its 200 ms limit" in outcome.error_message
     assert pid_gone(int(sink.text.strip()))
@@ -128,7 +129,9 @@ async def test_a_slow_reader_holds_the_stream_back_on_the_worker(dask: Executor,
     assert [int.from_bytes(chunk[:4], "big") for chunk in sink.chunks] == list(range(count))  # type: ignore[index]
 
 
-async def test_a_stream_held_back_by_its_reader_stops_at_once(dask: Executor, tmp_path: Path) -> None:
+async def test_a_stream_held_back_by_its_reader_stops_at_once(
+    dask: Executor, tmp_path: Path, figures: Callable[[str, object], None]
+) -> None:
     sink = SlowReader()
     streaming = asyncio.ensure_future(
         dask.run(job(python("blobs"), 10**9, 1024, str(tmp_path / "progress"), job_stream=True), sink)
@@ -137,8 +140,8 @@ async def test_a_stream_held_back_by_its_reader_stops_at_once(dask: Executor, tm
     cancelled_at = time.monotonic()
     streaming.cancel()
     with pytest.raises(asyncio.CancelledError):
-        await streaming
-    assert time.monotonic() - cancelled_at < 1.0
+        await asyncio.wait_for(streaming, DEADLINE_S)  # not held up by the reader that never catches up
+    figures("cancel of a held-back stream, ms", (time.monotonic() - cancelled_at) * 1000)
     assert result((await run(dask, job(python("add"), 1, 1, job_execution_id="next")))[0]) == 2
 
 
@@ -221,7 +224,7 @@ async def test_sigkill_of_a_worker_mid_call(dask: Executor, dask_cluster: DaskCl
     await asyncio.to_thread(dask_cluster.wait_workers, 2)
 
 
-async def test_scheduler_lost_then_back(tmp_path: Path) -> None:
+async def test_scheduler_lost_then_back(tmp_path: Path, figures: Callable[[str, object], None]) -> None:
     require_distributed()
     cluster = DaskCluster(tmp_path, workers=1)
     await asyncio.to_thread(cluster.start)
@@ -232,8 +235,11 @@ async def test_scheduler_lost_then_back(tmp_path: Path) -> None:
         cluster.kill_scheduler()
         await eventually(lambda: not executor.healthy)
         started = time.monotonic()
-        outcome, _ = await run(executor, job(python("add"), 1, 2, job_execution_id="down"))
-        assert time.monotonic() - started < 1.0  # fails fast, and says why
+        # Fails, and says why, rather than wait for a scheduler that comes back only when told below.
+        outcome, _ = await asyncio.wait_for(
+            run(executor, job(python("add"), 1, 2, job_execution_id="down")), DEADLINE_S
+        )
+        figures("call with the scheduler down, ms", (time.monotonic() - started) * 1000)
         assert outcome.error_code == WORKER_CRASHED and "cannot be reached" in outcome.error_message
         await asyncio.to_thread(cluster.start_scheduler)
         await asyncio.to_thread(cluster.start_workers)  # Dask workers shut down with their scheduler

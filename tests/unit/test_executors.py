@@ -262,7 +262,9 @@ async def test_crashed_worker_fails_its_job_and_the_pool_heals(process_executor:
     assert set(process_executor.worker_pids()) != before and process_executor.healthy
 
 
-async def test_cancel_kills_the_worker_at_once_and_the_pool_heals(process_executor: ProcessExecutor) -> None:
+async def test_cancel_kills_the_worker_at_once_and_the_pool_heals(
+    process_executor: ProcessExecutor, figures: Callable[[str, object], None]
+) -> None:
     sink = Recorder()
     task = asyncio.ensure_future(process_executor.run(job(python("sleep"), 30), sink))
     await asyncio.wait_for(sink.began.wait(), DEADLINE_S)
@@ -272,7 +274,7 @@ async def test_cancel_kills_the_worker_at_once_and_the_pool_heals(process_execut
     with pytest.raises(asyncio.CancelledError):
         await task
     assert pid_gone(pid)  # killed and reaped before the cancellation came through
-    assert time.monotonic() - cancelled_at < 0.5
+    figures("cancel to worker gone, ms", (time.monotonic() - cancelled_at) * 1000)
     assert result((await run(process_executor, job(python("add"), 2, 2)))[0]) == 4
     await eventually(lambda: len(process_executor.worker_pids()) == 2)
     assert pid not in process_executor.worker_pids()
@@ -538,7 +540,7 @@ async def test_process_artifact_failures(programs: ProgramRunner, script: Callab
 
 
 async def test_cancelling_a_process_artifact_kills_it(
-    programs: ProgramRunner, script: Callable[[str], Artifact]
+    programs: ProgramRunner, script: Callable[[str], Artifact], figures: Callable[[str, object], None]
 ) -> None:
     sink = Recorder()
     task = asyncio.ensure_future(programs.run(job(script("sleep")), sink))
@@ -547,8 +549,8 @@ async def test_cancelling_a_process_artifact_kills_it(
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert time.monotonic() - cancelled_at < 1.0
     assert pid_gone(pid)  # killed and reaped before the cancellation came through
+    figures("cancel to program gone, ms", (time.monotonic() - cancelled_at) * 1000)
     again, _ = await run(programs, job(script("echo"), 1))
     assert result(again) == {"args": [1], "kwargs": {}}
 
