@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import grpc
+import psutil
 from harness import Harness, HarnessFactory, params, poll, value
 
 from spear_sdk.wire import function_pb2 as fpb
@@ -163,3 +164,25 @@ async def test_a_grouped_call_that_lost_its_worker_runs_again(
     await poll(idle, what="every queue place and slot given back")
     again = await invoke_many(h, [invocation(task_id, markers[0]) for _ in range(3)])
     assert all(o.error_status == 0 for o in again)
+
+
+async def test_cancelling_a_running_grouped_call_kills_its_worker(make_harness: HarnessFactory) -> None:
+    h = await make_harness(max_concurrent=1)
+    task_id = await h.register("workloads:sleep")
+    outcomes = await invoke_many(h, [invocation(task_id, 30.0), invocation(task_id, 0.0)])
+    running, after = (o.response.execution_id for o in outcomes)
+
+    async def worker_pid() -> int:
+        listed = await h.fn.ListExecutions(fpb.ListExecutionsRequest(task_id=task_id, limit=10))
+        found = [e for e in listed.executions if e.execution_id == running and e.instance_id]
+        return int(found[0].instance_id.removeprefix("worker-")) if found else 0
+
+    async def started() -> bool:
+        return await worker_pid() > 0
+
+    await poll(started, what="the first call to start on a worker")
+    pid = await worker_pid()
+    cancelled = await h.fn.CancelExecution(fpb.CancelExecutionRequest(execution_id=running))
+    assert cancelled.success and cancelled.final_status == CANCELLED
+    assert not psutil.pid_exists(pid)  # gone by the time the cancel returned, as for a call alone
+    assert (await h.wait_status(after)).result.status == COMPLETED  # the call behind it ran after all

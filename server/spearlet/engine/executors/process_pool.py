@@ -338,16 +338,26 @@ class ProcessExecutor(Executor):
         if worker is None:
             failed = Outcome(FAILED, error_code=WORKER_CRASHED, error_message=self._unavailable())
             return Pipeline([_resolved(self._loop, failed) for _ in jobs], lambda: None)
-        return Pipeline(await self._send(worker, jobs, sinks), lambda: self._stop(worker))
+        return Pipeline(await self._send(worker, jobs, sinks), lambda: self._stop(worker, once_gone=True))
 
-    def _stop(self, worker: _Worker) -> None:
-        """Kill the worker now: its running job ends STOPPED, the ones queued behind it NOT_STARTED."""
+    def _stop(self, worker: _Worker, *, once_gone: bool = False) -> None:
+        """Kill the worker now: its running job ends STOPPED, the ones queued behind it NOT_STARTED; with
+        ``once_gone``, only once the process has exited, as a single job's cancel returns only then."""
         entries, worker.entries = worker.entries, deque()
-        for index, (fut, _) in enumerate(entries):
-            if not fut.done():
-                code = STOPPED if index == 0 else NOT_STARTED
-                fut.set_result(Outcome(FAILED, error_code=code, instance_id=worker.instance_id))
+
+        def end(*_unused: object) -> None:
+            for index, (fut, _sink) in enumerate(entries):
+                if not fut.done():
+                    code = STOPPED if index == 0 else NOT_STARTED
+                    fut.set_result(Outcome(FAILED, error_code=code, instance_id=worker.instance_id))
+
         self._kill(worker)
+        if not once_gone or worker.exited.done():
+            end()
+            return
+        worker.exited.add_done_callback(end)
+        assert self._loop is not None
+        self._loop.call_later(_REAP_TIMEOUT_S, end)  # (one that never exits is logged by _reap)
 
     async def _run_fresh(self, job: Job, sink: Sink) -> Outcome:
         """Run in a worker started for this job alone, and retire it afterwards."""
