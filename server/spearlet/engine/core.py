@@ -349,12 +349,9 @@ class Engine:
         inv = invocations[0]
         _validate(inv)
         task = await self._resolve_task(inv)
-        job = replace(self._job(task, inv), announce_start=True)  # its calls wait in pipelines
-        if task.artifact.artifact_type == "pickle":
-            loaded = await self._load_pickle(task)
-            if isinstance(loaded, str):  # each call fails alone, as it would have
-                return None
-            job = replace(job, artifact=replace(job.artifact, payload=loaded[0], cache_key=loaded[1]))
+        job = await self._batch_job(task, inv)
+        if isinstance(job, str):  # the code cannot be loaded: each call fails alone, as it would have
+            return None
         refused: dict[int, Exception] = {}
         calls: list[tuple[list[bytes], dict[str, bytes]]] = []
         for index, one in enumerate(invocations):
@@ -367,19 +364,7 @@ class Engine:
             calls.append(encoded)
         lives: list[LiveExecution] = []
         if calls:
-            batch = Batch(
-                self.ledger,
-                self.scheduler,
-                _records_of(task, inv),
-                job,
-                self._runner_for(task.artifact.artifact_type),
-                calls,
-                timeout_ms=inv.timeout_ms or self.config.default_timeout_ms,
-                max_retries=inv.max_retries,
-                adopt=lambda outcome, execution_id: by_reference.adopt_outcome(
-                    self.objects, outcome, execution_id
-                ),
-            )
+            batch = self._batch(task, inv, job, calls)
             lives = batch.admit_all()
             batch.start()
             self.groups.add(batch)
@@ -405,19 +390,40 @@ class Engine:
         _validate(inv)
         encoded = [self._encode_params(params) for params in calls]
         task = await self._resolve_task(inv)
+        job = await self._batch_job(task, inv)
+        if isinstance(job, str):
+            raise FailedPrecondition(job)
+        batch = self._batch(task, inv, job, encoded, on_result)
+        batch.start()
+        self.batches.add(batch)
+        return batch
+
+    async def _batch_job(self, task: StoredTask, inv: Invocation) -> Job | str:
+        """The job a batch's calls of ``inv`` share (pickled code loaded once), or why the code cannot be
+        loaded."""
         job = replace(self._job(task, inv), announce_start=True)  # its calls wait in pipelines
         if task.artifact.artifact_type == "pickle":
             loaded = await self._load_pickle(task)
             if isinstance(loaded, str):
-                raise FailedPrecondition(loaded)
+                return loaded
             job = replace(job, artifact=replace(job.artifact, payload=loaded[0], cache_key=loaded[1]))
-        batch = Batch(
+        return job
+
+    def _batch(
+        self,
+        task: StoredTask,
+        inv: Invocation,
+        job: Job,
+        calls: Sequence[tuple[list[bytes], dict[str, bytes]]],
+        on_result: OnResult | None = None,
+    ) -> Batch:
+        return Batch(
             self.ledger,
             self.scheduler,
             _records_of(task, inv),
             job,
             self._runner_for(task.artifact.artifact_type),
-            encoded,
+            calls,
             timeout_ms=inv.timeout_ms or self.config.default_timeout_ms,
             max_retries=inv.max_retries,
             on_result=on_result,
@@ -425,9 +431,6 @@ class Engine:
                 self.objects, outcome, execution_id
             ),
         )
-        batch.start()
-        self.batches.add(batch)
-        return batch
 
     def end_batch(self, batch: Batch) -> None:
         """The batch's caller is done with it (all reported, or gone: then the rest is cancelled)."""
@@ -910,8 +913,10 @@ def _validate(inv: Invocation) -> None:
             )
 
 
-def _new_record(task: StoredTask, inv: Invocation, execution_id: str) -> StoredExecution:
-    """The PENDING record of one call of ``inv``."""
+def _new_record(
+    task: StoredTask, inv: Invocation, execution_id: str, metadata: dict[str, str] | None = None
+) -> StoredExecution:
+    """The PENDING record of one call of ``inv`` (``metadata``: its metadata, when worked out already)."""
     return StoredExecution(
         execution_id=execution_id,
         task_id=task.task_id,
@@ -920,7 +925,7 @@ def _new_record(task: StoredTask, inv: Invocation, execution_id: str) -> StoredE
         mode=inv.mode,
         status=lc.PENDING,
         created_at=time.time(),
-        metadata=_execution_metadata(inv),
+        metadata=_execution_metadata(inv) if metadata is None else metadata,
     )
 
 
@@ -928,20 +933,7 @@ def _records_of(task: StoredTask, inv: Invocation) -> Callable[[], StoredExecuti
     """Makes the PENDING records of a batch's calls of ``inv``, each with a new id: what they share is
     worked out once (records are not changed in place but for their state, so the metadata is shared)."""
     metadata = _execution_metadata(inv)
-
-    def new_record() -> StoredExecution:
-        return StoredExecution(
-            execution_id=new_id(),
-            task_id=task.task_id,
-            task_name=task.name,
-            function_name=inv.function_name,
-            mode=inv.mode,
-            status=lc.PENDING,
-            created_at=time.time(),
-            metadata=metadata,
-        )
-
-    return new_record
+    return lambda: _new_record(task, inv, new_id(), metadata)
 
 
 def _execution_metadata(inv: Invocation) -> dict[str, str]:
