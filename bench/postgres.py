@@ -54,6 +54,7 @@ class PostgresServer:
         self.port = _free_port()
         self.fsync = fsync
         self._databases = itertools.count(1)
+        self._made: list[str] = []  # the databases' URLs: their servers' object directories go with them
         self._guard = subprocess.Popen(
             [sys.executable, "-m", "bench.pg_guard", str(os.getpid()), str(self.bin), str(self.root)],
             cwd=Path(__file__).resolve().parent.parent,
@@ -117,7 +118,8 @@ class PostgresServer:
         name = f"t{next(self._databases)}"
         with psycopg.connect(self.url(), autocommit=True) as conn:
             conn.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]
-        return self.url(name)
+        self._made.append(self.url(name))
+        return self._made[-1]
 
     def destroy(self) -> None:
         self._guard.terminate()
@@ -125,3 +127,7 @@ class PostgresServer:
         with contextlib.suppress(subprocess.CalledProcessError):  # not running
             self.stop("immediate")
         shutil.rmtree(self.root, ignore_errors=True)
+        from spearlet.blobs import shared_directory
+
+        for url in self._made:  # the shared object directories servers made for them, in /dev/shm
+            shutil.rmtree(shared_directory(url), ignore_errors=True)
