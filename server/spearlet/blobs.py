@@ -63,8 +63,8 @@ def directory_for(store_url: str) -> tuple[Path, bool]:
         path = store_url[len("sqlite:///") :]
         if path and path != ":memory:":
             return Path(path + ".objects").resolve(), False
-    base = _SHM if _SHM.is_dir() and os.access(_SHM, os.W_OK) else None
-    _remove_abandoned(Path(base or tempfile.gettempdir()))
+    base = _memory_or_temporary()
+    _remove_abandoned(base)
     root = Path(tempfile.mkdtemp(prefix=TEMPORARY_PREFIX, dir=base))
     (root / OWNER_FILE).write_text(_owner())
     return root, True
@@ -73,8 +73,12 @@ def directory_for(store_url: str) -> tuple[Path, bool]:
 def shared_directory(store_url: str) -> Path:
     """The object directory every server of the shared store ``store_url`` uses on this machine (in
     shared memory where there is one), named after the store."""
-    base = _SHM if _SHM.is_dir() and os.access(_SHM, os.W_OK) else Path(tempfile.gettempdir())
-    return base / f"{SHARED_PREFIX}{hashlib.sha256(store_url.encode()).hexdigest()[:24]}"
+    return _memory_or_temporary() / f"{SHARED_PREFIX}{hashlib.sha256(store_url.encode()).hexdigest()[:24]}"
+
+
+def _memory_or_temporary() -> Path:
+    """Where object directories that go with their server live: shared memory where there is one."""
+    return _SHM if _SHM.is_dir() and os.access(_SHM, os.W_OK) else Path(tempfile.gettempdir())
 
 
 def _host_token(path: Path, keep: bool) -> str:

@@ -68,12 +68,12 @@ def claim_free(
     root: Path,
     size: int,
     target: Path,
-    writable: Callable[[Path], bool] | None = None,
+    writable: Callable[[Path], bool],
     prefer: frozenset[int] = frozenset(),
 ) -> bool:
     """Move a free file of at least ``size`` bytes (and at most :data:`FIT` times that) that nobody
-    else maps to ``target``, one whose inode is in ``prefer`` first; False when there is none."""
-    writable = writable or unused
+    else maps (``writable`` says, once it is moved) to ``target``, one whose inode is in ``prefer``
+    first; False when there is none."""
     entries = []
     with contextlib.suppress(OSError):  # no free folder: an older server's directory
         for entry in os.scandir(root / FREE):
@@ -142,7 +142,6 @@ class KeptFiles:
         self._held = 0
         self._lock = threading.Lock()  # the thread executor writes results from several threads
         self._reaper: threading.Thread | None = None
-        self._wake = threading.Event()
 
     def inodes(self) -> frozenset[int]:
         with self._lock:
@@ -214,7 +213,8 @@ class KeptFiles:
             _close(old)
 
     def _reap(self) -> None:
-        while not self._wake.wait(self.idle_s / 2):
+        while True:
+            time.sleep(self.idle_s / 2)
             self.release(idle_for=self.idle_s)
 
     def release(self, idle_for: float = 0.0) -> None:

@@ -37,10 +37,14 @@ class _TimeOrderedIds:
         self._used += 4
         return f"{self._last_ms:012x}{self._seq:04x}{tail}"
 
+    def forget_random(self) -> None:
+        """Draw fresh random bytes for the next id (a forked child must not repeat its parent's)."""
+        self._used = len(self._random)
+
 
 new_id = _TimeOrderedIds()
-if hasattr(os, "register_at_fork"):  # a forked child must not repeat the parent's random bytes
-    os.register_at_fork(after_in_child=lambda: setattr(new_id, "_used", _RANDOM_BATCH))
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=new_id.forget_random)
 
 
 def id_floor(unix_seconds: float) -> str:
