@@ -55,6 +55,8 @@ class Connection:
         self._credentials = _channel_credentials(tls)
         self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
         self._channel: grpc.aio.Channel | None = None
+        #: Makes the channel instead of gRPC's (a lab's client calls its server in this process directly).
+        self._make_channel: Callable[[], Any] | None = None
         self._functions: function_pb2_grpc.FunctionServiceStub | None = None
         self._objects: object_pb2_grpc.ObjectServiceStub | None = None
         self._before_close: list[Callable[[], Awaitable[None]]] = []
@@ -63,19 +65,26 @@ class Connection:
         """From now on every call fails at once with ``Unavailable(why)``."""
         self.retired = why
 
+    def open_with(self, make_channel: Callable[[], Any]) -> None:
+        """Use the channel ``make_channel`` makes, on the runtime loop, in place of a gRPC channel to
+        :attr:`address` (a :class:`~._local_channel.LocalChannel`)."""
+        self._make_channel = make_channel
+
     def _open(self) -> None:
         if self.retired is not None:
             raise Unavailable(self.retired)
+        self._channel = self._make_channel() if self._make_channel is not None else self._grpc_channel()
+        self._functions = function_pb2_grpc.FunctionServiceStub(self._channel)
+        self._objects = object_pb2_grpc.ObjectServiceStub(self._channel)
+
+    def _grpc_channel(self) -> grpc.aio.Channel:
         options = [
             ("grpc.max_receive_message_length", self.message_limit),
             ("grpc.max_send_message_length", self.message_limit),
         ]
         if self._credentials is not None:
-            self._channel = grpc.aio.secure_channel(self.address, self._credentials, options=options)
-        else:
-            self._channel = grpc.aio.insecure_channel(self.address, options=options)
-        self._functions = function_pb2_grpc.FunctionServiceStub(self._channel)
-        self._objects = object_pb2_grpc.ObjectServiceStub(self._channel)
+            return grpc.aio.secure_channel(self.address, self._credentials, options=options)
+        return grpc.aio.insecure_channel(self.address, options=options)
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:

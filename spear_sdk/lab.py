@@ -6,11 +6,13 @@ interpreter exit.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import threading
 from typing import TYPE_CHECKING, Any
 
 from . import _repr
+from ._local_channel import LocalChannel
 from ._runtime import Runtime, get_runtime
 from .client import Client
 from .wire import object_dir
@@ -34,7 +36,10 @@ class Lab:
     """A running in-process spearlet: ``.client`` talks to it, ``.address`` reaches it, ``.stop()``
     ends it."""
 
-    def __init__(self, server: SpearletServer, config: Config, runtime: Runtime) -> None:
+    def __init__(
+        self, started: tuple[SpearletServer, contextvars.Context], config: Config, runtime: Runtime
+    ) -> None:
+        server, context = started
         self._server = server
         self._runtime = runtime
         self.config = config
@@ -46,6 +51,12 @@ class Lab:
             tls=tls,
             inline_limit_bytes=config.inline_limit,
             message_limit=config.message_limit,
+        )
+        # The client calls the server's handlers in this process, without a socket; other clients
+        # (``connect(lab.address)``, the workers' nested calls) come through gRPC.
+        handlers, interceptors = server.rpc_handlers, server.rpc_interceptors
+        self.client._connection.open_with(
+            lambda: LocalChannel(handlers, interceptors, message_limit=config.message_limit, context=context)
         )
         self._stopped = False
         runtime.on_shutdown(self._stop_at_exit)
@@ -154,7 +165,9 @@ def lab_config(options: dict[str, Any]) -> Config:
     return Config(**{**LAB_DEFAULTS, **options})
 
 
-async def _start_server(config: Config) -> SpearletServer:
+async def _start_server(config: Config) -> tuple[SpearletServer, contextvars.Context]:
+    """The started server, and the context its own tasks run in (the lab's client runs its handlers in
+    copies of it)."""
     from spearlet.app import SpearletServer
 
     server = SpearletServer(config)
@@ -163,4 +176,4 @@ async def _start_server(config: Config) -> SpearletServer:
     except BaseException:
         await server.stop(0)
         raise
-    return server
+    return server, contextvars.copy_context()

@@ -51,6 +51,10 @@ class SpearletServer:
         self._monitor: HealthMonitor | None = None
         self._objects: ObjectRepository | None = None
         self._stopped = asyncio.Event()
+        #: Once started: what serves each call, and the interceptors every call goes through first (the
+        #: token check, then ``interceptors``), for a client in this process that calls them directly.
+        self.rpc_handlers: tuple[grpc.GenericRpcHandler[Any, Any], ...] = ()
+        self.rpc_interceptors: list[grpc.aio.ServerInterceptor[Any, Any]] = []
 
     @property
     def engine(self) -> Engine:
@@ -72,25 +76,26 @@ class SpearletServer:
         self._monitor = monitor = HealthMonitor(engine, meter)
 
         limit = config.message_limit
+        token_check = [TokenInterceptor(config.token)] if config.token else []
+        self.rpc_interceptors = token_check + self._interceptors
         server = grpc.aio.server(
             options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
-            interceptors=([TokenInterceptor(config.token)] if config.token else []) + self._interceptors,
+            interceptors=self.rpc_interceptors,
         )
         # The standard services too go through service_handler, which answers undecodable requests
         # with INVALID_ARGUMENT where their own registration would answer UNKNOWN.
         reflected = (FUNCTION_SERVICE, OBJECT_SERVICE, HEALTH_SERVICE, REFLECTION_SERVICE)
-        server.add_generic_rpc_handlers(
-            (
-                service_handler(FunctionService(engine, monitor, meter), FUNCTION_SERVICE, function_pb2),
-                service_handler(ObjectService(objects, config, limit), OBJECT_SERVICE, object_pb2),
-                service_handler(monitor.grpc_servicer, HEALTH_SERVICE, health_pb2),
-                service_handler(
-                    reflection_aio.ReflectionServicer([s.full_name for s in reflected]),
-                    REFLECTION_SERVICE,
-                    reflection_pb2,
-                ),
-            )
+        self.rpc_handlers = (
+            service_handler(FunctionService(engine, monitor, meter), FUNCTION_SERVICE, function_pb2),
+            service_handler(ObjectService(objects, config, limit), OBJECT_SERVICE, object_pb2),
+            service_handler(monitor.grpc_servicer, HEALTH_SERVICE, health_pb2),
+            service_handler(
+                reflection_aio.ReflectionServicer([s.full_name for s in reflected]),
+                REFLECTION_SERVICE,
+                reflection_pb2,
+            ),
         )
+        server.add_generic_rpc_handlers(self.rpc_handlers)
         target = f"{_bracket(config.host)}:{config.port}"
         if config.tls_cert and config.tls_key:
             self.port = server.add_secure_port(target, _tls_credentials(config.tls_cert, config.tls_key))

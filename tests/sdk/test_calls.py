@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from conftest import LAB_OPTIONS, ctrl_c_once, wait_until
+from sdk_support import LAB_OPTIONS, ctrl_c_once, wait_until
 
 import spear_sdk
 from spear_sdk import errors

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import wait_until
+from sdk_support import wait_until
 
 import spear_sdk
 from spear_sdk.errors import ExecutionCancelled, ExecutionTimeout

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 import trustme
-from conftest import LAB_OPTIONS
+from sdk_support import LAB_OPTIONS
 
 import spear_sdk
 from spear_sdk.errors import Unauthenticated, Unavailable

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import LAB_OPTIONS
+from sdk_support import LAB_OPTIONS
 
 import spear_sdk
 from spear_sdk import errors

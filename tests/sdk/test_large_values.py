@@ -17,8 +17,8 @@ import grpc
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import LAB_OPTIONS, wait_until
 from dask_cluster import DaskCluster
+from sdk_support import LAB_OPTIONS, wait_until
 from spearlet.blobs import ObjectFiles, file_name
 
 import spear_sdk

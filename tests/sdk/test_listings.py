@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from conftest import LAB_OPTIONS
+from sdk_support import LAB_OPTIONS
 from test_widgets import Traffic, traffic, until, views  # noqa: F401 - fixtures shared with the widget tests
 
 import spear_sdk

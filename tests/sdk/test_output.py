@@ -6,7 +6,7 @@ import collections
 import time
 
 import pytest
-from conftest import wait_until
+from sdk_support import wait_until
 
 import spear_sdk
 

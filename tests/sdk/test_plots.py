@@ -11,7 +11,7 @@ matplotlib.use("Agg")  # no display here: draw to memory, whatever MPLBACKEND sa
 import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
-from conftest import LAB_OPTIONS
+from sdk_support import LAB_OPTIONS
 
 import spear_sdk
 from spear_sdk import plots

@@ -10,7 +10,7 @@ import textwrap
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import ctrl_c_once, wait_until
+from sdk_support import ctrl_c_once, wait_until
 
 import spear_sdk
 from spear_sdk._runtime import get_runtime

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import LAB_OPTIONS, wait_until
+from sdk_support import LAB_OPTIONS, wait_until
 
 import spear_sdk
 
