@@ -117,7 +117,10 @@ class FunctionLatencies:
         """``record`` has reached its final status (call once per execution)."""
         if record.status in TERMINAL:
             label = function_label(record.task_name, record.function_name)
-            self._series.setdefault(label, _Series()).append(record)
+            series = self._series.get(label)
+            if series is None:  # (not setdefault: that would build a series on every call)
+                series = self._series[label] = _Series()
+            series.append(record)
 
     def deleted(self, record: StoredExecution) -> None:
         # Compacted on the next read: deleting a task's executions one by one stays linear.

@@ -57,7 +57,9 @@ class ExecutionFigures:
 
     def add(self, record: StoredExecution) -> None:
         self._count(record, +1)
-        task = self.tasks.setdefault(record.task_id, TaskFigures())
+        task = self.tasks.get(record.task_id)
+        if task is None:
+            task = self.tasks[record.task_id] = TaskFigures()
         task.executions += 1
         if record.execution_id >= task.newest_id:
             task.newest_id, task.newest_status = record.execution_id, record.status
@@ -117,7 +119,10 @@ class StatsTracker:
             self.latencies.finished(record)
         if record.status == COMPLETED:
             label = function_label(record.task_name, record.function_name)
-            self._recent.setdefault(label, deque(maxlen=RECENT_RUNS)).append(record.execution_time_ms)
+            recent = self._recent.get(label)
+            if recent is None:
+                recent = self._recent[label] = deque(maxlen=RECENT_RUNS)
+            recent.append(record.execution_time_ms)
 
     def deleted(self, record: StoredExecution) -> None:
         self.figures.remove(record)

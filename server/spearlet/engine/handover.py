@@ -12,6 +12,8 @@ import base64
 import json
 from dataclasses import dataclass, field
 
+from ..store.records import compact_json
+
 CALL = "call:"
 
 
@@ -31,7 +33,7 @@ class StoredCall:
             "kwargs": {k: base64.b64encode(v).decode() for k, v in self.kwargs.items()},
             "environment": self.environment,
         }
-        return json.dumps(raw, separators=(",", ":")).encode()
+        return compact_json(raw)
 
     @classmethod
     def decode(cls, data: bytes) -> StoredCall:

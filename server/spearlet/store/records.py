@@ -79,7 +79,7 @@ class StoredTask:
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def encode(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
+        return compact_json(asdict(self))
 
     @classmethod
     def decode(cls, data: bytes) -> StoredTask:
@@ -167,12 +167,7 @@ class StoredExecution:
             "queue_time_ms": self.queue_time_ms,
             "result": None if self.result is None else base64.b64encode(self.result).decode(),
         }
-        return (
-            _EXECUTION_FORMAT
-            + _HEADER.pack(len(info))
-            + info
-            + json.dumps(extra, separators=(",", ":")).encode()
-        )
+        return _EXECUTION_FORMAT + _HEADER.pack(len(info)) + info + compact_json(extra)
 
     @classmethod
     def decode(cls, data: bytes) -> StoredExecution:
@@ -256,6 +251,16 @@ def seconds(ts: timestamp_pb2.Timestamp) -> float | None:
 
 
 _HEADER = struct.Struct("<I")
+#: ``json.dumps`` with separators of its own builds an encoder on every call; records are encoded on
+#: every state change.
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
+def compact_json(value: object) -> bytes:
+    """``value`` as JSON without spaces."""
+    return _COMPACT.encode(value).encode()
+
+
 # JSON records start with "{"; this byte marks the ExecutionInfo layout (and its version).
 _EXECUTION_FORMAT = b"\x01"
 
@@ -289,7 +294,7 @@ class StoredObject:
         if self.in_file:
             header["in_file"] = True
             header["file_size"] = self.file_size
-        head = json.dumps(header, separators=(",", ":")).encode()
+        head = compact_json(header)
         return _HEADER.pack(len(head)) + head + self.value
 
     @classmethod
