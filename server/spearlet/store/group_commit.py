@@ -4,10 +4,18 @@ Under load many executions change state in the same turn; one commit for all of 
 than one commit for one (P8, docs/performance.md). Each write returns a future that resolves once its
 batch is stored: the engine awaits it before anything reports the change, so nothing unstored is ever
 reported. A later write to a key replaces an earlier one still waiting, so a state nobody could observe
-costs no row of its own. A write nobody waits for (a new record, a record turning RUNNING) may be held
-back up to :data:`LAZY_S` for company: a quick call's states then cost one commit, not three. Waiting for
-a write (``flush``, or an urgent ``put``) sends the batch at once. Records encode themselves when their
-batch is written, so one changed several times meanwhile is encoded once. Batches are applied in order.
+costs no row of its own. Records encode themselves when their batch is written, so one changed several
+times meanwhile is encoded once. Batches are applied in order.
+
+Writes come in two tiers. An urgent write (someone waits for it) is *due*: it goes in this turn's batch.
+A write nobody waits for (a new record, a record turning RUNNING) is *held* up to :data:`LAZY_S` for
+company: a quick call's states then cost one commit, not three. Held writes stay held when other writes
+fall due: under a stream of urgent ends (a batch reporting its calls as they end) they would otherwise go
+out with each of them, and a record would be encoded and written once for each state it passed through.
+
+A held write is kept as a unit with the writes of the same ``put`` (a record and its task index entry):
+when any of its keys falls due, the whole unit goes with it, so that a record is never stored without
+its index entry. ``hurry`` and ``flush`` (someone is about to read, or to wait) send everything at once.
 """
 
 from __future__ import annotations
@@ -29,57 +37,117 @@ log = logging.getLogger(__name__)
 #: How long a write nobody waits for may be held back.
 LAZY_S = 0.01
 
+Value = bytes | Encodable
+
 
 class GroupCommit:
     def __init__(self, store: KvStore) -> None:
         self._store = store
-        self._puts: dict[str, bytes | Encodable] = {}
-        self._stored: asyncio.Future[None] | None = None
+        #: Due writes: the next batch.
+        self._puts: dict[str, Value] = {}
+        #: Resolve once the next batch is stored: its own future, and those of held writes sent with it.
+        self._waiting: list[asyncio.Future[None]] = []
+        #: Held writes, each key mapped to its unit (the keys of one put, and the writes that joined them).
+        self._held: dict[str, dict[str, Value]] = {}
+        #: Resolves once the writes held now are stored.
+        self._held_stored: asyncio.Future[None] | None = None
+        #: Lets the held writes fall due :data:`LAZY_S` after the first of them.
+        self._release: asyncio.TimerHandle | None = None
         #: The batch being written by a store whose batch awaits (none for SQLite and memory).
         self._writing: asyncio.Task[None] | None = None
-        #: The next write, when one is scheduled; a TimerHandle while it is held back.
+        #: The next write, once scheduled.
         self._due: asyncio.Handle | None = None
 
-    def put(self, items: Mapping[str, bytes | Encodable], *, urgent: bool = True) -> asyncio.Future[None]:
-        """Queue ``items`` for the next batch; the future resolves (or fails) with that batch.
+    def put(self, items: Mapping[str, Value], *, urgent: bool = True) -> asyncio.Future[None]:
+        """Queue ``items`` to be stored together; the future resolves (or fails) once they are.
 
         ``urgent``: someone will wait for it, so write it this turn (else within :data:`LAZY_S`). A record
-        given as an :class:`Encodable` is encoded when the batch is written: it must not change in
+        given as an :class:`Encodable` is encoded when its batch is written: it must not change in
         between except through another ``put``."""
-        self._puts.update(items)
-        stored = self._stored
+        held = self._held
+        if urgent or any(key in self._puts for key in items):  # (a due key's unit goes now anyway)
+            for key in items:
+                if key in held:
+                    self._fall_due(held[key])
+            return self._due_now(items)
+        unit: dict[str, Value] | None = None
+        for key in items:
+            joined = held.get(key)
+            if joined is not None and joined is not unit:
+                unit = joined if unit is None else self._merge(unit, joined)
+        if unit is None:
+            unit = {}
+        unit.update(items)
+        for key in items:
+            held[key] = unit
+        stored = self._held_stored
         if stored is None:
-            stored = self._stored = asyncio.get_running_loop().create_future()
-        self._schedule(urgent)
+            loop = asyncio.get_running_loop()
+            stored = self._held_stored = loop.create_future()
+            self._release = loop.call_later(LAZY_S, self._release_held)
         return stored
 
     def hurry(self) -> None:
         """Write what is queued now, held back or not (someone is about to wait for it)."""
-        if self._stored is not None:
-            self._schedule(urgent=True)
+        self._release_held()
 
     async def flush(self) -> None:
         """Return once every write queued so far is stored."""
-        while (stored := self._stored) is not None or self._writing is not None:
-            if stored is not None:
-                self._schedule(urgent=True)
-                await asyncio.wait((stored,))
+        while self._waiting or self._writing is not None or self._held_stored is not None:
+            self._release_held()
+            if self._waiting:
+                self._schedule()
+                await asyncio.wait((self._waiting[0],))
             if (writing := self._writing) is not None:
                 await asyncio.wait((writing,))
 
-    def _schedule(self, urgent: bool) -> None:
-        if self._writing is not None:  # it schedules the next write when it ends
+    # -- the two tiers ------------------------------------------------------------------------------------
+
+    def _due_now(self, items: Mapping[str, Value]) -> asyncio.Future[None]:
+        self._puts.update(items)
+        if not self._waiting:
+            self._waiting.append(asyncio.get_running_loop().create_future())
+        self._schedule()
+        return self._waiting[0]
+
+    def _fall_due(self, unit: dict[str, Value]) -> None:
+        """A held unit goes in the next batch (its held future still resolves with the other held writes,
+        or with the batch that takes them)."""
+        held = self._held
+        for key in unit:
+            if held.get(key) is unit:
+                del held[key]
+        self._puts.update(unit)
+
+    def _merge(self, unit: dict[str, Value], other: dict[str, Value]) -> dict[str, Value]:
+        unit.update(other)
+        for key in other:
+            self._held[key] = unit
+        return unit
+
+    def _release_held(self) -> None:
+        """Every held write falls due now."""
+        if self._release is not None:
+            self._release.cancel()
+            self._release = None
+        stored, self._held_stored = self._held_stored, None
+        if stored is None:
             return
-        due = self._due
-        if due is not None and (not urgent or not isinstance(due, asyncio.TimerHandle)):
+        held, self._held = self._held, {}
+        for key, unit in held.items():
+            self._puts[key] = unit[key]
+        if not self._waiting:
+            self._waiting.append(asyncio.get_running_loop().create_future())
+        self._waiting.append(stored)
+        self._schedule()
+
+    # -- writing ------------------------------------------------------------------------------------------
+
+    def _schedule(self) -> None:
+        if self._writing is not None or self._due is not None:  # (a write in progress schedules the next)
             return
-        if due is not None:
-            due.cancel()
-            self._due = None
         loop = asyncio.get_running_loop()
-        if not urgent:
-            self._due = loop.call_later(LAZY_S, self._write)
-        elif self._store.synchronous_batch:
+        if self._store.synchronous_batch:
             # call_soon runs after the callbacks already due this turn, so that their writes join the batch.
             self._due = loop.call_soon(self._write)
         else:
@@ -87,57 +155,64 @@ class GroupCommit:
             # starting it here saves the turn a callback that started it would cost.
             self._writing = loop.create_task(self._write_async())
 
-    def _take(self) -> tuple[dict[str, bytes], asyncio.Future[None]] | None:
-        """The queued writes, encoded, and their future; None when there are none (or they failed to
-        encode: the future has the error)."""
-        pending, stored = self._puts, self._stored
-        self._puts, self._stored = {}, None
-        if stored is None:
+    def _take(self) -> tuple[dict[str, bytes], list[asyncio.Future[None]]] | None:
+        """The due writes, encoded, and the futures of their batch; None when there are none (or they
+        failed to encode: the futures have the error)."""
+        pending, waiting = self._puts, self._waiting
+        self._puts, self._waiting = {}, []
+        if not waiting:
             return None
         try:
             puts = {key: v if isinstance(v, bytes) else v.encode() for key, v in pending.items()}
         except Exception as exc:
-            _fail(stored, pending, exc)
+            _fail(waiting, pending, exc)
             return None
-        return puts, stored
+        return puts, waiting
 
     def _write(self) -> None:
         self._due = None
-        if not self._store.synchronous_batch:
-            self._writing = asyncio.get_running_loop().create_task(self._write_async())
-            return
         taken = self._take()
         if taken is None:
             return
-        puts, stored = taken
+        puts, waiting = taken
         try:
-            self._store.batch_now(puts)
+            if puts:
+                self._store.batch_now(puts)
         except Exception as exc:
-            _fail(stored, puts, exc)
+            _fail(waiting, puts, exc)
         else:
-            stored.set_result(None)
+            _done(waiting)
 
     async def _write_async(self) -> None:
         taken = self._take()
         try:
             if taken is None:
                 return
-            puts, stored = taken
+            puts, waiting = taken
             try:
-                await self._store.batch(puts)
+                if puts:
+                    await self._store.batch(puts)
             except Exception as exc:
-                _fail(stored, puts, exc)
+                _fail(waiting, puts, exc)
             else:
-                stored.set_result(None)
+                _done(waiting)
         finally:
             self._writing = None
-            if self._stored is not None:  # written meanwhile
-                self._schedule(urgent=True)
+            if self._waiting:  # written meanwhile
+                self._schedule()
 
 
-def _fail(stored: asyncio.Future[None], puts: Mapping[str, object], exc: Exception) -> None:
+def _done(waiting: list[asyncio.Future[None]]) -> None:
+    for stored in waiting:
+        if not stored.done():
+            stored.set_result(None)
+
+
+def _fail(waiting: list[asyncio.Future[None]], puts: Mapping[str, object], exc: Exception) -> None:
     log.error("a batch of %d execution writes failed: %s", len(puts), exc)
-    stored.set_exception(exc)
-    # Logged once, here: a caller that never awaits it must not have it logged again (marked retrieved
-    # now rather than by a done callback, which would cost every batch a turn of the loop).
-    stored.exception()
+    for stored in waiting:
+        if not stored.done():
+            stored.set_exception(exc)
+            # Logged once, above: a caller that never awaits it must not have it logged again (marked
+            # retrieved now rather than by a done callback, which would cost every batch a turn of the loop).
+            stored.exception()
