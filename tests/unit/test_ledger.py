@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -10,8 +11,10 @@ from spearlet.engine.executions import ExecutionStore
 from spearlet.engine.executors.base import COMPLETED, EXCEPTION, FAILED, WORKER_CRASHED, Outcome
 from spearlet.engine.ledger import Ledger
 from spearlet.stats import StatsTracker
-from spearlet.store import open_store
+from spearlet.store import group_commit, open_store
 from spearlet.store.records import StoredExecution
+
+DEADLINE_S = 10.0
 
 
 def _ledger() -> tuple[Ledger, ExecutionStore]:
@@ -93,3 +96,21 @@ async def test_settle_later_reports_once_stored_and_wakes_the_waiters_first() ->
     assert seen == [(None, True)]
     stored = await executions.get("e4")
     assert stored is not None and stored.error_message == "timed out after 50 ms"
+
+
+async def test_a_waited_end_settles_without_waiting_for_the_writes_held_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A SYNC call's end is stored at once, with its new record and index entry (held until then): its
+    waiters wake then, not when the held writes' time comes (an hour here, instead of 10 ms)."""
+    monkeypatch.setattr(group_commit, "LAZY_S", 3600.0)
+    ledger, executions = _ledger()
+    live = ledger.admit(_record("e5"), stream=False, stops_work=True, waited=True)
+    ledger.start(live, "worker-1")
+    ledger.end(live, 0, outcome=Outcome(COMPLETED, result=b"value"))
+    await asyncio.wait_for(ledger.settle(live), DEADLINE_S)
+    assert live.done.is_set() and live.store_error is None
+    stored = await executions.get("e5")
+    assert stored is not None and stored.status == lc.COMPLETED
+    listed = await executions.page(task_id="t1", status=0, start_after="", count=10)
+    assert [r.execution_id for r in listed] == ["e5"], "the record went without its task index entry"

@@ -116,12 +116,13 @@ class Ledger:
     async def settle(self, live: LiveExecution) -> None:
         """Wait for the terminal record to be stored, then wake the execution's waiters."""
         try:
-            await live.created  # (its task index entry)
             await live.stored  # reported to nobody until stored
         except Exception as exc:
             self._release(live, exc)
             return
-        self._release(live, None)
+        # The first write (with the task index entry) went before this one, or with it when it was still
+        # held (group commit keeps them one unit): only its error is left to look at.
+        self._release(live, _error(live.created))
 
     def settle_later(self, live: LiveExecution, then: Callable[[BaseException | None], None]) -> None:
         """:meth:`settle` without a task of its own (a batch settles many): ``then`` gets the store's
