@@ -114,3 +114,4 @@ async def test_a_waited_end_settles_without_waiting_for_the_writes_held_back(
     assert stored is not None and stored.status == lc.COMPLETED
     listed = await executions.page(task_id="t1", status=0, start_after="", count=10)
     assert [r.execution_id for r in listed] == ["e5"], "the record went without its task index entry"
+    await asyncio.wait_for(executions.flush(), DEADLINE_S)  # (no timer of an hour left behind)
