@@ -7,8 +7,9 @@ import base64
 import json
 from dataclasses import asdict
 
+import pytest
 from spearlet.pages import execution_page
-from spearlet.store.records import StoredExecution, execution_info_bytes
+from spearlet.store.records import StoredExecution, compact_json, execution_info_bytes
 
 from spear_sdk.wire import function_pb2 as fpb
 
@@ -44,6 +45,28 @@ def test_a_record_round_trips_and_carries_its_execution_info() -> None:
         decoded = StoredExecution.decode(original.encode())
         assert asdict(decoded) == asdict(original)
         assert fpb.ExecutionInfo.FromString(execution_info_bytes(original.encode())) == original.info()
+
+
+@pytest.mark.parametrize(
+    ("cpu", "queue", "result"),
+    [
+        (12.5, 0.25, b"\x00\x01binary"),
+        (0, 3, None),
+        (1e-7, 123456789.123, b""),
+        (float("nan"), float("inf"), b"x"),
+    ],
+)
+def test_the_fields_beside_the_execution_info_are_the_json_the_encoder_writes(
+    cpu: float, queue: float, result: bytes | None
+) -> None:
+    original = record(cpu_time_ms=cpu, queue_time_ms=queue, result=result)
+    data = original.encode()
+    extra = data[data.rindex(b'{"cpu_time_ms"') :]
+    value = None if result is None else base64.b64encode(result).decode()
+    assert extra == compact_json({"cpu_time_ms": cpu, "queue_time_ms": queue, "result": value})
+    decoded = StoredExecution.decode(data)
+    assert decoded.result == result
+    assert repr(decoded.cpu_time_ms) == repr(cpu) and repr(decoded.queue_time_ms) == repr(queue)
 
 
 def test_records_written_as_json_by_0_1_0_still_read() -> None:

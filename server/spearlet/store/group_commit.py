@@ -15,13 +15,17 @@ out with each of them, and a record would be encoded and written once for each s
 
 A held write is kept as a unit with the writes of the same ``put`` (a record and its task index entry):
 when any of its keys falls due, the whole unit goes with it, so that a record is never stored without
-its index entry. ``hurry`` and ``flush`` (someone is about to read, or to wait) send everything at once.
+its index entry. Units held within :data:`JOIN_S` of each other form a generation, which falls due
+:data:`LAZY_S` after its first: each unit is held nearly the whole time, not only until a timer that
+another unit started runs out. ``hurry`` and ``flush`` (someone is about to read, or to wait) send
+everything at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Mapping
 from typing import Protocol
 
@@ -36,8 +40,33 @@ log = logging.getLogger(__name__)
 
 #: How long a write nobody waits for may be held back.
 LAZY_S = 0.01
+#: Held writes made within this long of each other fall due together (so a write is held between
+#: ``LAZY_S - JOIN_S`` and ``LAZY_S``: long enough for a quick call's next states to join it).
+JOIN_S = 0.001
 
 Value = bytes | Encodable
+
+
+class _Unit:
+    """Held writes that go together: the keys of one put, and the writes to them since."""
+
+    __slots__ = ("generation", "writes")
+
+    def __init__(self, generation: _Generation) -> None:
+        self.generation = generation
+        self.writes: dict[str, Value] = {}
+
+
+class _Generation:
+    """The units held in one stretch of :data:`JOIN_S`: they fall due together, :data:`LAZY_S` after
+    the first of them, and share the future of that write."""
+
+    __slots__ = ("due_at", "stored", "units")
+
+    def __init__(self, due_at: float, stored: asyncio.Future[None]) -> None:
+        self.due_at = due_at
+        self.stored = stored
+        self.units: list[_Unit] = []
 
 
 class GroupCommit:
@@ -47,11 +76,11 @@ class GroupCommit:
         self._puts: dict[str, Value] = {}
         #: Resolve once the next batch is stored: its own future, and those of held writes sent with it.
         self._waiting: list[asyncio.Future[None]] = []
-        #: Held writes, each key mapped to its unit (the keys of one put, and the writes that joined them).
-        self._held: dict[str, dict[str, Value]] = {}
-        #: Resolves once the writes held now are stored.
-        self._held_stored: asyncio.Future[None] | None = None
-        #: Lets the held writes fall due :data:`LAZY_S` after the first of them.
+        #: Held writes: each key's unit.
+        self._held: dict[str, _Unit] = {}
+        #: The generations of held units, oldest first.
+        self._generations: deque[_Generation] = deque()
+        #: Lets the oldest generation fall due.
         self._release: asyncio.TimerHandle | None = None
         #: The batch being written by a store whose batch awaits (none for SQLite and memory).
         self._writing: asyncio.Task[None] | None = None
@@ -70,31 +99,31 @@ class GroupCommit:
                 if key in held:
                     self._fall_due(held[key])
             return self._due_now(items)
-        unit: dict[str, Value] | None = None
+        unit: _Unit | None = None
         for key in items:
             joined = held.get(key)
             if joined is not None and joined is not unit:
                 unit = joined if unit is None else self._merge(unit, joined)
         if unit is None:
-            unit = {}
-        unit.update(items)
+            unit = _Unit(self._newest_generation())
+            unit.generation.units.append(unit)
+        unit.writes.update(items)
         for key in items:
             held[key] = unit
-        stored = self._held_stored
-        if stored is None:
-            loop = asyncio.get_running_loop()
-            stored = self._held_stored = loop.create_future()
-            self._release = loop.call_later(LAZY_S, self._release_held)
-        return stored
+        return unit.generation.stored
 
     def hurry(self) -> None:
         """Write what is queued now, held back or not (someone is about to wait for it)."""
-        self._release_held()
+        if self._release is not None:
+            self._release.cancel()
+            self._release = None
+        while self._generations:
+            self._fall_due_all(self._generations.popleft())
 
     async def flush(self) -> None:
         """Return once every write queued so far is stored."""
-        while self._waiting or self._writing is not None or self._held_stored is not None:
-            self._release_held()
+        while self._waiting or self._writing is not None or self._generations:
+            self.hurry()
             if self._waiting:
                 self._schedule()
                 await asyncio.wait((self._waiting[0],))
@@ -110,36 +139,56 @@ class GroupCommit:
         self._schedule()
         return self._waiting[0]
 
-    def _fall_due(self, unit: dict[str, Value]) -> None:
-        """A held unit goes in the next batch (its held future still resolves with the other held writes,
-        or with the batch that takes them)."""
-        held = self._held
-        for key in unit:
-            if held.get(key) is unit:
-                del held[key]
-        self._puts.update(unit)
+    def _newest_generation(self) -> _Generation:
+        """The generation a new unit joins: the newest, unless it began more than :data:`JOIN_S` ago."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        generations = self._generations
+        if generations and now + LAZY_S - generations[-1].due_at <= JOIN_S:
+            return generations[-1]
+        generation = _Generation(now + LAZY_S, loop.create_future())
+        generations.append(generation)
+        if self._release is None:
+            self._release = loop.call_at(generation.due_at, self._release_due)
+        return generation
 
-    def _merge(self, unit: dict[str, Value], other: dict[str, Value]) -> dict[str, Value]:
-        unit.update(other)
-        for key in other:
-            self._held[key] = unit
-        return unit
+    def _release_due(self) -> None:
+        """The oldest generations' time has come: they fall due."""
+        self._release = None
+        generations = self._generations
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while generations and generations[0].due_at <= now:
+            self._fall_due_all(generations.popleft())
+        if generations:
+            self._release = loop.call_at(generations[0].due_at, self._release_due)
 
-    def _release_held(self) -> None:
-        """Every held write falls due now."""
-        if self._release is not None:
-            self._release.cancel()
-            self._release = None
-        stored, self._held_stored = self._held_stored, None
-        if stored is None:
-            return
-        held, self._held = self._held, {}
-        for key, unit in held.items():
-            self._puts[key] = unit[key]
+    def _fall_due_all(self, generation: _Generation) -> None:
+        for unit in generation.units:
+            self._fall_due(unit)
         if not self._waiting:
             self._waiting.append(asyncio.get_running_loop().create_future())
-        self._waiting.append(stored)
+        self._waiting.append(generation.stored)
         self._schedule()
+
+    def _fall_due(self, unit: _Unit) -> None:
+        """A held unit goes in the next batch (its generation's future still resolves with the rest of the
+        generation). Keys a later unit took over stay with that one."""
+        held = self._held
+        for key, value in unit.writes.items():
+            if held.get(key) is unit:
+                del held[key]
+                self._puts[key] = value
+
+    def _merge(self, unit: _Unit, other: _Unit) -> _Unit:
+        """One unit of two (a put that spans both), in the older one's generation."""
+        if other.generation.due_at < unit.generation.due_at:
+            unit, other = other, unit
+        unit.writes.update(other.writes)
+        for key in other.writes:
+            if self._held.get(key) is other:
+                self._held[key] = unit
+        return unit
 
     # -- writing ------------------------------------------------------------------------------------------
 

@@ -162,12 +162,8 @@ class StoredExecution:
 
     def encode(self) -> bytes:
         info = self.info().SerializeToString()
-        extra = {
-            "cpu_time_ms": self.cpu_time_ms,
-            "queue_time_ms": self.queue_time_ms,
-            "result": None if self.result is None else base64.b64encode(self.result).decode(),
-        }
-        return _EXECUTION_FORMAT + _HEADER.pack(len(info)) + info + compact_json(extra)
+        extra = _extra_json(self.cpu_time_ms, self.queue_time_ms, self.result)
+        return _EXECUTION_FORMAT + _HEADER.pack(len(info)) + info + extra
 
     @classmethod
     def decode(cls, data: bytes) -> StoredExecution:
@@ -259,6 +255,17 @@ _COMPACT = json.JSONEncoder(separators=(",", ":"))
 def compact_json(value: object) -> bytes:
     """``value`` as JSON without spaces."""
     return _COMPACT.encode(value).encode()
+
+
+def _extra_json(cpu_time_ms: float, queue_time_ms: float, result: bytes | None) -> bytes:
+    """What an execution record keeps beside its ``ExecutionInfo``, as :func:`compact_json` writes it,
+    formatted directly: a record is encoded on every state change, and this costs a third of the encoder.
+    (A finite number's ``repr`` is how JSON writes it; the encoder writes the others.)"""
+    if not (math.isfinite(cpu_time_ms) and math.isfinite(queue_time_ms)):
+        value = None if result is None else base64.b64encode(result).decode()
+        return compact_json({"cpu_time_ms": cpu_time_ms, "queue_time_ms": queue_time_ms, "result": value})
+    value_json = b"null" if result is None else b'"' + base64.b64encode(result) + b'"'
+    return b'{"cpu_time_ms":%r,"queue_time_ms":%r,"result":%s}' % (cpu_time_ms, queue_time_ms, value_json)
 
 
 # JSON records start with "{"; this byte marks the ExecutionInfo layout (and its version).
