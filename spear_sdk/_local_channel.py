@@ -156,6 +156,39 @@ class _Context:
                 log.exception("a servicer's done callback failed")
 
 
+def _kind(*, one_request: bool, answers_once: bool, behaviour: Behaviour) -> Callable[..., Any]:
+    """The channel's method for one kind of call (``unary_unary`` and the three others, as the stubs
+    call them): it makes the callable of one RPC method."""
+
+    def method_callable(
+        self: LocalChannel,
+        method: str,
+        request_serializer: Serializer = None,
+        response_deserializer: Serializer = None,
+        _registered_method: bool = False,
+    ) -> Callable[..., Any]:
+        def pick_for(request: Any) -> Pick:
+            if one_request:
+                return _one_request(self._encode(request_serializer, request, "Sent"), behaviour)
+            return self._request_stream(request, request_serializer, behaviour)
+
+        async def answer(
+            request: Any, *, timeout: float | None = None, metadata: Metadata | None = None, **_: Any
+        ) -> Any:
+            pick = pick_for(request)
+            return await self._answer(method, metadata or (), timeout, response_deserializer, pick)
+
+        def stream(
+            request: Any, *, timeout: float | None = None, metadata: Metadata | None = None, **_: Any
+        ) -> LocalStreamCall:
+            pick = pick_for(request)
+            return LocalStreamCall(self, method, metadata or (), timeout, response_deserializer, pick)
+
+        return answer if answers_once else stream
+
+    return method_callable
+
+
 class LocalChannel:
     """A ``grpc.aio.Channel`` whose calls go straight to ``handlers`` (a server's generic RPC handlers),
     through ``interceptors`` (its server interceptors, first to last), on the running loop.
@@ -185,67 +218,10 @@ class LocalChannel:
 
     # -- what the stubs call ------------------------------------------------------------------------------
 
-    def unary_unary(
-        self,
-        method: str,
-        request_serializer: Serializer = None,
-        response_deserializer: Serializer = None,
-        _registered_method: bool = False,
-    ) -> Callable[..., Awaitable[Any]]:
-        async def call(
-            request: Any, *, timeout: float | None = None, metadata: Metadata | None = None, **_: Any
-        ) -> Any:
-            data = self._encode(request_serializer, request, "Sent")
-            pick = _one_request(data, lambda handler: handler.unary_unary)
-            return await self._answer(method, metadata or (), timeout, response_deserializer, pick)
-
-        return call
-
-    def stream_unary(
-        self,
-        method: str,
-        request_serializer: Serializer = None,
-        response_deserializer: Serializer = None,
-        _registered_method: bool = False,
-    ) -> Callable[..., Awaitable[Any]]:
-        async def call(
-            requests: Requests, *, timeout: float | None = None, metadata: Metadata | None = None, **_: Any
-        ) -> Any:
-            pick = self._request_stream(requests, request_serializer, lambda handler: handler.stream_unary)
-            return await self._answer(method, metadata or (), timeout, response_deserializer, pick)
-
-        return call
-
-    def unary_stream(
-        self,
-        method: str,
-        request_serializer: Serializer = None,
-        response_deserializer: Serializer = None,
-        _registered_method: bool = False,
-    ) -> Callable[..., LocalStreamCall]:
-        def call(
-            request: Any, *, timeout: float | None = None, metadata: Metadata | None = None, **_: Any
-        ) -> LocalStreamCall:
-            data = self._encode(request_serializer, request, "Sent")
-            pick = _one_request(data, lambda handler: handler.unary_stream)
-            return LocalStreamCall(self, method, metadata or (), timeout, response_deserializer, pick)
-
-        return call
-
-    def stream_stream(
-        self,
-        method: str,
-        request_serializer: Serializer = None,
-        response_deserializer: Serializer = None,
-        _registered_method: bool = False,
-    ) -> Callable[..., LocalStreamCall]:
-        def call(
-            requests: Requests, *, timeout: float | None = None, metadata: Metadata | None = None, **_: Any
-        ) -> LocalStreamCall:
-            pick = self._request_stream(requests, request_serializer, lambda handler: handler.stream_stream)
-            return LocalStreamCall(self, method, metadata or (), timeout, response_deserializer, pick)
-
-        return call
+    unary_unary = _kind(one_request=True, answers_once=True, behaviour=lambda h: h.unary_unary)
+    stream_unary = _kind(one_request=False, answers_once=True, behaviour=lambda h: h.stream_unary)
+    unary_stream = _kind(one_request=True, answers_once=False, behaviour=lambda h: h.unary_stream)
+    stream_stream = _kind(one_request=False, answers_once=False, behaviour=lambda h: h.stream_stream)
 
     async def channel_ready(self) -> None:
         return None
