@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 #: Unread messages a server stream may hold before its handler waits for the reader.
 WINDOW = 64
+#: How long closing the channel waits for the handlers it cancelled to finish.
+CLOSE_WAIT_S = 1.0
 
 Serializer = Callable[[Any], Any] | None
 Metadata = Sequence[tuple[str, str | bytes]]
@@ -227,7 +229,9 @@ class LocalChannel:
         return None
 
     async def close(self, grace: float | None = None) -> None:
-        """End every call still going (its caller gets ``CANCELLED``); later calls fail at once."""
+        """End every call still going (its caller gets ``CANCELLED``); later calls fail at once. Handlers
+        get up to :data:`CLOSE_WAIT_S` to finish their cancellation: no longer, as a gRPC channel does not
+        wait for a server's handlers at all."""
         self._closed = True
         for stream in list(self._streams):
             stream.cancel()
@@ -235,7 +239,7 @@ class LocalChannel:
         for task in calls:
             task.cancel()
         if calls:
-            await asyncio.wait(calls)
+            await asyncio.wait(calls, timeout=CLOSE_WAIT_S)
 
     async def __aenter__(self) -> LocalChannel:
         return self
@@ -507,4 +511,4 @@ class LocalStreamCall:
         return self._ended
 
 
-__all__ = ["WINDOW", "LocalChannel", "LocalStreamCall", "rpc_error"]
+__all__ = ["CLOSE_WAIT_S", "WINDOW", "LocalChannel", "LocalStreamCall", "rpc_error"]

@@ -21,6 +21,7 @@ from spear_sdk.wire import object_pb2_grpc as ogrpc
 
 SYNC = fpb.EXECUTION_MODE_SYNC
 LIMIT = 64 << 20
+DEADLINE_S = 10.0
 
 
 def local(h: Harness, *, message_limit: int = LIMIT) -> Harness:
@@ -154,6 +155,8 @@ class _Counting:
 
     def __init__(self) -> None:
         self.produced = 0
+        self.stubborn_started = asyncio.Event()
+        self.released = asyncio.Event()
 
     async def numbers(self, request: bytes, context: object) -> AsyncIterator[bytes]:
         for n in range(10 * WINDOW):
@@ -163,6 +166,15 @@ class _Counting:
     async def written(self, request: bytes, context: Any) -> None:
         for n in range(3):
             await context.write(n.to_bytes(4, "little"))
+
+    async def stubborn(self, request: bytes, context: object) -> bytes:
+        """Goes on after its cancellation until the test lets it go."""
+        self.stubborn_started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await self.released.wait()
+        return b"done anyway"
 
     async def boom(self, request: bytes, context: object) -> bytes:
         raise ValueError("a bug in the servicer")
@@ -174,6 +186,7 @@ def _counting_channel(counting: _Counting) -> LocalChannel:
         {
             "Numbers": grpc.unary_stream_rpc_method_handler(counting.numbers),
             "Written": grpc.unary_stream_rpc_method_handler(counting.written),
+            "Stubborn": grpc.unary_unary_rpc_method_handler(counting.stubborn),
             "Boom": grpc.unary_unary_rpc_method_handler(counting.boom),
         },
     )
@@ -218,3 +231,14 @@ async def test_closing_the_channel_ends_its_calls(shared: Harness) -> None:
     assert (await outcome(caller))[0] == "CANCELLED"
     assert (await outcome(near.fn.GetHealth(fpb.GetHealthRequest())))[0] == "CANCELLED"
     await _ends_cancelled(shared, task_id)
+
+
+async def test_closing_does_not_wait_long_for_a_handler_that_outlives_its_cancellation() -> None:
+    counting = _Counting()
+    channel = _counting_channel(counting)
+    caller = asyncio.ensure_future(channel.unary_unary("/test.Counting/Stubborn")(b""))
+    await asyncio.wait_for(counting.stubborn_started.wait(), DEADLINE_S)
+    await asyncio.wait_for(channel.close(), DEADLINE_S)
+    assert not counting.released.is_set() and not caller.done(), "close waited for the handler to end"
+    counting.released.set()
+    assert await asyncio.wait_for(caller, DEADLINE_S) == b"done anyway"
