@@ -114,3 +114,13 @@ async def test_a_batch_that_cannot_be_encoded_fails_its_futures_and_the_next_one
     assert await store.get("bad-held") is None, "part of a failed batch was stored"
     await stored(writes.put({"good": b"g"}))
     assert await store.get("good") == b"g"
+
+
+async def test_a_put_that_spans_two_held_units_makes_them_one(store: KvStore) -> None:
+    writes = GroupCommit(store)
+    writes.put({"x": b"x1"}, urgent=False)
+    writes.put({"y": b"y1"}, urgent=False)
+    writes.put({"x": b"x2", "y": b"y2"}, urgent=False)
+    await stored(writes.put({"x": b"x3"}))
+    assert await store.get("x") == b"x3"
+    assert await store.get("y") == b"y2", "a unit made of two did not fall due whole"

@@ -43,6 +43,8 @@ LAZY_S = 0.01
 #: Held writes made within this long of each other fall due together (so a write is held between
 #: ``LAZY_S - JOIN_S`` and ``LAZY_S``: long enough for a quick call's next states to join it).
 JOIN_S = 0.001
+#: A timer may run this much before its time (the loop's clock resolution): its generation is due then.
+_EARLY_S = 1e-4
 
 Value = bytes | Encodable
 
@@ -157,7 +159,7 @@ class GroupCommit:
         self._release = None
         generations = self._generations
         loop = asyncio.get_running_loop()
-        now = loop.time()
+        now = loop.time() + _EARLY_S
         while generations and generations[0].due_at <= now:
             self._fall_due_all(generations.popleft())
         if generations:
@@ -184,10 +186,11 @@ class GroupCommit:
         """One unit of two (a put that spans both), in the older one's generation."""
         if other.generation.due_at < unit.generation.due_at:
             unit, other = other, unit
-        unit.writes.update(other.writes)
-        for key in other.writes:
-            if self._held.get(key) is other:
-                self._held[key] = unit
+        held = self._held
+        for key, value in other.writes.items():
+            if held.get(key) is other:  # (not a key that fell due meanwhile: a later unit may hold it)
+                held[key] = unit
+                unit.writes[key] = value
         return unit
 
     # -- writing ------------------------------------------------------------------------------------------
