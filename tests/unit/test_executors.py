@@ -394,12 +394,11 @@ async def test_cancelled_thread_is_abandoned_and_its_output_dropped() -> None:
 
 
 async def test_an_abandoned_stream_ends_at_its_next_chunk(tmp_path: Path) -> None:
-    before = {t.ident for t in threading.enumerate()}
+    # The threads themselves, not their idents: a thread that ends frees its ident for the next one.
+    before = set(threading.enumerate())
 
     def threads_of_the_pool() -> int:
-        return sum(
-            1 for t in threading.enumerate() if t.ident not in before and t.name.startswith("spearlet-job")
-        )
+        return sum(1 for t in threading.enumerate() if t not in before and t.name.startswith("spearlet-job"))
 
     executor = ThreadExecutor(1)
     await executor.start()
