@@ -71,8 +71,9 @@ class Runtime:
             coro.close()
             raise
         call = _BlockingCall(coro)
-        self.loop.call_soon_threadsafe(call.start, self.loop)
         try:
+            # Inside the try: a Ctrl-C that lands right after the call is scheduled must cancel it too.
+            self.loop.call_soon_threadsafe(call.start, self.loop)
             if tick is not None:
                 while not call.done.acquire(timeout=tick_interval):
                     tick()
@@ -171,9 +172,11 @@ class _BlockingCall(Generic[T]):
             self.done.release()
 
     def cancel(self) -> None:
-        """On the loop (scheduled after :meth:`start`): cancel the coroutine."""
+        """On the loop (scheduled after :meth:`start`, if that was scheduled): cancel the coroutine."""
         if self._task is not None:
             self._task.cancel()
+        else:  # the interrupt came before the call was scheduled: it never starts
+            self._coro.close()
 
     def outcome(self) -> T:
         """Once ``done`` is acquired: the value, or the error raised as :func:`result_of` does."""

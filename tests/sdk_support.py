@@ -9,11 +9,14 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
+
+from spear_sdk._runtime import Runtime
 
 LAB_OPTIONS = {"max_concurrent": 2}
 
@@ -27,11 +30,20 @@ def wait_until(check: Callable[[], object], timeout: float = 10, what: str = "co
         time.sleep(0.01)
 
 
+def main_thread_waits_in_a_call() -> bool:
+    """Whether the main thread is blocked in a blocking SDK call's wait (``Runtime.run``), where a Ctrl-C
+    cancels what it waits for. (The server may run the call before the caller gets there: a Ctrl-C a
+    moment earlier would interrupt something else, such as the ``submit()`` before a ``.result()``.)"""
+    frame = sys._current_frames().get(threading.main_thread().ident or 0)
+    return frame is not None and frame.f_code is Runtime.run.__code__
+
+
 @contextlib.contextmanager
 def ctrl_c_once(ready: Callable[[], bool], timeout: float = 30) -> Iterator[None]:
-    """Send this process one SIGINT (what Ctrl-C or Jupyter's interrupt sends) once ``ready()`` holds,
-    from a thread, while the ``with`` block runs; never after it: a signal that outlived its block would
-    interrupt whatever runs next. Fails if ``ready()`` did not hold within ``timeout`` seconds."""
+    """Send this process one SIGINT (what Ctrl-C or Jupyter's interrupt sends) once ``ready()`` holds and
+    the main thread waits in an SDK call, from a thread, while the ``with`` block runs; never after it: a
+    signal that outlived its block would interrupt whatever runs next. Fails if they did not hold within
+    ``timeout`` seconds."""
     leaving = threading.Event()
     sent = threading.Event()
     sending = threading.Lock()  # the block is not left between the last look at ``leaving`` and the kill
@@ -39,7 +51,7 @@ def ctrl_c_once(ready: Callable[[], bool], timeout: float = 30) -> Iterator[None
     def interrupt() -> None:
         deadline = time.monotonic() + timeout
         while not leaving.is_set() and time.monotonic() < deadline:
-            if ready():
+            if ready() and main_thread_waits_in_a_call():
                 with sending:
                     if not leaving.is_set():
                         sent.set()
