@@ -211,6 +211,10 @@ class LocalChannel:
         self._handlers = tuple(handlers)
         self._context = context if context is not None else contextvars.copy_context()
         self._interceptors = tuple(interceptors)
+        #: The interceptors, first to last, in front of the handlers' lookup (built once, called per call).
+        self._resolve: Callable[[Any], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]] = self._lookup
+        for interceptor in reversed(self._interceptors):
+            self._resolve = _chained(interceptor, self._resolve)
         self._limit = message_limit
         #: Handlers found per method; kept only with no interceptor, which may choose per call.
         self._found: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
@@ -255,11 +259,7 @@ class LocalChannel:
         found = self._found.get(method)
         if found is not None:
             return found
-        details = _CallDetails(method, tuple(metadata))
-        continuation: Callable[[Any], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]] = self._lookup
-        for interceptor in reversed(self._interceptors):
-            continuation = _chained(interceptor, continuation)
-        found = await continuation(details)
+        found = await self._resolve(_CallDetails(method, metadata))
         if found is None:
             raise rpc_error(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
         if not self._interceptors:
@@ -329,7 +329,8 @@ def _one_request(data: bytes, behaviour: Behaviour) -> Pick:
 
 
 def _found(behaviour: Any) -> Any:
-    """A handler of another kind of call than the client's (its stub and the server disagree)."""
+    """``behaviour``; ``UNIMPLEMENTED`` when the method handler has none for the client's kind of call
+    (its stub and the server disagree about the method)."""
     if behaviour is None:
         raise rpc_error(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
     return behaviour
