@@ -109,12 +109,17 @@ def crash(code: int = 3) -> None:
 
 
 def crash_once(marker: str) -> str:
-    """Dies the first time (no marker file yet), succeeds on the retry."""
-    if not os.path.exists(marker):
-        with open(marker, "w") as handle:
+    """Dies the first time (no marker file yet), succeeds on the retry.
+
+    The marker is claimed with an exclusive create, so of several calls racing on one marker in
+    parallel workers exactly one dies.
+    """
+    try:
+        with open(marker, "x") as handle:
             handle.write("crashed")
-        os._exit(7)
-    return "recovered"
+    except FileExistsError:
+        return "recovered"
+    os._exit(7)
 
 
 def segfault() -> None:
