@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 Step = Callable[[], "float | list[float]"]
+
+#: Unrecorded calls before a step's measured ones.
+WARMUP = 50
 
 
 def median(values: Sequence[float]) -> float:
@@ -49,6 +53,40 @@ def alternate(rounds: int, steps: Sequence[tuple[str, Step]], samples: Samples) 
             samples.add(name, step())
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """The CPU time the threads of process ``pid`` have used so far, to the nanosecond (the scheduler's
+    own count, where ``/proc/PID/stat`` counts 10 ms ticks); None without Linux's ``/proc``."""
+    total = 0
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for thread in threads:
+        try:
+            with open(f"/proc/{pid}/task/{thread}/schedstat") as schedstat:
+                total += int(schedstat.read().split()[0])
+        except (OSError, IndexError, ValueError):
+            continue  # (a thread that ended meanwhile)
+    return total / 1e9
+
+
+def with_cpu(step: Step, pid: int, calls: int, name: str, samples: Samples) -> Step:
+    """``step``, also adding to ``samples`` under ``name`` the CPU process ``pid`` (a server) spent per call
+    meanwhile, in microseconds; ``calls``: every call the step makes, its warm-up included. Unlike a rate
+    or a latency, CPU per call barely moves when other work takes the cores, so it shows where a gap lies
+    on a busy machine."""
+
+    def measured() -> float | list[float]:
+        before = cpu_seconds(pid)
+        figure = step()
+        after = cpu_seconds(pid)
+        if before is not None and after is not None:
+            samples.add(name, (after - before) / calls * 1e6)
+        return figure
+
+    return measured
+
+
 class Loop:
     """The one event loop the suite's own grpc.aio clients live on (a channel is bound to the loop that
     is current when it is made, so this loop is made this thread's current one)."""
@@ -70,7 +108,9 @@ class Loop:
         self._loop.close()
 
 
-async def latencies_ms(call: Callable[[], Awaitable[object]], count: int, warmup: int = 50) -> list[float]:
+async def latencies_ms(
+    call: Callable[[], Awaitable[object]], count: int, warmup: int = WARMUP
+) -> list[float]:
     """Round trip of ``count`` sequential calls, in milliseconds, after ``warmup`` unrecorded ones."""
     for _ in range(warmup):
         await call()
@@ -83,7 +123,7 @@ async def latencies_ms(call: Callable[[], Awaitable[object]], count: int, warmup
 
 
 async def inflight_rate(
-    call: Callable[[], Awaitable[object]], count: int, inflight: int, warmup: int = 50
+    call: Callable[[], Awaitable[object]], count: int, inflight: int, warmup: int = WARMUP
 ) -> float:
     """Calls per second when one client keeps ``inflight`` calls going until ``count`` have completed."""
     todo = iter(range(count))

@@ -16,7 +16,7 @@ from spear_sdk.wire import function_pb2 as fpb
 from spear_sdk.wire import function_pb2_grpc as fgrpc
 
 from . import workloads
-from .measure import inflight_rate, latencies_ms
+from .measure import WARMUP, inflight_rate, latencies_ms
 
 TRIVIAL = fpb.ArtifactSpec(artifact_type="python", location="operator:neg")
 COUNTER = fpb.ArtifactSpec(artifact_type="python", location=f"{workloads.MODULE}:count")
@@ -86,7 +86,7 @@ class Spear:
             assert response.success, response.message
             last[0] = response.execution_id
 
-        for _ in range(min(inflight, 50)):
+        for _ in range(WARMUP):
             await submit()
         await self._drain(last[0])
         start = time.perf_counter()

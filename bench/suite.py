@@ -34,7 +34,7 @@ from typing import Any
 
 from . import panel, startup
 from .baselines import Echo, frame_floor
-from .measure import Loop, Samples, alternate, median, quantile
+from .measure import WARMUP, Loop, Samples, Step, alternate, median, quantile, with_cpu
 from .memory import tree_rss
 from .ours import Sdk, SdkCalls, Spear
 from .plan import Sizes
@@ -98,7 +98,7 @@ class Suite:
                 self._phase("sdk", lambda: self._sdk_clients(spearlet))
             if spear is not None and self.wants("P1", "P3", "P5", "SDK"):
                 echo = echo_server(self.workdir)
-                self._phase("rpc", lambda: self._rpc(spear, echo))
+                self._phase("rpc", lambda: self._rpc(spear, echo, spearlet))
             if spear is not None and self.wants("SDK") and self.sdks:
                 self._phase("sdk-rates", self._sdk_rates)
             if spear is not None and self.wants("P2", "P3", "P4", "SDK") and self.has("ray"):
@@ -146,17 +146,31 @@ class Suite:
 
     # -- phases ----------------------------------------------------------------------------------------
 
-    def _rpc(self, spear: Spear, server: Server) -> None:
+    def _rpc(self, spear: Spear, server: Server, spearlet: Server) -> None:
         s, loop = self.sizes, self.loop
         chunk = loop.run(spear.sample_chunk())
         echo = Echo(server.address, spear.invoke_request.SerializeToString(), chunk)
+
+        def echo_cpu(step: Step, calls: int, name: str) -> Step:
+            return with_cpu(step, server.proc.pid, calls, name, self.samples)
+
+        def our_cpu(step: Step, calls: int, name: str) -> Step:
+            return with_cpu(step, spearlet.proc.pid, calls, name, self.samples)
+
         try:
             if self.wants("P1", "SDK"):
-                steps = [("echo.latency_ms", loop.step(lambda: echo.p50_samples(s.latency_calls)))]
+                echo_latency = loop.step(lambda: echo.p50_samples(s.latency_calls))
                 if self.wants("P1"):
+                    echo_latency = echo_cpu(echo_latency, s.latency_calls + WARMUP, "echo.sync_server_cpu_us")
+                steps = [("echo.latency_ms", echo_latency)]
+                if self.wants("P1"):
+                    ours = loop.step(lambda: spear.invoke_samples(s.latency_calls))
                     steps += [
                         ("relay.latency_ms", loop.step(lambda: echo.relay_samples(s.latency_calls))),
-                        ("ours.invoke_latency_ms", loop.step(lambda: spear.invoke_samples(s.latency_calls))),
+                        (
+                            "ours.invoke_latency_ms",
+                            our_cpu(ours, s.latency_calls + WARMUP, "ours.sync_server_cpu_us"),
+                        ),
                     ]
                 for where, sdk in self.sdks.items():  # S1, S5
                     steps.append((f"sdk.{where}.call_latency_ms", _calls(sdk, s.latency_calls)))
@@ -169,11 +183,19 @@ class Suite:
                     [
                         (
                             "echo.inflight_per_s",
-                            loop.step(lambda: echo.inflight_rate(s.inflight_calls, s.inflight)),
+                            echo_cpu(
+                                loop.step(lambda: echo.inflight_rate(s.inflight_calls, s.inflight)),
+                                s.inflight_calls + WARMUP,
+                                "echo.inflight_server_cpu_us",
+                            ),
                         ),
                         (
                             "ours.async_per_s",
-                            loop.step(lambda: spear.async_rate(s.inflight_calls, s.inflight)),
+                            our_cpu(
+                                loop.step(lambda: spear.async_rate(s.inflight_calls, s.inflight)),
+                                s.inflight_calls + WARMUP,
+                                "ours.async_server_cpu_us",
+                            ),
                         ),
                         (
                             "ours.sync_inflight_per_s",

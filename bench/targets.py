@@ -352,6 +352,20 @@ TARGETS: tuple[Target, ...] = (
     Target("P1", "ref: echo through a worker process p50 / echo p50", "relay.p50_ms", "echo.p50_ms", "ms"),
     Target(
         "P1",
+        "ref: server CPU per sync invoke / per echo call",
+        "ours.sync_server_cpu_us",
+        "echo.sync_server_cpu_us",
+        "us",
+    ),
+    Target(
+        "P3",
+        "ref: server CPU per async invocation / per echo call, 32 in flight",
+        "ours.async_server_cpu_us",
+        "echo.inflight_server_cpu_us",
+        "us",
+    ),
+    Target(
+        "P1",
         "ref: sync invoke p50 / echo through a worker process p50",
         "ours.invoke_p50_ms",
         "relay.p50_ms",
