@@ -75,7 +75,8 @@ def ctrl_c_once(ready: Callable[[], bool], timeout: float = 30) -> Iterator[None
         with sending:
             leaving.set()
         interrupter.join()
-        signal.signal(signal.SIGINT, inherited)
+        if inherited is not None:  # (None: a handler set outside Python, which cannot be put back)
+            signal.signal(signal.SIGINT, inherited)
     if not sent.is_set():
         pytest.fail(f"not ready to interrupt within {timeout} s")
     pytest.fail(f"a Ctrl-C was sent, but the block ended without a KeyboardInterrupt; {seen[0]}")
