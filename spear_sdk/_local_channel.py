@@ -76,12 +76,6 @@ def rpc_error(code: grpc.StatusCode, details: str, trailing: Metadata = ()) -> g
     )
 
 
-def _too_large(size: int, limit: int, way: str) -> grpc.aio.AioRpcError:
-    return rpc_error(
-        grpc.StatusCode.RESOURCE_EXHAUSTED, f"{way} message larger than max ({size} vs. {limit})"
-    )
-
-
 class _Context:
     """The servicer context a handler is given (the part of ``grpc.aio.ServicerContext`` handlers use)."""
 
@@ -307,7 +301,10 @@ class LocalChannel:
     def _encode(self, serializer: Serializer, message: Any, way: str) -> bytes:
         data: bytes = serializer(message) if serializer is not None else message
         if len(data) > self._limit:
-            raise _too_large(len(data), self._limit, way)
+            raise rpc_error(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{way} message larger than max ({len(data)} vs. {self._limit})",
+            )
         return data
 
     def _request_stream(self, requests: Requests, serializer: Serializer, behaviour: Behaviour) -> Pick:
@@ -462,10 +459,7 @@ class LocalStreamCall:
     async def _put(self, message: Any) -> None:
         if self._ended:  # cancelled: nobody reads on
             return
-        data: bytes = self._serialize(message) if self._serialize is not None else message
-        limit = self._channel._limit
-        if len(data) > limit:
-            raise _too_large(len(data), limit, "Received")
+        data = self._channel._encode(self._serialize, message, "Received")
         while len(self._messages) >= WINDOW:
             self._writable.clear()
             await self._writable.wait()

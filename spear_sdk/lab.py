@@ -37,9 +37,8 @@ class Lab:
     ends it."""
 
     def __init__(
-        self, started: tuple[SpearletServer, contextvars.Context], config: Config, runtime: Runtime
+        self, server: SpearletServer, context: contextvars.Context, config: Config, runtime: Runtime
     ) -> None:
-        server, context = started
         self._server = server
         self._runtime = runtime
         self.config = config
@@ -148,7 +147,8 @@ def start_lab(**options: Any) -> Lab:
         )
         if running is not None:
             running._stop(None, "was replaced by a new start_lab(); use the new lab's client and")
-        _current = Lab(runtime.run(_start_server(config)), config, runtime)
+        server, context = runtime.run(_start_server(config))
+        _current = Lab(server, context, config, runtime)
         _current.client.forward_output = forward_output
         return _current
 

@@ -136,6 +136,10 @@ class GroupCommit:
 
     def _due_now(self, items: Mapping[str, Value]) -> asyncio.Future[None]:
         self._puts.update(items)
+        return self._next_batch()
+
+    def _next_batch(self) -> asyncio.Future[None]:
+        """The future of the next batch (made if there is none yet), whose write is now scheduled."""
         if not self._waiting:
             self._waiting.append(asyncio.get_running_loop().create_future())
         self._schedule()
@@ -168,10 +172,8 @@ class GroupCommit:
     def _fall_due_all(self, generation: _Generation) -> None:
         for unit in generation.units:
             self._fall_due(unit)
-        if not self._waiting:
-            self._waiting.append(asyncio.get_running_loop().create_future())
+        self._next_batch()
         self._waiting.append(generation.stored)
-        self._schedule()
 
     def _fall_due(self, unit: _Unit) -> None:
         """A held unit goes in the next batch (its generation's future still resolves with the rest of the
