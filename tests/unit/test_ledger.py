@@ -12,13 +12,14 @@ from spearlet.engine.executors.base import COMPLETED, EXCEPTION, FAILED, WORKER_
 from spearlet.engine.ledger import Ledger
 from spearlet.stats import StatsTracker
 from spearlet.store import group_commit, open_store
+from spearlet.store.base import KvStore
 from spearlet.store.records import StoredExecution, task_execution_key
 
 DEADLINE_S = 10.0
 
 
-def _ledger() -> tuple[Ledger, ExecutionStore]:
-    executions = ExecutionStore(open_store("memory://"))
+def _ledger(store: KvStore | None = None) -> tuple[Ledger, ExecutionStore]:
+    executions = ExecutionStore(store if store is not None else open_store("memory://"))
     return Ledger(executions, StatsTracker(), log_limit_bytes=1 << 20), executions
 
 
@@ -105,8 +106,7 @@ async def test_a_waited_end_settles_without_waiting_for_the_writes_held_back(
     waiters wake then, not when the held writes' time comes (an hour here, instead of 10 ms)."""
     monkeypatch.setattr(group_commit, "LAZY_S", 3600.0)
     store = open_store("memory://")
-    executions = ExecutionStore(store)
-    ledger = Ledger(executions, StatsTracker(), log_limit_bytes=1 << 20)
+    ledger, executions = _ledger(store)
     live = ledger.admit(_record("e5"), stream=False, stops_work=True, waited=True)
     ledger.start(live, "worker-1")
     ledger.end(live, 0, outcome=Outcome(COMPLETED, result=b"value"))
