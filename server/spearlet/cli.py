@@ -10,7 +10,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from . import __version__
+from . import __version__, collector
 from .app import SpearletServer
 from .config import DEFAULT_STORE, EXECUTORS, Config
 from .report import commands as report_commands
@@ -102,6 +102,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
 async def serve(config: Config) -> None:
     server = SpearletServer(config)
     await server.start()
+    collector.settle_after_start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -72,6 +72,11 @@ class LiveExecution:
         self.done.set()
         if self.chunks is not None:
             self.chunks.close()
+        # What points back at the execution goes (its task's coroutine, a batch's cancel switch, the
+        # output forwarder): reference counting frees it now, not the cycle collector some time later.
+        self.task = None
+        self.on_cancel = None
+        self.output = None
 
     # Sink (executors.base.Sink): called on the loop while the run is in a worker.
     def started(self, instance_id: str) -> None:

@@ -172,6 +172,7 @@ class GroupCommit:
     def _fall_due_all(self, generation: _Generation) -> None:
         for unit in generation.units:
             self._fall_due(unit)
+        generation.units.clear()  # each unit points back at its generation: no cycle is left behind
         self._next_batch()
         self._waiting.append(generation.stored)
 
