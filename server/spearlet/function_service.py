@@ -244,16 +244,16 @@ class FunctionService(function_pb2_grpc.FunctionServiceServicer):
                         (ended, asyncio.ensure_future(arrived.wait())), return_when="FIRST_COMPLETED"
                     )
                     continue
-                group, size = [], 0
+                # Built in place: a message handed to a constructor is copied, its result value with it.
+                response, size = fpb.InvokeBatchResponse(), 0
+                results = response.results
                 while finished and size < room:
                     index, record = finished.popleft()
-                    item = fpb.BatchCallResult(
-                        index=index, execution_id=record.execution_id, result=convert.execution_result(record)
-                    )
+                    item = results.add(index=index, execution_id=record.execution_id)
+                    convert.fill_execution_result(item.result, record)
                     size += item.ByteSize() + 6
-                    group.append(item)
-                remaining -= len(group)
-                yield fpb.InvokeBatchResponse(results=group)
+                remaining -= len(results)
+                yield response
         finally:
             self.engine.end_batch(batch)
             ended.cancel()
