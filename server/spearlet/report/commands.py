@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 from ..store import SUPPORTED_URLS
-from .diff import diff
 from .render import render_html, render_markdown
 from .run import parse_since, read_run
 
@@ -78,6 +77,9 @@ def _report(args: argparse.Namespace, since: float) -> int:
 def _diff(args: argparse.Namespace, since: float) -> int:
     if args.threshold < 0 or args.min_ms < 0 or args.success_drop < 0:
         raise ValueError("--threshold, --min-ms and --success-drop must not be negative")
+    # Imported here: a diff reads baselines with pandas, which `spearlet serve` has no use for.
+    from .diff import diff
+
     comparison = diff(
         args.base,
         args.current,
