@@ -10,6 +10,7 @@ import types
 from collections import Counter
 from pathlib import Path
 
+import spearlet
 from harness import Harness, HarnessFactory, params, poll
 from spearlet.engine.output import SESSION_KEY
 from test_batch import batch_request, results
@@ -19,7 +20,7 @@ from spear_sdk.wire import function_pb2 as fpb
 
 ASYNC = fpb.EXECUTION_MODE_ASYNC
 COMPLETED = fpb.EXECUTION_STATUS_COMPLETED
-SERVER = str(Path(__import__("spearlet").__file__).parent)
+SERVER = str(Path(spearlet.__file__).parent)
 
 
 def of_the_server(obj: object) -> bool:
