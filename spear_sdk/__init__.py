@@ -114,15 +114,19 @@ _HOMES = {
 
 def __getattr__(name: str) -> Any:
     home = _HOMES.get(name)
+    missing = AttributeError(f"module {__name__!r} has no attribute {name!r}")
     if home is not None:
         value = getattr(importlib.import_module(f".{home}", __name__), name)
-    else:  # a submodule (spear_sdk.frames, spear_sdk.errors, ...), as if it had been imported
+    elif name.isidentifier() and not name.startswith("__"):
+        # a submodule (spear_sdk.frames, spear_sdk.errors, ...), as if it had been imported
         try:
             value = importlib.import_module(f".{name}", __name__)
         except ModuleNotFoundError as exc:
             if exc.name != f"{__name__}.{name}":
                 raise
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+            raise missing from None
+    else:  # (dunder probes such as __wrapped__, and names no module can have)
+        raise missing
     globals()[name] = value
     return value
 

@@ -43,3 +43,5 @@ def test_the_public_names_come_on_first_use() -> None:
 def test_an_unknown_name_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="no attribute 'start_labs'"):
         spear_sdk.start_labs  # noqa: B018
+    for probe in ("__wrapped__", "nothing.at_all", "not a name"):  # what tools ask with hasattr
+        assert not hasattr(spear_sdk, probe)
