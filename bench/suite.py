@@ -151,27 +151,23 @@ class Suite:
         chunk = loop.run(spear.sample_chunk())
         echo = Echo(server.address, spear.invoke_request.SerializeToString(), chunk)
 
-        def echo_cpu(step: Step, calls: int, name: str) -> Step:
-            return with_cpu(step, server.proc.pid, calls, name, self.samples)
-
-        def our_cpu(step: Step, calls: int, name: str) -> Step:
-            return with_cpu(step, spearlet.proc.pid, calls, name, self.samples)
+        def cpu(of: Server, step: Step, calls: int, name: str) -> Step:
+            """``step``, also recording the CPU ``of`` spent per call (``calls``: its warm-up included)."""
+            return with_cpu(step, of.proc.pid, calls, name, self.samples)
 
         try:
             if self.wants("P1", "SDK"):
                 echo_latency = loop.step(lambda: echo.p50_samples(s.latency_calls))
                 if self.wants("P1"):
-                    echo_latency = echo_cpu(echo_latency, s.latency_calls + WARMUP, "echo.sync_server_cpu_us")
-                steps = [("echo.latency_ms", echo_latency)]
-                if self.wants("P1"):
+                    calls = s.latency_calls + WARMUP
                     ours = loop.step(lambda: spear.invoke_samples(s.latency_calls))
-                    steps += [
+                    steps = [
+                        ("echo.latency_ms", cpu(server, echo_latency, calls, "echo.sync_server_cpu_us")),
                         ("relay.latency_ms", loop.step(lambda: echo.relay_samples(s.latency_calls))),
-                        (
-                            "ours.invoke_latency_ms",
-                            our_cpu(ours, s.latency_calls + WARMUP, "ours.sync_server_cpu_us"),
-                        ),
+                        ("ours.invoke_latency_ms", cpu(spearlet, ours, calls, "ours.sync_server_cpu_us")),
                     ]
+                else:
+                    steps = [("echo.latency_ms", echo_latency)]
                 for where, sdk in self.sdks.items():  # S1, S5
                     steps.append((f"sdk.{where}.call_latency_ms", _calls(sdk, s.latency_calls)))
                     if self.wants("SDK"):
@@ -183,7 +179,8 @@ class Suite:
                     [
                         (
                             "echo.inflight_per_s",
-                            echo_cpu(
+                            cpu(
+                                server,
                                 loop.step(lambda: echo.inflight_rate(s.inflight_calls, s.inflight)),
                                 s.inflight_calls + WARMUP,
                                 "echo.inflight_server_cpu_us",
@@ -191,7 +188,8 @@ class Suite:
                         ),
                         (
                             "ours.async_per_s",
-                            our_cpu(
+                            cpu(
+                                spearlet,
                                 loop.step(lambda: spear.async_rate(s.inflight_calls, s.inflight)),
                                 s.inflight_calls + WARMUP,
                                 "ours.async_server_cpu_us",
