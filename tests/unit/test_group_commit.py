@@ -124,3 +124,28 @@ async def test_a_put_that_spans_two_held_units_makes_them_one(store: KvStore) ->
     await stored(writes.put({"x": b"x3"}))
     assert await store.get("x") == b"x3"
     assert await store.get("y") == b"y2", "a unit made of two did not fall due whole"
+
+
+async def test_a_held_write_taken_over_by_a_stored_one_resolves_without_a_batch_of_its_own(
+    store: KvStore,
+) -> None:
+    writes = GroupCommit(store)
+    held = writes.put({"run": Record("pending")}, urgent=False)
+    await stored(writes.put({"run": Record("completed")}))
+    assert not held.done(), "the held write's generation is not due yet"
+    writes.hurry()
+    # Its write went with the urgent one, which is stored: nothing is left to write, so no turn is needed.
+    assert held.done() and held.exception() is None
+    assert await store.get("run") == b"completed"
+
+
+async def test_a_held_write_taken_over_by_an_unwritten_one_resolves_once_that_is_stored(
+    store: KvStore,
+) -> None:
+    writes = GroupCommit(store)
+    held = writes.put({"run": Record("pending")}, urgent=False)
+    urgent = writes.put({"run": Record("completed")})
+    writes.hurry()
+    assert not held.done(), "resolved before the batch that carries its key was written"
+    await stored(held)
+    assert urgent.done() and await store.get("run") == b"completed"

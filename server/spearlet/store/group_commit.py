@@ -170,20 +170,29 @@ class GroupCommit:
             self._release = loop.call_at(generations[0].due_at, self._release_due)
 
     def _fall_due_all(self, generation: _Generation) -> None:
+        moved = False
         for unit in generation.units:
-            self._fall_due(unit)
+            moved |= self._fall_due(unit)
         generation.units.clear()  # each unit points back at its generation: no cycle is left behind
-        self._next_batch()
-        self._waiting.append(generation.stored)
+        if moved or self._waiting or self._writing is not None:
+            self._next_batch()
+            self._waiting.append(generation.stored)
+        elif not generation.stored.done():
+            # Every write it held went ahead with a later write to the same key (a SYNC call's end takes
+            # its PENDING record along), and no batch is left unwritten: an empty batch would cost a turn.
+            generation.stored.set_result(None)
 
-    def _fall_due(self, unit: _Unit) -> None:
+    def _fall_due(self, unit: _Unit) -> bool:
         """A held unit goes in the next batch (its generation's future still resolves with the rest of the
-        generation). Keys a later unit took over stay with that one."""
+        generation). Keys a later unit took over stay with that one. Whether any write went."""
         held = self._held
+        moved = False
         for key, value in unit.writes.items():
             if held.get(key) is unit:
                 del held[key]
                 self._puts[key] = value
+                moved = True
+        return moved
 
     def _merge(self, unit: _Unit, other: _Unit) -> _Unit:
         """One unit of two (a put that spans both), in the older one's generation."""
