@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -46,6 +48,10 @@ EXECUTION = "spear.execution"
 MAX_UNARY_VALUE = 64 << 20
 #: Pieces of a streamed object.
 CHUNK_BYTES = 1 << 20
+#: Values ``ObjectRepository.value_and_digest`` keeps in memory (the most recently read), and the
+#: largest it keeps.
+KEPT_VALUES = 64
+KEPT_VALUE_BYTES = 256 << 10
 
 
 def results_prefix(execution_id: str) -> str:
@@ -87,6 +93,10 @@ class ObjectRepository:
         self._lock = asyncio.Lock()
         self.count = 0
         self.total_size = 0
+        #: Values read by ``value_and_digest``, with their digests, by key (see there).
+        self._kept: OrderedDict[str, tuple[bytes, str]] = OrderedDict()
+        #: Counts the changes of objects' values, so that a read that raced one is not kept.
+        self._changes = 0
 
     async def load_totals(self) -> None:
         """Count the stored objects once at start; mutations keep the totals current after that.
@@ -108,6 +118,34 @@ class ObjectRepository:
         _require_key(key)
         data = await self._store.get(object_key(key))
         return StoredObject.decode(data) if data is not None else None
+
+    async def value_and_digest(self, key: str) -> tuple[bytes, str] | None:
+        """Object ``key``'s value as its record holds it, and that value's ``sha256:`` digest; None when
+        there is no such object.
+
+        Every call of a pickled function reads the function's object and checks its digest. On a store
+        no other server writes, the values read last are kept (:data:`KEPT_VALUES`, each at most
+        :data:`KEPT_VALUE_BYTES`), and a put, overwrite or delete of one drops it; on a shared store
+        another server may change the object, so each read goes to the store."""
+        kept = self._kept.get(key)
+        if kept is not None:
+            self._kept.move_to_end(key)
+            return kept
+        changes = self._changes
+        obj = await self.get(key)
+        if obj is None:
+            return None
+        kept = obj.value, "sha256:" + hashlib.sha256(obj.value).hexdigest()
+        if (
+            not self._store.shared
+            and not obj.in_file
+            and len(obj.value) <= KEPT_VALUE_BYTES
+            and changes == self._changes  # (no object changed while it was read)
+        ):
+            self._kept[key] = kept
+            if len(self._kept) > KEPT_VALUES:
+                self._kept.popitem(last=False)
+        return kept
 
     async def put(self, key: str, value: bytes, metadata: dict[str, str], overwrite: bool) -> StoredObject:
         _require_key(key)
@@ -368,8 +406,13 @@ class ObjectRepository:
         self._account(obj, None)
 
     def _account(self, old: StoredObject | None, new: StoredObject | None) -> None:
+        """An object was made, its value replaced, or it was deleted: keep the totals, forget its value."""
         self.count += (new is not None) - (old is not None)
         self.total_size += (new.size if new else 0) - (old.size if old else 0)
+        self._changes += 1
+        changed = new if new is not None else old
+        if changed is not None:
+            self._kept.pop(changed.key, None)
 
 
 def _truncate(path: Path, inode: int, size: int) -> None:

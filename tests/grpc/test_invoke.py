@@ -145,6 +145,42 @@ async def test_pickle_checksum_mismatch_fails_the_execution(shared: Harness) -> 
     assert "checksum" in response.result.error_message
 
 
+async def test_a_pickled_function_replaced_after_its_calls_is_checked_again(shared: Harness) -> None:
+    """The server keeps the function's bytes it read for one call for the next: replacing or deleting the
+    object must still reach the next call."""
+    task_id = await pickle_task(shared, lambda x: x + 1, "kept-function")
+    for x in range(3):
+        assert value((await shared.invoke(task_id, x)).result) == x + 1
+    other = cloudpickle.dumps(lambda x: x - 1)
+    await shared.obj.PutObject(opb.PutObjectRequest(key="fn/kept-function", value=other, overwrite=True))
+    replaced = await shared.invoke(task_id, 5)
+    assert not replaced.success and replaced.result.error_code == "ARTIFACT_LOAD_FAILED"
+    assert "checksum mismatch" in replaced.result.error_message
+    await shared.obj.DeleteObject(opb.DeleteObjectRequest(key="fn/kept-function", force=True))
+    deleted = await shared.invoke(task_id, 5)
+    assert not deleted.success and deleted.result.error_code == "ARTIFACT_LOAD_FAILED"
+    assert "not found" in deleted.result.error_message
+
+
+async def test_a_pickled_function_without_a_checksum_runs_its_objects_current_bytes(
+    shared: Harness,
+) -> None:
+    await shared.obj.PutObject(
+        opb.PutObjectRequest(key="fn/unchecked-function", value=cloudpickle.dumps(lambda: "first"))
+    )
+    task_id = await shared.register(
+        "object://fn/unchecked-function", artifact_type="pickle", name="unchecked-function"
+    )
+    assert value((await shared.invoke(task_id)).result) == "first"
+    assert value((await shared.invoke(task_id)).result) == "first"
+    await shared.obj.PutObject(
+        opb.PutObjectRequest(
+            key="fn/unchecked-function", value=cloudpickle.dumps(lambda: "second"), overwrite=True
+        )
+    )
+    assert value((await shared.invoke(task_id)).result) == "second"
+
+
 async def test_pickled_python_objects_travel_both_ways(shared: Harness) -> None:
     task_id = await shared.register("workloads:identity")
     sample = {"tuple": (1, 2), "set": {3}, "ints": [1, 2]}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
@@ -873,13 +872,13 @@ class Engine:
     async def _load_pickle(self, task: StoredTask) -> tuple[bytes, str] | str:
         """The pickled callable's bytes and cache key, or why they cannot be used."""
         key = task.artifact.location[len(OBJECT_SCHEME) :]
-        obj = await self.objects.get(key)
-        if obj is None:
+        found = await self.objects.value_and_digest(key)
+        if found is None:
             return f"artifact object {key!r} not found"
-        digest = "sha256:" + hashlib.sha256(obj.value).hexdigest()
+        value, digest = found
         if task.artifact.checksum and task.artifact.checksum != digest:
             return f"checksum mismatch for object {key!r}: expected {task.artifact.checksum}, got {digest}"
-        return obj.value, digest
+        return value, digest
 
 
 #: Job templates kept (:meth:`Engine._job`) before the cache starts over.
