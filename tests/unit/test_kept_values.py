@@ -1,5 +1,6 @@
 """The object values a server keeps for the calls of pickled functions (``value_and_digest``): served from
-memory once read, forgotten as soon as the object changes through the server."""
+memory once read, forgotten as soon as the object changes through the server, and never kept on a store
+that other servers share."""
 
 from __future__ import annotations
 
@@ -7,17 +8,16 @@ import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
 import pytest_asyncio
 from spearlet.objects import KEPT_VALUE_BYTES, KEPT_VALUES, ObjectRepository
 from spearlet.store import KvStore, open_store
 from spearlet.store.records import object_key
 
 
-@pytest_asyncio.fixture(params=["memory", "sqlite"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[KvStore]:
-    url = "memory://" if request.param == "memory" else f"sqlite:///{tmp_path / 'objects.db'}"
-    opened = open_store(url)
+@pytest_asyncio.fixture
+async def store(tmp_path: Path) -> AsyncIterator[KvStore]:
+    """SQLite, the store of ``spearlet serve``: one no other server writes."""
+    opened = open_store(f"sqlite:///{tmp_path / 'objects.db'}")
     await opened.open()
     yield opened
     await opened.close()
@@ -60,7 +60,19 @@ async def test_only_the_latest_small_values_are_kept(store: KvStore) -> None:
     await store.delete(object_key("fn/0"))
     await store.delete(object_key(f"fn/{KEPT_VALUES}"))
     assert await objects.value_and_digest("fn/0") is None, "the oldest value was not let go"
-    assert await objects.value_and_digest(f"fn/{KEPT_VALUES}") == (
-        b"%d" % KEPT_VALUES,
-        digest(b"%d" % KEPT_VALUES),
-    )
+    newest = b"%d" % KEPT_VALUES
+    assert await objects.value_and_digest(f"fn/{KEPT_VALUES}") == (newest, digest(newest))
+
+
+async def test_nothing_is_kept_on_a_store_other_servers_share(pg_url: str) -> None:
+    shared = open_store(pg_url)
+    await shared.open()
+    try:
+        objects = ObjectRepository(shared, max_object_bytes=1 << 30)
+        await objects.put("fn/c", b"first", {}, overwrite=False)
+        assert await objects.value_and_digest("fn/c") == (b"first", digest(b"first"))
+        # As another server on the same database would change it:
+        await shared.delete(object_key("fn/c"))
+        assert await objects.value_and_digest("fn/c") is None
+    finally:
+        await shared.close()
