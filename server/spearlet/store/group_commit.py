@@ -177,10 +177,10 @@ class GroupCommit:
         if moved or self._waiting or self._writing is not None:
             self._next_batch()
             self._waiting.append(generation.stored)
-        elif not generation.stored.done():
+        else:
             # Every write it held went ahead with a later write to the same key (a SYNC call's end takes
             # its PENDING record along), and no batch is left unwritten: an empty batch would cost a turn.
-            generation.stored.set_result(None)
+            _done([generation.stored])
 
     def _fall_due(self, unit: _Unit) -> bool:
         """A held unit goes in the next batch (its generation's future still resolves with the rest of the
