@@ -28,6 +28,7 @@ class Echo:
         self._channel = grpc.aio.insecure_channel(address)
         self._echo = self._channel.unary_unary(echo_server.ECHO_METHOD)
         self._relay = self._channel.unary_unary(echo_server.RELAY_METHOD)
+        self._durable_relay = self._channel.unary_unary(echo_server.DURABLE_RELAY_METHOD)
         # The stream's messages are parsed as StreamExecutionResult, as a spearlet client parses chunks.
         self._stream = self._channel.unary_stream(
             echo_server.STREAM_METHOD, response_deserializer=fpb.StreamExecutionResult.FromString
@@ -48,6 +49,14 @@ class Echo:
             await self._relay(self._payload)
 
         return await latencies_ms(relay, count)
+
+    async def durable_relay_samples(self, count: int) -> list[float]:
+        """The echo through a worker process and one SQLite commit per call (see :mod:`bench.echo_server`)."""
+
+        async def durable_relay() -> None:
+            await self._durable_relay(self._payload)
+
+        return await latencies_ms(durable_relay, count)
 
     async def inflight_rate(self, count: int, inflight: int) -> float:
         return await inflight_rate(self._call, count, inflight)

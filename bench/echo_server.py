@@ -4,13 +4,17 @@ Run as a child process (``python -m bench.echo_server``); it prints ``listening 
 ``Stream`` takes an 8-byte little-endian count followed by a payload and sends the payload back that many
 times, as fast as grpc.aio lets it. ``Relay`` echoes through a worker process: the handler sends the
 request to a child over a socket and awaits its reply, read by the event loop as spearlet's pool does.
-It is the floor of any grpc.aio server that runs each call in another process.
+It is the floor of any grpc.aio server that runs each call in another process. ``DurableRelay`` also
+commits one batch per call to SQLite, set up as spearlet's store is, before it answers: the floor of a
+server that runs each call in another process and keeps a durable record of it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import socket
+import sqlite3
 import struct
 import subprocess
 import sys
@@ -23,6 +27,11 @@ SERVICE = "bench.Echo"
 ECHO_METHOD = f"/{SERVICE}/Echo"
 STREAM_METHOD = f"/{SERVICE}/Stream"
 RELAY_METHOD = f"/{SERVICE}/Relay"
+DURABLE_RELAY_METHOD = f"/{SERVICE}/DurableRelay"
+#: DurableRelay's database, in the working directory (the suite runs its servers in a directory of its own).
+RECORDS_FILE = "echo-records.db"
+# The statement spearlet's SQLite store writes with.
+_UPSERT = "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 COUNT = struct.Struct("<Q")
 SIZE = struct.Struct("<I")
 # The worker: read a length-prefixed message, send it back.
@@ -72,6 +81,26 @@ class Relay:
         return await fut
 
 
+class Record:
+    """Each call's record and index entry, committed together in one WAL transaction, on the event loop's
+    thread, with the journal settings of spearlet's SQLite store (``synchronous=NORMAL``)."""
+
+    def __init__(self, path: str) -> None:
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode = WAL")
+        self._conn.execute("PRAGMA synchronous = NORMAL")
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID"
+        )
+        self._ids = itertools.count()
+
+    def commit(self, value: bytes) -> None:
+        key = f"{next(self._ids):016d}"
+        self._conn.execute("BEGIN IMMEDIATE")
+        self._conn.executemany(_UPSERT, ((f"e/{key}", value), (f"i/{key}", b"")))
+        self._conn.execute("COMMIT")
+
+
 def stream_request(count: int, payload: bytes) -> bytes:
     return COUNT.pack(count) + payload
 
@@ -90,9 +119,15 @@ async def _stream(request: bytes, context: object) -> AsyncIterator[bytes]:
 async def main() -> None:
     server = grpc.aio.server()
     relay = Relay()
+    records = Record(RECORDS_FILE)
 
     async def _relay(request: bytes, context: object) -> bytes:
         return await relay.call(request)
+
+    async def _durable_relay(request: bytes, context: object) -> bytes:
+        reply = await relay.call(request)
+        records.commit(reply)
+        return reply
 
     handler = grpc.method_handlers_generic_handler(
         SERVICE,
@@ -100,6 +135,7 @@ async def main() -> None:
             "Echo": grpc.unary_unary_rpc_method_handler(_echo),
             "Stream": grpc.unary_stream_rpc_method_handler(_stream),
             "Relay": grpc.unary_unary_rpc_method_handler(_relay),
+            "DurableRelay": grpc.unary_unary_rpc_method_handler(_durable_relay),
         },
     )
     server.add_generic_rpc_handlers((handler,))

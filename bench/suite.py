@@ -164,6 +164,10 @@ class Suite:
                     steps = [
                         ("echo.latency_ms", cpu(server, echo_latency, calls, "echo.sync_server_cpu_us")),
                         ("relay.latency_ms", loop.step(lambda: echo.relay_samples(s.latency_calls))),
+                        (
+                            "durable_relay.latency_ms",
+                            loop.step(lambda: echo.durable_relay_samples(s.latency_calls)),
+                        ),
                         ("ours.invoke_latency_ms", cpu(spearlet, ours, calls, "ours.sync_server_cpu_us")),
                     ]
                 else:
@@ -539,6 +543,8 @@ class Suite:
             "echo.latency_p99_ms": "echo.p99_ms",
             "relay.latency_p50_ms": "relay.p50_ms",
             "relay.latency_p99_ms": "relay.p99_ms",
+            "durable_relay.latency_p50_ms": "durable_relay.p50_ms",
+            "durable_relay.latency_p99_ms": "durable_relay.p99_ms",
         }
         for old, new in renames.items():
             if old in self.figures:
