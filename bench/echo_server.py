@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import socket
-import sqlite3
 import struct
 import subprocess
 import sys
@@ -23,6 +22,8 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from . import raw_sqlite
+
 SERVICE = "bench.Echo"
 ECHO_METHOD = f"/{SERVICE}/Echo"
 STREAM_METHOD = f"/{SERVICE}/Stream"
@@ -30,8 +31,6 @@ RELAY_METHOD = f"/{SERVICE}/Relay"
 DURABLE_RELAY_METHOD = f"/{SERVICE}/DurableRelay"
 #: DurableRelay's database, in the working directory (the suite runs its servers in a directory of its own).
 RECORDS_FILE = "echo-records.db"
-# The statement spearlet's SQLite store writes with.
-_UPSERT = "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 COUNT = struct.Struct("<Q")
 SIZE = struct.Struct("<I")
 # The worker: read a length-prefixed message, send it back.
@@ -82,22 +81,17 @@ class Relay:
 
 
 class Record:
-    """Each call's record and index entry, committed together in one WAL transaction, on the event loop's
-    thread, with the journal settings of spearlet's SQLite store (``synchronous=NORMAL``)."""
+    """Each call's record and index entry, committed together in one WAL transaction on the event loop's
+    thread, as spearlet's SQLite store commits them (:mod:`bench.raw_sqlite`)."""
 
     def __init__(self, path: str) -> None:
-        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode = WAL")
-        self._conn.execute("PRAGMA synchronous = NORMAL")
-        self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID"
-        )
+        self._conn = raw_sqlite.connect(path)
         self._ids = itertools.count()
 
     def commit(self, value: bytes) -> None:
         key = f"{next(self._ids):016d}"
         self._conn.execute("BEGIN IMMEDIATE")
-        self._conn.executemany(_UPSERT, ((f"e/{key}", value), (f"i/{key}", b"")))
+        self._conn.executemany(raw_sqlite.UPSERT, ((f"e/{key}", value), (f"i/{key}", b"")))
         self._conn.execute("COMMIT")
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -30,9 +29,9 @@ from google.protobuf import timestamp_pb2
 
 from spear_sdk.wire import function_pb2 as fpb
 
+from . import raw_sqlite
+
 CHANGES_PER_EXECUTION = 3
-_SCHEMA = "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID"
-_UPSERT = "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 
 
 def _record(execution_id: str, status: int) -> bytes:
@@ -68,10 +67,7 @@ class RawSqlite:
     """The baseline: one sqlite3 connection, WAL, synchronous=NORMAL, one row per commit."""
 
     def __init__(self, path: Path) -> None:
-        self._conn = sqlite3.connect(path, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode = WAL")
-        self._conn.execute("PRAGMA synchronous = NORMAL")
-        self._conn.execute(_SCHEMA)
+        self._conn = raw_sqlite.connect(path)
         self._ids = _Ids("raw-")
 
     def commit_us(self, executions: int) -> float:
@@ -87,7 +83,7 @@ class RawSqlite:
         conn = self._conn
         start = time.perf_counter()
         for row in writes:
-            conn.execute(_UPSERT, row)
+            conn.execute(raw_sqlite.UPSERT, row)
         return (time.perf_counter() - start) * 1e6 / len(writes)
 
     def close(self) -> None:
